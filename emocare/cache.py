@@ -1,0 +1,100 @@
+"""The embedding cache format: one HDF5 file per modality, rows in the order of ``data/posts.jsonl``.
+
+Each file holds ``emb`` [N, D] float32 (the specialist's pooled features before its
+classifier; zeros where the modality is absent), ``present`` [N] bool, ``id`` [N], ``label``
+[N] (class index, -1 when unlabelled) and ``split`` [N]; attributes ``labels``, ``backbone``,
+``pretrained``, ``dim``, ``modality``, ``no_data`` and ``checkpoint_sha256``. Files are written
+without timestamps to a temporary name and renamed, so equal inputs give equal bytes and a
+killed run leaves no file under the final name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from emocare.io import atomic_path
+from emocare.labels import MODALITIES
+
+CHUNK_ROWS = 256
+
+
+def write_cache(path: str | Path, emb: np.ndarray, present: np.ndarray, ids: list[str], labels: np.ndarray,
+                splits: list[str], attrs: dict) -> None:
+    """Write one modality's cache file atomically and deterministically (no HDF5 timestamps)."""
+    n = len(ids)
+    chunks = (max(1, min(n, CHUNK_ROWS)), max(1, emb.shape[1]))
+    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w", track_order=False) as f:
+        f.create_dataset("emb", data=emb.astype(np.float32), chunks=chunks if n else None, track_times=False)
+        f.create_dataset("present", data=present.astype(bool), track_times=False)
+        f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype(), track_times=False)
+        f.create_dataset("label", data=labels.astype(np.int64), track_times=False)
+        f.create_dataset("split", data=np.array(splits, dtype=object), dtype=h5py.string_dtype(),
+                         track_times=False)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+
+
+
+@dataclass
+class Cache:
+    """The three modality files, loaded and lined up."""
+
+    ids: list[str]
+    labels: np.ndarray
+    splits: np.ndarray
+    emb: dict[str, torch.Tensor]
+    present: dict[str, np.ndarray]
+    attrs: dict[str, dict]
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+    def present_matrix(self, modalities: list[str]) -> torch.Tensor:
+        """[N, len(modalities)] bool."""
+        return torch.from_numpy(np.stack([self.present[m] for m in modalities], 1))
+
+
+def _decode(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def load_cache(cache_dir: str | Path, modalities: list[str] = MODALITIES) -> Cache:
+    """Read the modality files into memory; fail if their ids, labels or splits do not line up."""
+    cache_dir = Path(cache_dir)
+    ids = labels = splits = None
+    emb, present, attrs = {}, {}, {}
+    for m in modalities:
+        path = cache_dir / f"{m}.h5"
+        if not path.exists():
+            raise FileNotFoundError(f"embedding cache {path} is missing: run `dvc repro embed@{m}`")
+        with h5py.File(path, "r") as f:
+            m_ids = _decode(f["id"][:])
+            if ids is None:
+                ids, labels, splits = m_ids, f["label"][:], np.array(_decode(f["split"][:]))
+            elif m_ids != ids:
+                first = next((i for i, (a, b) in enumerate(zip(ids, m_ids, strict=False)) if a != b),
+                             min(len(ids), len(m_ids)))
+                raise ValueError(f"{path}: ids do not line up with {modalities[0]}.h5 (first difference at row "
+                                 f"{first}; {len(m_ids)} vs {len(ids)} rows): re-run `dvc repro embed`")
+            emb[m] = torch.from_numpy(f["emb"][:])
+            present[m] = f["present"][:].astype(bool)
+            attrs[m] = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.attrs.items()}
+    return Cache(ids or [], labels, splits, emb, present, attrs)
+
+
+def cache_info(cache_dir: str | Path) -> str:
+    """Human-readable shapes, attributes and per-split counts; raises if the files do not line up."""
+    cache = load_cache(cache_dir)
+    lines = [f"{len(cache.ids)} posts, ids lined up across {', '.join(MODALITIES)}"]
+    for m in MODALITIES:
+        e = cache.emb[m]
+        per_split = {s: int(cache.present[m][cache.splits == s].sum()) for s in ("train", "val", "test")}
+        lines.append(f"{m}.h5: emb {tuple(e.shape)} float32, present {int(cache.present[m].sum())}, "
+                     f"per split {per_split}")
+        lines += [f"    {k}: {v}" for k, v in cache.attrs[m].items()]
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""The post manifest: JSON Lines, one post per line.
+
+Fields: ``id`` (unique string), ``text`` (may be empty only when the post has media),
+``image`` and ``video`` (paths relative to the manifest's folder, optional), ``label``
+(optional for prediction input); any other field is kept as metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emocare.labels import MODALITIES
+
+CORE_FIELDS = ("id", "text", "image", "video", "label")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read at all (for example a line that is not JSON)."""
+
+
+@dataclass
+class Post:
+    """One post. Media paths are absolute once loaded."""
+
+    id: str
+    text: str = ""
+    image: str | None = None
+    video: str | None = None
+    label: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities present, in canonical order (text counts when non-empty)."""
+        has = {"text": bool(self.text.strip()), "image": self.image is not None, "video": self.video is not None}
+        return [m for m in MODALITIES if has[m]]
+
+    def to_record(self, root: Path | None = None) -> dict:
+        """Manifest record; media paths made relative to ``root`` when given."""
+        rec: dict = {"id": self.id, "text": self.text}
+        for key in ("image", "video"):
+            value = getattr(self, key)
+            if value is not None:
+                rec[key] = os.path.relpath(value, root) if root is not None else value
+        if self.label is not None:
+            rec["label"] = self.label
+        rec.update(self.meta)
+        return rec
+
+
+@dataclass
+class RawLine:
+    """A manifest line as read: its number, the parsed record, or why it could not be decoded."""
+
+    line_no: int
+    record: dict | None
+    error: str | None = None
+    raw: str = ""
+
+
+def iter_manifest(path: str | Path) -> Iterator[RawLine]:
+    """Yield every non-blank line of a manifest.
+
+    A line that is not UTF-8 is yielded with an error (to be quarantined); a line that is not
+    JSON, or not a JSON object, raises :class:`ManifestError` naming its line number.
+    """
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield RawLine(line_no, None, f"not_utf8: {e.reason} at byte {e.start}",
+                              raw.decode("utf-8", errors="replace").rstrip("\n"))
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno})") from e
+            if not isinstance(record, dict):
+                raise ManifestError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+            yield RawLine(line_no, record, raw=text.rstrip("\n"))
+
+
+def resolve_media(root: Path, value: str) -> Path:
+    """Resolve a manifest media path against ``root``; reject absolute paths and escapes."""
+    if os.path.isabs(value):
+        raise ValueError(f"absolute path not allowed: {value}")
+    resolved = (root / value).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ValueError(f"path escapes the manifest folder: {value}")
+    return resolved
+
+
+def post_from_record(record: dict, root: Path | None = None) -> Post:
+    """Build a :class:`Post`; media paths are resolved against ``root`` without checks."""
+    meta = {k: v for k, v in record.items() if k not in CORE_FIELDS}
+
+    def media(key: str) -> str | None:
+        value = record.get(key)
+        if value in (None, ""):
+            return None
+        return str((root / value).resolve()) if root is not None else str(value)
+
+    return Post(id=str(record["id"]), text=record.get("text") or "", image=media("image"),
+                video=media("video"), label=record.get("label"), meta=meta)
+
+
+def load_posts(path: str | Path) -> list[Post]:
+    """Load an already validated posts file (``data/posts.jsonl``) with absolute media paths."""
+    path = Path(path)
+    root = path.parent
+    return [post_from_record(line.record, root) for line in iter_manifest(path) if line.record is not None]

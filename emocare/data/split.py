@@ -1,0 +1,113 @@
+"""Stratified, leakage-free train/val/test split, dataset statistics and class weights."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from emocare.data.manifest import Post
+from emocare.io import read_json
+from emocare.labels import DISPLAY, LABELS, combo_name
+
+SPLITS = ("train", "val", "test")
+
+
+def _file_digest(path: str | None) -> str:
+    if path is None:
+        return "-"
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_key(post: Post) -> str:
+    """Same normalised text and same media bytes give the same key."""
+    text = " ".join(post.text.lower().split())
+    return hashlib.sha1("\x00".join([text, _file_digest(post.image), _file_digest(post.video)]).encode()).hexdigest()
+
+
+def stratified_split(posts: list[Post], fractions: dict[str, float], seed: int) -> dict[str, str]:
+    """Assign each post id to a split.
+
+    Strata are label x modality combination; posts with identical content form one group that
+    goes to one split. Groups are shuffled within each stratum (seeded) and laid end to end,
+    stratum after stratum; each group then goes to the split furthest below its running target
+    share. Every stratum and every split thus gets within about one post of its target.
+    """
+    total = sum(fractions[s] for s in SPLITS)
+    share = {s: fractions[s] / total for s in SPLITS}
+    groups: dict[str, list[Post]] = defaultdict(list)
+    for post in posts:
+        groups[content_key(post)].append(post)
+    strata: dict[str, list[list[Post]]] = defaultdict(list)
+    for members in groups.values():
+        first = members[0]
+        strata[f"{first.label}|{combo_name(first.modalities)}"].append(members)
+    rng = np.random.default_rng(seed)
+    assigned: dict[str, str] = {}
+    counts = dict.fromkeys(SPLITS, 0)
+    placed = 0
+    for key in sorted(strata):
+        stratum = sorted(strata[key], key=lambda g: g[0].id)
+        for i in rng.permutation(len(stratum)):
+            group = stratum[i]
+            placed += len(group)
+            split = max(SPLITS, key=lambda s: (share[s] * placed - counts[s], share[s]))
+            counts[split] += len(group)
+            for post in group:
+                assigned[post.id] = split
+    return assigned
+
+
+def class_weights(labels: list[str]) -> list[float]:
+    """Balanced weights N / (K * n_c) in ``LABELS`` order (0 for a class absent from ``labels``)."""
+    counts = Counter(labels)
+    n, k = len(labels), len(LABELS)
+    return [n / (k * counts[c]) if counts[c] else 0.0 for c in LABELS]
+
+
+def dataset_stats(posts: list[Post], assignment: dict[str, str]) -> dict:
+    """Totals per split, class and modality distributions, and the training class weights."""
+    by_split: dict[str, list[Post]] = {s: [p for p in posts if assignment[p.id] == s] for s in SPLITS}
+    n = len(posts)
+
+    def dist(items: list[str], keys: list[str]) -> dict:
+        c = Counter(items)
+        return {k: {"count": c[k], "share": round(c[k] / len(items), 4) if items else 0.0} for k in keys}
+
+    combos = ["text+image", "text+video", "text", "image", "video", "image+video", "text+image+video"]
+    seen_combos = [c for c in combos if any(combo_name(p.modalities) == c for p in posts)]
+    train_labels = [p.label for p in by_split["train"]]
+    return {
+        "total": n,
+        "splits": {s: {"count": len(v), "share": round(len(v) / n, 4) if n else 0.0} for s, v in by_split.items()},
+        "classes": dist([p.label for p in posts], LABELS),
+        "modalities": dist([combo_name(p.modalities) for p in posts], seen_combos),
+        "by_split": {s: {"classes": {c: sum(p.label == c for p in v) for c in LABELS},
+                         "modalities": {m: sum(combo_name(p.modalities) == m for p in v) for m in seen_combos}}
+                     for s, v in by_split.items()},
+        "class_weights": dict(zip(LABELS, (round(w, 4) for w in class_weights(train_labels)), strict=True)),
+    }
+
+
+def stats_markdown(stats: dict) -> str:
+    """The dataset statistics as a Markdown page."""
+    lines = ["# Dataset statistics", "", f"Total posts: {stats['total']}", "",
+             "| split | posts | share |", "|---|---:|---:|"]
+    lines += [f"| {s} | {v['count']} | {v['share']:.1%} |" for s, v in stats["splits"].items()]
+    lines += ["", "| class | posts | share | train weight |", "|---|---:|---:|---:|"]
+    lines += [f"| {DISPLAY[c]} | {v['count']} | {v['share']:.1%} | {stats['class_weights'][c]:.4f} |"
+              for c, v in stats["classes"].items()]
+    lines += ["", "| modalities | posts | share |", "|---|---:|---:|"]
+    lines += [f"| {m} | {v['count']} | {v['share']:.1%} |" for m, v in stats["modalities"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def read_split(path: str | Path) -> dict[str, str]:
+    """Read ``data/split.json`` into an id -> split mapping."""
+    return {pid: s for s, ids in read_json(path).items() for pid in ids}

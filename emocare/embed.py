@@ -1,0 +1,66 @@
+"""Embedding posts with their best specialist into the HDF5 cache (format in :mod:`emocare.cache`)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from emocare.cache import write_cache
+from emocare.data.datasets import label_index, specialist_dataset
+from emocare.data.manifest import Post
+from emocare.labels import LABELS
+from emocare.models import load_checkpoint
+from emocare.train import autocast, resolve_device, to_device
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@torch.inference_mode()
+def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: int = 0,
+                 device: torch.device | str = "cpu", desc: str = "embed") -> np.ndarray:
+    """Pooled specialist features [len(posts), dim] for posts that all have the model's modality."""
+    device = torch.device(device)
+    model.to(device).eval()
+    loader = DataLoader(specialist_dataset(model, posts), batch_size=batch_size, collate_fn=model.collate,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    out = np.zeros((len(posts), model.dim), np.float32)
+    row = 0
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+        batch = to_device(batch, device)
+        with autocast(device):
+            feats = model.encode(batch)
+        out[row: row + len(feats)] = feats.float().cpu().numpy()
+        row += len(feats)
+    return out
+
+
+def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], split: dict[str, str],
+                   out: str | Path, batch_size: int = 64, num_workers: int = 0, device: str = "auto") -> dict:
+    """Embed every post having ``modality`` with its best specialist and write ``out``; returns a summary."""
+    device_ = resolve_device(device)
+    model, payload = load_checkpoint(checkpoint, device_)
+    no_data = bool(payload.get("no_data"))
+    present = np.array([(modality in p.modalities) and not no_data for p in posts], dtype=bool)
+    emb = np.zeros((len(posts), payload["spec"]["dim"]), np.float32)
+    rows = np.flatnonzero(present)
+    if len(rows):
+        emb[rows] = encode_posts(model, [posts[i] for i in rows], batch_size, num_workers, device_,
+                                 desc=f"embed {modality}")
+    attrs = {"modality": modality, "labels": LABELS, "backbone": payload.get("backbone", ""),
+             "pretrained": bool(payload.get("pretrained", False)), "dim": emb.shape[1], "no_data": no_data,
+             "checkpoint_sha256": file_sha256(checkpoint)}
+    write_cache(out, emb, present, [p.id for p in posts], np.array([label_index(p.label) for p in posts]),
+                [split.get(p.id, "") for p in posts], attrs)
+    return {"modality": modality, "posts": len(posts), "present": int(present.sum()), "dim": emb.shape[1],
+            "device": str(device_)}

@@ -1,0 +1,154 @@
+"""Test-set evaluation of the fusion model and the seven-subset modality ablation."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix
+
+from emocare.cache import Cache
+from emocare.data.manifest import Post
+from emocare.io import write_json, write_jsonl, write_text
+from emocare.labels import DISPLAY, LABELS, MODALITIES, combo_name
+from emocare.models import FusionModel, load_checkpoint
+from emocare.plots import ablation_png, confusion_png
+from emocare.train import (
+    TrainConfig,
+    fusion_dataset,
+    fusion_rows,
+    make_loader,
+    predict_logits,
+    report_dict,
+    resolve_device,
+    scores,
+    train_fusion,
+)
+
+SUBSETS = [["text"], ["image"], ["video"], ["text", "image"], ["text", "video"], ["image", "video"],
+           ["text", "image", "video"]]
+
+
+def fusion_logits(model: FusionModel, cache: Cache, rows: np.ndarray, shown: list[str] | None = None,
+                  device: str = "cpu") -> np.ndarray:
+    """Fusion logits for ``rows``, with modalities outside ``shown`` hidden (masked)."""
+    mods = model.modalities
+    ds = fusion_dataset(cache, mods, rows)
+    if shown is not None:
+        keep = torch.tensor([m in shown for m in mods])
+        ds.present = ds.present & keep
+    dev = resolve_device(device)
+    logits, _ = predict_logits(model.to(dev), make_loader(ds, TrainConfig(batch_size=512), None, False, dev), dev)
+    return logits
+
+
+def _summary(labels: np.ndarray, logits: np.ndarray) -> dict:
+    if len(labels) == 0:
+        return {"n": 0, "macro_f1": None, "weighted_f1": None, "accuracy": None}
+    s = scores(logits, labels)
+    return {"n": int(len(labels)), "macro_f1": s["macro_f1"], "weighted_f1": s["weighted_f1"],
+            "accuracy": s["accuracy"]}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def evaluate_test(fusion_ckpt: str | Path, specialist_ckpts: dict[str, str | Path], cache: Cache,
+                  posts: list[Post], out_dir: str | Path, n_errors: int = 50) -> dict:
+    """Score the test split; write metrics, classification report, confusion csv/png and errors."""
+    out_dir = Path(out_dir)
+    model, payload = load_checkpoint(fusion_ckpt)
+    test = cache.rows("test")
+    rows = fusion_rows(cache, "test", model.modalities)
+    labels = cache.labels[rows]
+    logits = fusion_logits(model, cache, rows)
+    pred, probs = logits.argmax(1), softmax(logits)
+    report = report_dict(labels, pred)
+    metrics = {**_summary(labels, logits), "test_posts": int(len(test)),
+               "unscored_posts": int(len(test) - len(rows)), "modalities": model.modalities,
+               "per_class_f1": {c: report[DISPLAY[c]]["f1-score"] for c in LABELS}}
+    combos = np.array([combo_name({m: bool(cache.present[m][r]) for m in MODALITIES}) for r in rows])
+    metrics["by_combination"] = {c: _summary(labels[combos == c], logits[combos == c])
+                                 for c in ("text", "text+image", "text+video") if (combos == c).any()}
+    specialists = {}
+    for m, ckpt in specialist_ckpts.items():
+        spec_model, spec_payload = load_checkpoint(ckpt)
+        m_rows = test[cache.present[m][test]]
+        if spec_payload.get("no_data") or len(m_rows) == 0:
+            specialists[m] = {"n": int(len(m_rows)), "macro_f1": None, "accuracy": None, "no_data": True}
+            continue
+        with torch.inference_mode():
+            head_logits = spec_model.head(cache.emb[m][m_rows]).numpy()
+        specialists[m] = {**_summary(cache.labels[m_rows], head_logits), "no_data": False}
+    metrics["specialists"] = specialists
+    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "classification_report.json", report)
+    names = [DISPLAY[c] for c in LABELS]
+    write_text(out_dir / "confusion.csv", "actual,predicted\n" + "".join(
+        f"{names[a]},{names[p]}\n" for a, p in zip(labels, pred, strict=True)))
+    confusion_png(confusion_matrix(labels, pred, labels=list(range(len(LABELS)))), names, out_dir / "confusion.png")
+    by_id = {p.id: p for p in posts}
+    wrong = np.flatnonzero(pred != labels)
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:n_errors]
+    write_jsonl(out_dir / "errors.jsonl", (_error_record(by_id[cache.ids[rows[i]]], labels[i], pred[i], probs[i])
+                                           for i in wrong))
+    return metrics
+
+
+def _error_record(post: Post, true: int, pred: int, probs: np.ndarray) -> dict:
+    return {"id": post.id, "true": LABELS[true], "predicted": LABELS[pred], "probability": round(float(probs[pred]), 4),
+            "text": post.text[:200], "image": post.image, "video": post.video}
+
+
+def run_ablation(fusion_ckpt: str | Path, cache: Cache, fusion_cfg: dict, train_cfg: dict) -> list[dict]:
+    """Test macro-F1 of the seven modality subsets, ``masked`` and ``retrained``.
+
+    Each row is evaluated on the test posts having at least one of the subset's modalities.
+    """
+    model, _ = load_checkpoint(fusion_ckpt)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for subset in SUBSETS:
+            name = "+".join(subset)
+            usable = [m for m in subset if m in model.modalities]
+            rows = fusion_rows(cache, "test", usable) if usable else np.array([], dtype=int)
+            logits = fusion_logits(model, cache, rows, shown=usable) if len(rows) else np.zeros((0, len(LABELS)))
+            results.append({"subset": name, "mode": "masked", **_summary(cache.labels[rows], logits)})
+            ckpt = Path(tmp) / f"{name}.pt"
+            try:
+                train_fusion(cache, fusion_cfg, train_cfg, ckpt, modalities=subset, desc=f"ablation {name}")
+            except ValueError as e:  # no training data for this subset
+                results.append({"subset": name, "mode": "retrained", "n": 0, "macro_f1": None, "weighted_f1": None,
+                                "accuracy": None, "note": str(e)})
+                continue
+            sub_model, _ = load_checkpoint(ckpt)
+            rows = fusion_rows(cache, "test", sub_model.modalities)
+            results.append({"subset": name, "mode": "retrained",
+                            **_summary(cache.labels[rows], fusion_logits(sub_model, cache, rows))})
+    return results
+
+
+def ablation_markdown(rows: list[dict]) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lines = ["| subset | masked macro-F1 | masked n | retrained macro-F1 | retrained n |", "|---|---:|---:|---:|---:|"]
+    for name in ("+".join(s) for s in SUBSETS):
+        m = next(r for r in rows if r["subset"] == name and r["mode"] == "masked")
+        r = next(r for r in rows if r["subset"] == name and r["mode"] == "retrained")
+        lines.append(f"| {name} | {f(m['macro_f1'])} | {m['n']} | {f(r['macro_f1'])} | {r['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_ablation(rows: list[dict], out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    write_json(out_dir / "ablation.json", {"rows": rows})
+    write_text(out_dir / "ablation.md", "# Modality ablation (test split)\n\n" + ablation_markdown(rows))
+    write_text(out_dir / "ablation.csv", "subset,mode,n,macro_f1\n" + "".join(
+        f"{r['subset']},{r['mode']},{r['n']},{'' if r['macro_f1'] is None else round(r['macro_f1'], 4)}\n"
+        for r in rows))
+    ablation_png(rows, out_dir / "ablation.png")

@@ -1,0 +1,1 @@
+"""Decoding and checking images and videos."""

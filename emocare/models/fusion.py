@@ -1,0 +1,89 @@
+"""Fusion models over cached specialist embeddings, with modality dropout.
+
+A batch is ``{"emb": {modality: [B, D_m]}, "present": [B, M] bool, "label": [B]}`` with the
+modalities in ``model.modalities`` order. Absent modalities are masked out everywhere, so a
+text-only post is simply a post with one token.
+
+Kinds:
+* ``attention``: each modality projected to ``d_model`` plus a learned modality-type
+  embedding; one transformer encoder layer of self-attention across the present modality
+  tokens (key-padding mask); masked mean pooling; MLP head.
+* ``gated``: per-modality sigmoid gates computed from all present (projected) features;
+  gate-weighted average; MLP head.
+* ``concat``: masked concatenation of the projected features; MLP head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+KINDS = ("attention", "gated", "concat")
+
+
+def modality_dropout(present: torch.Tensor, p: float) -> torch.Tensor:
+    """Drop each present modality with probability ``p``, never all of a post's modalities.
+
+    Where every present modality of a post is drawn for dropping, one of them, chosen
+    uniformly, is kept: the expected drop rate of a post with k modalities is p - p**k / k.
+    """
+    if p <= 0:
+        return present
+    kept = present & (torch.rand(present.shape, device=present.device) >= p)
+    lost_all = present.any(1) & ~kept.any(1)
+    scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+    rescue = nn.functional.one_hot(scores.argmax(1), present.shape[1]).bool() & lost_all[:, None]
+    return kept | rescue
+
+
+class FusionModel(nn.Module):
+    """Cross-modal fusion of specialist embeddings; see the module docstring for the kinds."""
+
+    def __init__(self, dims: dict[str, int], kind: str = "attention", d_model: int = 256, heads: int = 4,
+                 hidden: int = 256, dropout: float = 0.1, modality_dropout: float = 0.3, n_classes: int = 5):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"fusion.kind must be one of {KINDS}, got {kind!r}")
+        if not dims:
+            raise ValueError("fusion needs at least one modality with embeddings")
+        self.modalities = list(dims)
+        self.config = {"dims": dict(dims), "kind": kind, "d_model": d_model, "heads": heads, "hidden": hidden,
+                       "dropout": dropout, "modality_dropout": modality_dropout, "n_classes": n_classes}
+        self.kind, self.p_drop = kind, modality_dropout
+        n = len(self.modalities)
+        self.proj = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d_model)) for m, d in dims.items()})
+        if kind == "attention":
+            self.type_emb = nn.Parameter(torch.randn(n, d_model) * 0.02)
+            self.encoder = nn.TransformerEncoderLayer(d_model, heads, 2 * d_model, dropout, batch_first=True,
+                                                      norm_first=True)
+        elif kind == "gated":
+            self.gate = nn.Linear(n * d_model, n)
+        width = n * d_model if kind == "concat" else d_model
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
+                                  nn.Linear(hidden, n_classes))
+
+    def fuse(self, batch: dict) -> torch.Tensor:
+        """Fused representation [B, width]; applies modality dropout in training mode only."""
+        present = batch["present"]
+        if self.training:
+            present = modality_dropout(present, self.p_drop)
+        tokens = torch.stack([self.proj[m](batch["emb"][m]) for m in self.modalities], 1)
+        tokens = tokens * present.unsqueeze(-1).to(tokens.dtype)
+        if self.kind == "concat":
+            return tokens.flatten(1)
+        if self.kind == "gated":
+            gates = torch.sigmoid(self.gate(tokens.flatten(1))) * present.to(tokens.dtype)
+            return (tokens * gates.unsqueeze(-1)).sum(1) / gates.sum(1, keepdim=True).clamp(min=1e-6)
+        out = self.encoder(tokens + self.type_emb, src_key_padding_mask=~present)
+        weights = present.unsqueeze(-1).to(out.dtype)
+        return (out.nan_to_num() * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.head(self.fuse(batch))
+
+    def spec(self) -> dict:
+        return dict(self.config)
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> FusionModel:
+        return cls(**spec)

@@ -1,0 +1,114 @@
+"""Image and video specialists on an open_clip visual tower.
+
+The project registers its own small configurations (``configs/*.json`` beside this file) with
+open_clip, so ``EmoCare-ViT-Tiny-64`` is built like any open_clip architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+from emocare.models.errors import BackboneNotFound
+
+open_clip.add_model_config(Path(__file__).parent / "configs")
+
+
+def load_vision_tower(arch: str, pretrained: str | None, offline: bool = True) -> tuple[nn.Module, dict, int]:
+    """Build open_clip's visual tower; returns (tower, preprocess cfg, embed dim).
+
+    ``pretrained`` is an open_clip tag (e.g. ``openai``), a local checkpoint file, or ``None``
+    for random initialisation.
+    """
+    if arch not in open_clip.list_models():
+        raise BackboneNotFound(f"vision backbone {arch!r} is not an open_clip architecture; "
+                               f"known ones include {open_clip.list_models()[:8]}...")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        model = open_clip.create_model(arch, pretrained=pretrained or None)
+    except RuntimeError as e:
+        raise BackboneNotFound(
+            f"vision backbone {arch!r} with pretrained={pretrained!r} could not be loaded"
+            f"{' offline' if offline else ''}. Looked for a file {pretrained!r} (absent) and for the tag "
+            f"{pretrained!r} in the open_clip/Hugging Face cache. Ways out: set the backbone's pretrained to a "
+            f"local checkpoint file; set pretrained: null to train from scratch; or, on a machine with "
+            f"internet, set offline: false to download it. ({e})") from e
+    cfg = dict(model.visual.preprocess_cfg)
+    dim = open_clip.get_model_config(arch)["embed_dim"]
+    return model.visual, cfg, dim
+
+
+def eval_transform(cfg: dict) -> T.Compose:
+    """open_clip's evaluation preprocessing for this tower."""
+    return open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
+                                     resize_mode=cfg.get("resize_mode"), interpolation=cfg.get("interpolation"))
+
+
+def train_transform(cfg: dict) -> T.Compose:
+    """Training augmentation: random resized crop, horizontal flip, colour jitter (no hue shift)."""
+    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        T.ToTensor(),
+        T.Normalize(cfg["mean"], cfg["std"]),
+    ])
+
+
+def frames_to_tensor(frames: list[np.ndarray], transform) -> torch.Tensor:
+    """Stack transformed RGB frames into [T, 3, H, W]."""
+    return torch.stack([transform(Image.fromarray(f)) for f in frames])
+
+
+class VisionSpecialist(nn.Module):
+    """open_clip visual tower -> (mean over frames for video) -> dropout -> Linear(dim -> classes)."""
+
+    def __init__(self, tower: nn.Module, modality: str, arch: str, preprocess: dict, dim: int,
+                 dropout: float = 0.3, frames: int = 8, n_classes: int = 5):
+        super().__init__()
+        if modality not in ("image", "video"):
+            raise ValueError(f"vision modality must be image or video, got {modality!r}")
+        self.tower, self.modality, self.arch = tower, modality, arch
+        self.preprocess, self.dim, self.frames = preprocess, dim, frames
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, n_classes)
+
+    @staticmethod
+    def collate(items: list[tuple[torch.Tensor, int]]) -> dict:
+        pixels, labels = zip(*items, strict=True)
+        return {"pixels": torch.stack(pixels), "label": torch.tensor(labels, dtype=torch.long)}
+
+    def encode(self, batch: dict) -> torch.Tensor:
+        """Pooled features before the classifier: [B, dim] (video frames mean-pooled)."""
+        x = batch["pixels"]
+        if x.dim() == 5:
+            b, t = x.shape[:2]
+            return self.tower(x.flatten(0, 1)).view(b, t, -1).mean(1)
+        return self.tower(x)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.head(self.dropout(self.encode(batch)))
+
+    def spec(self) -> dict:
+        return {"arch": self.arch, "preprocess": self.preprocess, "dim": self.dim, "frames": self.frames,
+                "model_cfg": open_clip.get_model_config(self.arch)}
+
+    @classmethod
+    def from_spec(cls, modality: str, spec: dict, n_classes: int) -> VisionSpecialist:
+        if spec["arch"] not in open_clip.list_models():  # a configuration this install does not ship
+            with tempfile.TemporaryDirectory() as tmp:
+                Path(tmp, f"{spec['arch']}.json").write_text(json.dumps(spec["model_cfg"]))
+                open_clip.add_model_config(tmp)
+        tower, _, _ = load_vision_tower(spec["arch"], None)
+        return cls(tower, modality, spec["arch"], spec["preprocess"], spec["dim"], 0.0, spec["frames"], n_classes)

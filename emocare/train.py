@@ -1,0 +1,299 @@
+"""The one trainer, shared by the three specialists and the fusion model.
+
+AdamW, linear warmup then linear decay, class-weighted cross-entropy, gradient clipping,
+early stopping on validation macro-F1 with ``patience``, the best epoch's checkpoint written
+atomically, fixed seeds, bf16 autocast on CUDA (float32 on CPU), DVCLive curves.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, classification_report, f1_score
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from emocare.cache import Cache
+from emocare.data.datasets import CachedDataset, specialist_dataset
+from emocare.data.manifest import load_posts
+from emocare.data.split import class_weights, read_split
+from emocare.io import write_json
+from emocare.labels import DISPLAY, LABELS, MODALITIES
+from emocare.models import FusionModel, build_specialist, save_checkpoint
+from emocare.models.text import resolve_text_backbone
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (a ``params.yaml`` section; unknown keys are ignored)."""
+
+    epochs: int = 4
+    batch_size: int = 16
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    patience: int = 3
+    grad_clip: float = 1.0
+    seed: int = 42
+    device: str = "auto"
+    num_workers: int = 0
+
+    @classmethod
+    def from_params(cls, *sections: dict) -> TrainConfig:
+        """Merge sections left to right (later wins) and keep the known keys."""
+        merged: dict = {}
+        for s in sections:
+            merged.update(s or {})
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in merged.items() if k in names})
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but no CUDA GPU is available; use auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, plain float32 elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def to_device(batch, device: torch.device):
+    """Move a (nested) batch of tensors to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def make_loader(ds: Dataset, cfg: TrainConfig, collate: Callable | None, shuffle: bool,
+                device: torch.device) -> DataLoader:
+    generator = torch.Generator().manual_seed(cfg.seed)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate,
+                      num_workers=cfg.num_workers, pin_memory=device.type == "cuda", generator=generator,
+                      persistent_workers=cfg.num_workers > 0)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
+                   desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over ``loader``; returns (float32 logits [N, C], labels [N])."""
+    model.eval()
+    logits, labels = [], []
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+        batch = to_device(batch, device)
+        with autocast(device):
+            out = model(batch)
+        logits.append(out.float().cpu())
+        labels.append(batch["label"].cpu())
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def scores(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None = None) -> dict:
+    """Weighted cross-entropy loss, macro-F1, weighted-F1 and accuracy of predictions."""
+    pred = logits.argmax(1)
+    loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long(), weight=weights)
+    ks = list(range(len(LABELS)))
+    return {"loss": float(loss), "macro_f1": float(f1_score(labels, pred, labels=ks, average="macro", zero_division=0)),
+            "weighted_f1": float(f1_score(labels, pred, labels=ks, average="weighted", zero_division=0)),
+            "accuracy": float(accuracy_score(labels, pred))}
+
+
+def report_dict(labels: np.ndarray, pred: np.ndarray) -> dict:
+    """scikit-learn's classification report (per-class P/R/F1/support, averages) as a dict."""
+    return classification_report(labels, pred, labels=list(range(len(LABELS))),
+                                 target_names=[DISPLAY[c] for c in LABELS], output_dict=True, zero_division=0)
+
+
+def _schedule(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, class_weights: list[float],
+        checkpoint: str | Path, collate: Callable | None = None, live_dir: str | Path | None = None,
+        checkpoint_extra: dict | None = None, desc: str = "train") -> dict:
+    """Train with early stopping on val macro-F1; keep the best epoch's checkpoint. Returns a summary."""
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise ValueError(f"{desc}: training needs posts in both train ({len(train_ds)}) and val ({len(val_ds)})")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    train_loader = make_loader(train_ds, cfg, collate, True, device)
+    val_loader = make_loader(val_ds, cfg, collate, False, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.warmup_steps, total_steps))
+    weights = torch.tensor(class_weights, dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
+    live = None
+    if live_dir is not None:
+        from dvclive import Live
+
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
+    best = {"macro_f1": -1.0}
+    history, bad_epochs, started = [], 0, time.time()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
+        for batch in bar:
+            batch = to_device(batch, device)
+            with autocast(device):
+                logits = model(batch)
+            loss = loss_fn(logits.float(), batch["label"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss) * len(batch["label"])
+            count += len(batch["label"])
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        val_logits, val_labels = predict_logits(model, val_loader, device, desc=f"{desc} val")
+        val = scores(val_logits, val_labels, weights)
+        row = {"epoch": epoch, "train_loss": total / count, "val_loss": val["loss"], "val_macro_f1": val["macro_f1"],
+               "val_accuracy": val["accuracy"]}
+        history.append(row)
+        tqdm.write(f"{desc} epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val['loss']:.4f} "
+                   f"val_macro_f1 {val['macro_f1']:.4f}")
+        if live is not None:
+            for key in ("train_loss", "val_loss", "val_macro_f1"):
+                live.log_metric(key, row[key])
+            live.next_step()
+        if val["macro_f1"] > best["macro_f1"]:
+            best = {**val, "epoch": epoch, "labels": val_labels, "pred": val_logits.argmax(1)}
+            save_checkpoint(checkpoint, model, epoch=epoch, val_macro_f1=val["macro_f1"], **(checkpoint_extra or {}))
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                break
+    if live is not None:
+        live.end()
+    return {
+        "best_val_macro_f1": best["macro_f1"], "best_val_loss": best["loss"], "best_val_accuracy": best["accuracy"],
+        "best_val_weighted_f1": best["weighted_f1"], "best_epoch": best["epoch"], "epochs_run": len(history),
+        "wall_time_s": round(time.time() - started, 2), "device": str(device),
+        "train_size": len(train_ds), "val_size": len(val_ds), "history": history,
+        "classification_report": report_dict(best["labels"], best["pred"]),
+    }
+
+
+# --- the trainer's two uses: specialists on posts, fusion on cached embeddings ---------------
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _write_reports(report_dir: Path, metrics: dict, report: dict) -> None:
+    write_json(report_dir / "metrics.json", metrics)
+    write_json(report_dir / "classification_report.json", report)
+
+
+def train_specialist(modality: str, params: dict, posts_path: str | Path, split_path: str | Path,
+                     model_path: str | Path, report_dir: str | Path) -> dict:
+    """Fine-tune one specialist on the posts that have its modality; write checkpoint and reports.
+
+    With no training or validation posts for the modality, the (untrained) model is saved with
+    ``no_data: true`` and the metrics say so; later stages then treat the modality as absent.
+    """
+    cfg, report_dir = params[modality], Path(report_dir)
+    split = read_split(split_path)
+    posts = [p for p in load_posts(posts_path) if modality in p.modalities]
+    train_posts = [p for p in posts if split.get(p.id) == "train"]
+    val_posts = [p for p in posts if split.get(p.id) == "val"]
+    model = build_specialist(modality, cfg, params.get("offline", True))  # fails here if weights are absent
+    info = {"modality": modality, "backbone": cfg["backbone"],
+            "pretrained": True if modality == "text" else cfg.get("pretrained") is not None,
+            "pretrained_source": (resolve_text_backbone(cfg["backbone"]) if modality == "text"
+                                  else cfg.get("pretrained")),
+            "parameters": count_parameters(model), "embedding_dim": model.dim}
+    if not train_posts or not val_posts:
+        save_checkpoint(model_path, model, no_data=True, **info)
+        write_json(report_dir / "live" / "metrics.json", {"no_data": True})
+        metrics = {**info, "no_data": True, "train_posts": len(train_posts), "val_posts": len(val_posts)}
+        _write_reports(report_dir, metrics, {})
+        return metrics
+    tcfg = TrainConfig.from_params(params.get("train", {}), cfg)
+    weights = class_weights([p.label for p in train_posts])
+    summary = fit(model, specialist_dataset(model, train_posts, train=True, augment=cfg.get("augment", True)),
+                  specialist_dataset(model, val_posts), tcfg, weights, model_path, collate=model.collate,
+                  live_dir=report_dir / "live", checkpoint_extra=info, desc=modality)
+    report = summary.pop("classification_report")
+    summary.pop("history")
+    metrics = {**info, "no_data": False, **summary, "class_weights": dict(zip(LABELS, weights, strict=True)),
+               "config": asdict(tcfg)}
+    _write_reports(report_dir, metrics, report)
+    return metrics
+
+
+def fusion_rows(cache: Cache, split: str, modalities: list[str]) -> np.ndarray:
+    """Rows of ``split`` that have at least one of ``modalities``."""
+    has_any = np.stack([cache.present[m] for m in modalities], 1).any(1)
+    return np.flatnonzero((cache.splits == split) & has_any)
+
+
+def fusion_dataset(cache: Cache, modalities: list[str], rows: np.ndarray) -> CachedDataset:
+    return CachedDataset({m: cache.emb[m] for m in modalities}, cache.present_matrix(modalities),
+                         torch.from_numpy(cache.labels.astype(np.int64)), rows)
+
+
+def available_modalities(cache: Cache, wanted: list[str] | None = None) -> list[str]:
+    """Modalities (of ``wanted``) that have embeddings for some training post."""
+    train = cache.splits == "train"
+    return [m for m in (wanted or MODALITIES) if cache.present[m][train].any()]
+
+
+def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: str | Path,
+                 modalities: list[str] | None = None, report_dir: str | Path | None = None,
+                 desc: str = "fusion") -> dict:
+    """Train a fusion model on cached embeddings (``modalities`` defaults to all available).
+
+    With ``report_dir``, DVCLive curves, ``metrics.json`` and ``classification_report.json`` go there.
+    """
+    mods = available_modalities(cache, modalities)
+    if not mods:
+        raise ValueError(f"{desc}: none of {modalities or MODALITIES} has embeddings for training posts")
+    model = FusionModel({m: cache.emb[m].shape[1] for m in mods}, kind=fusion_cfg["kind"],
+                        d_model=fusion_cfg["d_model"], heads=fusion_cfg["heads"], hidden=fusion_cfg["hidden"],
+                        dropout=fusion_cfg["hidden_dropout"], modality_dropout=fusion_cfg["dropout"])
+    train_rows, val_rows = fusion_rows(cache, "train", mods), fusion_rows(cache, "val", mods)
+    tcfg = TrainConfig.from_params(train_cfg, fusion_cfg)
+    weights = class_weights([LABELS[i] for i in cache.labels[train_rows]])
+    summary = fit(model, fusion_dataset(cache, mods, train_rows), fusion_dataset(cache, mods, val_rows), tcfg,
+                  weights, model_path, live_dir=Path(report_dir) / "live" if report_dir else None, desc=desc,
+                  checkpoint_extra={"modalities": mods, "backbones": {m: cache.attrs[m]["backbone"] for m in mods}})
+    report = summary.pop("classification_report")
+    summary.pop("history")
+    metrics = {"modalities": mods, **{k: fusion_cfg[k] for k in ("kind", "d_model", "heads", "hidden")},
+               "modality_dropout": model.p_drop, "parameters": count_parameters(model), **summary,
+               "class_weights": dict(zip(LABELS, weights, strict=True)), "config": asdict(tcfg)}
+    if report_dir is not None:
+        _write_reports(Path(report_dir), metrics, report)
+    return metrics

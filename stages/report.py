@@ -1,0 +1,7 @@
+"""DVC stage report: every report file -> reports/RESULTS.md."""
+
+from emocare.io import write_text
+from emocare.report import build_results
+
+if __name__ == "__main__":
+    write_text("reports/RESULTS.md", build_results("reports"))

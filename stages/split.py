@@ -1,0 +1,16 @@
+"""DVC stage split: data/posts.jsonl -> data/split.json and reports/data/stats.{json,md}."""
+
+from emocare.data.manifest import load_posts
+from emocare.data.split import SPLITS, dataset_stats, stats_markdown, stratified_split
+from emocare.io import write_json, write_text
+from emocare.params import load_params
+
+if __name__ == "__main__":
+    p = load_params()["split"]
+    posts = load_posts("data/posts.jsonl")
+    assignment = stratified_split(posts, {s: p[s] for s in SPLITS}, p["seed"])
+    write_json("data/split.json", {s: [x.id for x in posts if assignment[x.id] == s] for s in SPLITS})
+    stats = dataset_stats(posts, assignment)
+    write_json("reports/data/stats.json", stats)
+    write_text("reports/data/stats.md", stats_markdown(stats))
+    print({s: v["count"] for s, v in stats["splits"].items()})
