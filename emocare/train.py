@@ -172,7 +172,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            total += float(loss) * len(batch["label"])
+            total += loss.item() * len(batch["label"])
             count += len(batch["label"])
             bar.set_postfix(loss=f"{total / count:.4f}")
         val_logits, val_labels = predict_logits(model, val_loader, device, desc=f"{desc} val")

@@ -1,0 +1,105 @@
+"""The ``emocare`` command: data import and checks, demo data, cache inspection, prediction, serving."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def cmd_demo_data(a: argparse.Namespace) -> None:
+    from emocare.data.demo import generate, summary
+
+    _print(summary(generate(a.out_dir, a.posts, a.seed)))
+
+
+def cmd_validate(a: argparse.Namespace) -> None:
+    from emocare.data.validate import validate_manifest, write_validation
+    from emocare.labels import parse_label_map
+
+    out = Path(a.out)
+    result = validate_manifest(a.manifest, require_label=not a.allow_unlabelled,
+                               label_map=parse_label_map(a.label_map), max_pixels=a.max_pixels)
+    _print(write_validation(result, out / "posts.jsonl", out / "quarantine.jsonl", out / "validation.json"))
+
+
+def cmd_import_csv(a: argparse.Namespace) -> None:
+    from emocare.data.importers import import_csv
+    from emocare.labels import parse_label_map
+
+    _print(import_csv(a.file, a.out, a.text_col, a.label_col, parse_label_map(a.label_map), a.id_col,
+                      a.image_col, a.video_col))
+
+
+def cmd_import_reddit(a: argparse.Namespace) -> None:
+    from emocare.data.importers import import_reddit
+
+    _print(import_reddit(a.posts, a.media_dir, a.out))
+
+
+def cmd_cache_info(a: argparse.Namespace) -> None:
+    from emocare.cache import cache_info
+
+    print(cache_info(a.dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emocare", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("demo-data", help="write the synthetic demo set (manifest + PNG/MP4 media)")
+    s.add_argument("out_dir")
+    s.add_argument("--posts", type=int, default=1250)
+    s.add_argument("--seed", type=int, default=7)
+    s.set_defaults(func=cmd_demo_data)
+
+    s = sub.add_parser("validate", help="validate a manifest: writes posts.jsonl, quarantine.jsonl, validation.json")
+    s.add_argument("manifest")
+    s.add_argument("-o", "--out", required=True, help="output folder")
+    s.add_argument("--label-map", help="e.g. disgust=neutral,fear=neutral")
+    s.add_argument("--allow-unlabelled", action="store_true", help="accept posts without a label (prediction input)")
+    s.add_argument("--max-pixels", type=int, default=40_000_000)
+    s.set_defaults(func=cmd_validate)
+
+    imp = sub.add_parser("import", help="convert third-party data into a manifest").add_subparsers(
+        dest="source", required=True)
+    s = imp.add_parser("csv", help="a CSV or TSV file")
+    s.add_argument("file")
+    s.add_argument("--text-col", required=True)
+    s.add_argument("--label-col")
+    s.add_argument("--label-map", help="e.g. disgust=neutral,fear=neutral")
+    s.add_argument("--id-col")
+    s.add_argument("--image-col")
+    s.add_argument("--video-col")
+    s.add_argument("-o", "--out", required=True)
+    s.set_defaults(func=cmd_import_csv)
+    s = imp.add_parser("reddit", help="Reddit API / Pushshift post objects (JSON Lines)")
+    s.add_argument("posts")
+    s.add_argument("--media-dir", required=True, help="folder of media files named <post id>.<ext>")
+    s.add_argument("-o", "--out", required=True)
+    s.set_defaults(func=cmd_import_reddit)
+
+    cache = sub.add_parser("cache", help="embedding cache tools").add_subparsers(dest="action", required=True)
+    s = cache.add_parser("info", help="shapes, attributes, per-split counts; checks the files line up")
+    s.add_argument("dir", nargs="?", default="cache/embeddings")
+    s.set_defaults(func=cmd_cache_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"emocare: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
