@@ -109,12 +109,15 @@ def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
 
 
 def scores(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None = None) -> dict:
-    """Weighted cross-entropy loss, macro-F1, weighted-F1 and accuracy of predictions."""
+    """Weighted cross-entropy loss, macro-F1, weighted-F1 and accuracy of predictions.
+
+    F1 averages run over the classes that occur in ``labels`` or in the predictions, so a class
+    absent from a small split does not count as a zero.
+    """
     pred = logits.argmax(1)
     loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long(), weight=weights)
-    ks = list(range(len(LABELS)))
-    return {"loss": float(loss), "macro_f1": float(f1_score(labels, pred, labels=ks, average="macro", zero_division=0)),
-            "weighted_f1": float(f1_score(labels, pred, labels=ks, average="weighted", zero_division=0)),
+    return {"loss": float(loss), "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
+            "weighted_f1": float(f1_score(labels, pred, average="weighted", zero_division=0)),
             "accuracy": float(accuracy_score(labels, pred))}
 
 

@@ -26,10 +26,10 @@ def import_csv(path: str | Path, out: str | Path, text_col: str, label_col: str 
     """
     path, out = Path(path), Path(out)
     with open(path, encoding="utf-8-sig", newline="") as f:
-        sample = f.read(4096)
+        header = f.readline()
         f.seek(0)
-        dialect = csv.Sniffer().sniff(sample, delimiters=",\t;") if sample else csv.excel
-        reader = csv.DictReader(f, dialect=dialect)
+        delimiter = "\t" if header.count("\t") > header.count(",") else ","
+        reader = csv.DictReader(f, delimiter=delimiter)
         missing = [c for c in (text_col, label_col, id_col, image_col, video_col)
                    if c and c not in (reader.fieldnames or [])]
         if missing:

@@ -1,0 +1,88 @@
+"""Modality dropout and the three fusion kinds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emocare.cache import Cache
+from emocare.evaluate import fusion_logits
+from emocare.models import load_checkpoint
+from emocare.models.fusion import KINDS, FusionModel, modality_dropout
+from emocare.train import fusion_rows, scores, train_fusion
+
+
+def test_dropout_never_drops_everything_and_keeps_the_rate():
+    torch.manual_seed(0)
+    present = torch.ones(20000, 3, dtype=torch.bool)
+    present[:5000, 2] = False  # a quarter with two modalities
+    present[5000:6000, 1:] = False  # some with one
+    kept = modality_dropout(present, 0.3)
+    assert kept.any(1).all()
+    assert not (kept & ~present).any()
+    assert kept[5000:6000, 0].all()  # a single modality is never dropped
+    three = 1 - kept[6000:].float().sum(1).mean() / 3
+    two = 1 - kept[:5000].float().sum(1).mean() / 2
+    assert abs(float(three) - (0.3 - 0.3**3 / 3)) < 0.01
+    assert abs(float(two) - (0.3 - 0.3**2 / 2)) < 0.015
+
+
+def test_dropout_is_off_at_evaluation():
+    torch.manual_seed(0)
+    model = FusionModel({"text": 4, "image": 4}, modality_dropout=0.9)
+    batch = {"emb": {"text": torch.randn(64, 4), "image": torch.randn(64, 4)},
+             "present": torch.ones(64, 2, dtype=torch.bool)}
+    model.eval()
+    assert torch.equal(model(batch), model(batch))
+    model.train()
+    assert not torch.allclose(model.fuse(batch), model.fuse(batch))
+
+
+def synthetic_cache(n: int = 900, seed: int = 0) -> Cache:
+    """Each modality carries part of the label: text tells the class pair, image/video the member."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    group, member = labels // 2, labels % 2
+    def noisy(values, d):
+        centres = rng.normal(size=(2, d)) * 3
+        return torch.from_numpy((centres[values] + rng.normal(size=(n, d))).astype(np.float32))
+    emb = {"text": noisy(group, 6), "image": noisy(member, 5), "video": noisy(member, 5)}
+    has_image = rng.random(n) < 0.7
+    present = {"text": np.ones(n, bool), "image": has_image, "video": ~has_image}
+    for m in ("image", "video"):
+        emb[m][~torch.from_numpy(present[m])] = 0
+    splits = np.array(["train"] * (n * 7 // 10) + ["val"] * (n // 10) + ["test"] * (n - n * 8 // 10))
+    return Cache([f"p{i}" for i in range(n)], labels, splits, emb, present,
+                 {m: {"backbone": "synthetic"} for m in emb})
+
+
+FUSION = {"d_model": 32, "heads": 4, "hidden": 32, "hidden_dropout": 0.1, "dropout": 0.3, "epochs": 25,
+          "batch_size": 64, "lr": 3e-3, "weight_decay": 0.01, "warmup_steps": 10, "patience": 25}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fusion_beats_every_single_modality(kind: str, tmp_path: Path):
+    cache = synthetic_cache()
+    cfg = {**FUSION, "kind": kind}
+    train_fusion(cache, cfg, {"device": "cpu", "seed": 1}, tmp_path / "all.pt", report_dir=tmp_path / "r")
+    model, payload = load_checkpoint(tmp_path / "all.pt")
+    assert payload["modalities"] == ["text", "image", "video"]
+    rows = fusion_rows(cache, "test", model.modalities)
+    fused = scores(fusion_logits(model, cache, rows), cache.labels[rows])["macro_f1"]
+    for m in ("text", "image", "video"):
+        train_fusion(cache, cfg, {"device": "cpu", "seed": 1}, tmp_path / f"{m}.pt", modalities=[m])
+        single, _ = load_checkpoint(tmp_path / f"{m}.pt")
+        single_f1 = scores(fusion_logits(single, cache, rows), cache.labels[rows])["macro_f1"]
+        assert fused > single_f1 + 0.1, (kind, m, fused, single_f1)
+    assert fused > 0.8
+    assert (tmp_path / "r" / "metrics.json").exists() and (tmp_path / "r" / "classification_report.json").exists()
+
+
+def test_fusion_on_a_modality_missing_from_the_data_uses_what_is_there(tmp_path: Path):
+    cache = synthetic_cache(300)
+    cache.present["video"][:] = False
+    summary = train_fusion(cache, {**FUSION, "kind": "attention", "epochs": 2}, {"device": "cpu"}, tmp_path / "f.pt")
+    assert summary["modalities"] == ["text", "image"]

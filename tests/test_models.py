@@ -1,0 +1,88 @@
+"""Real loading paths for the backbones, offline errors, frame sampling, checkpoint round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from emocare.media.video import read_frames, sample_indices, write_video
+from emocare.models import BackboneNotFound, build_specialist, load_checkpoint, save_checkpoint
+from emocare.models.text import MINILM, load_text_backbone
+
+
+def test_tiny_distilbert_loads_from_a_save_pretrained_folder(tiny_distilbert: Path):
+    model = build_specialist("text", {"backbone": str(tiny_distilbert), "pooling": "cls", "max_length": 16})
+    assert model.backbone.config.model_type == "distilbert" and model.dim == 32
+    batch = model.collate([("finally got leon", 1), ("me rn:", 0)])
+    assert model(batch).shape == (2, 5) and model.encode(batch).shape == (2, 32)
+
+
+def test_default_text_backbone_is_the_packaged_minilm():
+    model, tokenizer = load_text_backbone(MINILM)
+    assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 6
+    assert tokenizer("hello")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_absent_text_backbone_fails_offline_naming_the_ways_out():
+    with pytest.raises(BackboneNotFound) as e:
+        build_specialist("text", {"backbone": "distilbert-base-uncased"}, offline=True)
+    msg = str(e.value)
+    assert "distilbert-base-uncased" in msg and "save_pretrained" in msg and "offline: false" in msg
+
+
+def test_tiny_open_clip_checkpoint_loads_through_pretrained_path(tmp_path: Path):
+    reference = open_clip.create_model("EmoCare-ViT-Tiny-64")
+    ckpt = tmp_path / "tiny_clip.pt"
+    torch.save(reference.state_dict(), ckpt)
+    model = build_specialist("image", {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": str(ckpt)})
+    for name, tensor in reference.visual.state_dict().items():
+        assert torch.equal(model.tower.state_dict()[name], tensor), name
+    assert model.dim == 512
+
+
+def test_absent_clip_weights_fail_offline_naming_the_ways_out():
+    with pytest.raises(BackboneNotFound) as e:
+        build_specialist("image", {"backbone": "ViT-B-32", "pretrained": "openai"}, offline=True)
+    msg = str(e.value)
+    assert "ViT-B-32" in msg and "openai" in msg and "pretrained: null" in msg
+    with pytest.raises(BackboneNotFound, match="not an open_clip architecture"):
+        build_specialist("image", {"backbone": "NoSuchNet", "pretrained": None})
+
+
+def test_frame_indices_are_spread_uniformly():
+    ten_seconds = sample_indices(300, 8)  # 10 s at 30 fps
+    assert len(ten_seconds) == 8 and ten_seconds == sorted(set(ten_seconds))
+    assert ten_seconds[0] < 300 / 8 and ten_seconds[-1] > 300 * 7 / 8
+    gaps = np.diff(ten_seconds)
+    assert gaps.max() - gaps.min() <= 1
+    assert sample_indices(3, 8) == [0, 0, 0, 1, 1, 2, 2, 2]
+
+
+def test_read_frames_decodes_the_sampled_frames(tmp_path: Path):
+    frames = [np.full((16, 16, 3), 10 * i, np.uint8) for i in range(20)]
+    write_video(tmp_path / "c.mp4", frames)
+    got = read_frames(tmp_path / "c.mp4", 8)
+    means = [int(round(f.mean() / 10)) for f in got]
+    assert means == sample_indices(20, 8)
+    write_video(tmp_path / "short.mp4", frames[:3])
+    assert len(read_frames(tmp_path / "short.mp4", 8)) == 8
+
+
+@pytest.mark.parametrize("modality", ["text", "video"])
+def test_checkpoint_rebuilds_the_same_model(modality: str, tiny_distilbert: Path, tmp_path: Path):
+    cfg = {"backbone": str(tiny_distilbert)} if modality == "text" else {"backbone": "EmoCare-ViT-Tiny-64",
+                                                                         "frames": 4}
+    model = build_specialist(modality, cfg).eval()
+    save_checkpoint(tmp_path / "m.pt", model, backbone=cfg["backbone"])
+    rebuilt, payload = load_checkpoint(tmp_path / "m.pt")
+    assert payload["backbone"] == cfg["backbone"] and payload["kind"] == modality
+    if modality == "text":
+        batch = model.collate([("so happy today", 1)])
+    else:
+        batch = {"pixels": torch.randn(2, 4, 3, 64, 64)}
+    with torch.no_grad():
+        assert torch.allclose(model(batch), rebuilt(batch), atol=1e-5)
