@@ -1,0 +1,32 @@
+"""params.yaml and configs/seed.yaml: same keys, and the seed file holds the original study's values."""
+
+from __future__ import annotations
+
+import yaml
+
+from conftest import REPO
+
+
+def _keys(d: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in d.items():
+        out |= _keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+    return out
+
+
+def test_seed_config_has_every_param_and_the_original_values():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    seed = yaml.safe_load((REPO / "configs" / "seed.yaml").read_text())
+    assert _keys(params) == _keys(seed)
+    expected = {
+        "text": {"backbone": "distilbert-base-uncased", "epochs": 4, "batch_size": 16, "lr": 2e-5,
+                 "weight_decay": 0.01, "warmup_steps": 500, "dropout": 0.3, "patience": 3},
+        "image": {"backbone": "ViT-B-32", "pretrained": "openai", "epochs": 8, "batch_size": 32, "lr": 1e-4,
+                  "weight_decay": 0.01, "warmup_steps": 100, "patience": 3, "augment": True, "dropout": 0.3},
+        "video": {"backbone": "ViT-B-32", "pretrained": "openai", "frames": 8, "epochs": 8, "batch_size": 16,
+                  "lr": 1e-4, "weight_decay": 0.01, "warmup_steps": 100, "patience": 3},
+    }
+    for section, values in expected.items():
+        for k, v in values.items():
+            assert seed[section][k] == v, (section, k)
+    assert params["offline"] is True and params["image"]["pretrained"] is None
