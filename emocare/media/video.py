@@ -8,6 +8,9 @@ import cv2
 import numpy as np
 
 
+SEEK_GAP = 12  # frames; a seek re-decodes from the previous keyframe, so nearer frames are grabbed
+
+
 class VideoError(ValueError):
     """A video that cannot be opened or has no decodable frames."""
 
@@ -51,11 +54,14 @@ def read_frames(path: str | Path, k: int) -> list[np.ndarray]:
         if n <= 0:
             raise VideoError(f"{path}: the video has no frames")
         decoded: dict[int, np.ndarray] = {}
-        position = -1  # index of the next frame the decoder will return, when known
+        position = 0  # index of the next frame the decoder will return
         for idx in sample_indices(n, k):
             if idx in decoded:
                 continue
-            if idx != position:
+            if position < idx <= position + SEEK_GAP:  # near: step forward without converting frames
+                for _ in range(idx - position):
+                    cap.grab()
+            elif idx != position:  # far or backwards: seek by frame index
                 cap.set(cv2.CAP_PROP_POS_FRAMES, idx)
             ok, frame = cap.read()
             if not ok:  # frame count over-reported: fall back to the last decoded frame

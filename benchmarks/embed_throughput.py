@@ -1,0 +1,83 @@
+"""Embedding throughput per modality against the bare forward pass of the same encoder.
+
+Run after `dvc repro` (needs data/posts.jsonl and the specialists). For each modality it times
+(a) the embed stage's work, `encode_posts` (DataLoader decoding, forward) plus `write_cache`, and
+(b) the encoder's forward pass alone on the same batches, already decoded in memory; the model is
+loaded once, outside both timings. The ratio (a)/(b) in posts
+per second is what decoding and I/O cost; the target on CPU is >= 0.8. Prints JSON.
+
+    python benchmarks/embed_throughput.py [--num-workers 2] [--batch-size 64] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emocare.cache import write_cache
+from emocare.data.datasets import specialist_dataset
+from emocare.data.manifest import load_posts
+from emocare.data.split import read_split
+from emocare.embed import encode_posts
+from emocare.labels import MODALITIES
+from emocare.models import load_checkpoint
+from emocare.train import autocast, resolve_device, to_device
+
+
+def bare_forward(model, posts, batch_size: int, device: torch.device) -> float:
+    """Seconds for the encoder alone over pre-decoded batches."""
+    ds = specialist_dataset(model, posts)
+    items = [ds[i] for i in range(len(ds))]
+    batches = [to_device(model.collate(items[i: i + batch_size]), device) for i in range(0, len(items), batch_size)]
+    model.to(device).eval()
+    with torch.inference_mode(), autocast(device):
+        model.encode(batches[0])  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for b in batches:
+            model.encode(b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--num-workers", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+    device = resolve_device(a.device)
+    posts, split = load_posts("data/posts.jsonl"), read_split("data/split.json")
+    results = {"device": str(device), "batch_size": a.batch_size, "num_workers": a.num_workers,
+               "torch_threads": torch.get_num_threads(), "modalities": {}}
+    for m in MODALITIES:
+        ckpt = Path(f"models/{m}_specialist/best_model.pt")
+        model, payload = load_checkpoint(ckpt)
+        have = [p for p in posts if m in p.modalities]
+        if payload.get("no_data") or not have:
+            results["modalities"][m] = {"posts": 0, "note": "no data"}
+            continue
+        encode_posts(model, have[: a.batch_size], a.batch_size, 0, device)  # warm-up
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            emb = encode_posts(model, have, a.batch_size, a.num_workers, device)
+            write_cache(Path(tmp) / f"{m}.h5", emb, np.ones(len(have), bool), [p.id for p in have],
+                        np.zeros(len(have), np.int64), [split.get(p.id, "") for p in have], {"modality": m})
+            full = time.perf_counter() - start
+        bare = bare_forward(model, have, a.batch_size, device)
+        results["modalities"][m] = {"posts": len(have), "embed_posts_per_s": round(len(have) / full, 1),
+                                    "bare_forward_posts_per_s": round(len(have) / bare, 1),
+                                    "ratio": round(bare / full, 3)}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

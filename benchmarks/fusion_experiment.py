@@ -1,0 +1,62 @@
+"""Wall time of a fusion experiment after a full `dvc repro`, against the full repro, on the demo set.
+
+Copies the working tree into a temporary git repository, times `dvc repro` from scratch, then
+times `dvc exp run -S <fusion change>` (which must re-run only train_fusion and its dependants).
+Targets: experiment <= 1/20 of the full repro and <= 30 s. Prints JSON.
+
+    python benchmarks/fusion_experiment.py [--set fusion.dropout=0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sh(cwd: Path, *args: str) -> tuple[float, str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TQDM_DISABLE": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - start, proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", default="fusion.dropout=0.1", help="the -S value of the experiment")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = Path(tmp)
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.split()
+        for rel in files:
+            if (REPO / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / rel, dest / rel)
+        git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+        sh(dest, "git", "init", "-q")
+        sh(dest, *git, "add", "-A")
+        sh(dest, *git, "commit", "-qm", "bench")
+        full, _ = sh(dest, sys.executable, "-m", "dvc", "repro")
+        sh(dest, *git, "add", "-A")
+        sh(dest, *git, "commit", "-qm", "baseline")
+        exp, out = sh(dest, sys.executable, "-m", "dvc", "exp", "run", "-S", a.set)
+    print(json.dumps({"full_repro_s": round(full, 1), "experiment": f"dvc exp run -S {a.set}",
+                      "experiment_s": round(exp, 1), "ratio": round(exp / full, 4),
+                      "stages_rerun": sorted(set(re.findall(r"Running stage '([^']+)'", out))),
+                      "targets": {"ratio_max": 0.05, "experiment_s_max": 30}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
