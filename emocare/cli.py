@@ -48,6 +48,24 @@ def cmd_cache_info(a: argparse.Namespace) -> None:
     print(cache_info(a.dir))
 
 
+def cmd_predict(a: argparse.Namespace) -> None:
+    from emocare.predict import EmoCare, predict_manifest
+
+    model = EmoCare.load(a.models, a.device)
+    if a.manifest:
+        if not a.out:
+            raise ValueError("--manifest needs -o/--out for the predictions file")
+        _print(predict_manifest(model, a.manifest, a.out, a.batch_size))
+    else:
+        _print(model.predict(text=a.text or "", image=a.image, video=a.video))
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from emocare.serve import serve
+
+    serve(a.models, a.host, a.port, a.max_upload_mb, a.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emocare", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -88,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = cache.add_parser("info", help="shapes, attributes, per-split counts; checks the files line up")
     s.add_argument("dir", nargs="?", default="cache/embeddings")
     s.set_defaults(func=cmd_cache_info)
+    s = sub.add_parser("predict", help="predict one post (--text/--image/--video) or a whole manifest")
+    s.add_argument("--text")
+    s.add_argument("--image")
+    s.add_argument("--video")
+    s.add_argument("--manifest", help="score every post of this manifest")
+    s.add_argument("-o", "--out", help="predictions JSON Lines (with --manifest)")
+    s.add_argument("--models", default="models")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /labels, docs at /docs")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--models", default="models")
+    s.add_argument("--max-upload-mb", type=float, default=20.0)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_serve)
     return p
 
 

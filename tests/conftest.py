@@ -38,3 +38,37 @@ def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     generate(out, posts=120, seed=3)
     return out
+
+
+TINY_TRAIN = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "patience": 2}
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> Path:
+    """A models/ folder trained in-process on the tiny demo with the pipeline's own functions."""
+    from emocare.cache import load_cache
+    from emocare.data.split import SPLITS, stratified_split
+    from emocare.data.validate import validate_manifest, write_validation
+    from emocare.embed import embed_modality
+    from emocare.io import write_json
+    from emocare.labels import MODALITIES
+    from emocare.train import train_fusion, train_specialist
+
+    root = tmp_path_factory.mktemp("bundle")
+    result = validate_manifest(demo_dir / "manifest.jsonl")
+    write_validation(result, root / "posts.jsonl", root / "quarantine.jsonl", root / "validation.json")
+    split = stratified_split(result.kept, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
+    write_json(root / "split.json", {s: [p.id for p in result.kept if split[p.id] == s] for s in SPLITS})
+    params = {"offline": True, "train": {"device": "cpu", "seed": 0},
+              "text": {"backbone": str(tiny_distilbert), "max_length": 24, **TINY_TRAIN},
+              "image": {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, **TINY_TRAIN},
+              "video": {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, "frames": 4, **TINY_TRAIN}}
+    models = root / "models"
+    for m in MODALITIES:
+        ckpt = models / f"{m}_specialist" / "best_model.pt"
+        train_specialist(m, params, root / "posts.jsonl", root / "split.json", ckpt, root / "reports" / m)
+        embed_modality(m, ckpt, result.kept, split, root / "cache" / f"{m}.h5", device="cpu")
+    fusion = {"kind": "attention", "dropout": 0.3, "hidden_dropout": 0.1, "d_model": 32, "heads": 4, "hidden": 32,
+              **TINY_TRAIN, "epochs": 4}
+    train_fusion(load_cache(root / "cache"), fusion, params["train"], models / "fusion" / "best_model.pt")
+    return models

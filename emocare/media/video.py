@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
 SEEK_GAP = 12  # frames; a seek re-decodes from the previous keyframe, so nearer frames are grabbed
 
 

@@ -1,0 +1,77 @@
+"""Inference: the Python API and `emocare predict` on tiny demo-trained models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from emocare.cli import main as cli
+from emocare.labels import LABELS
+from emocare.predict import EmoCare
+
+
+@pytest.fixture(scope="module")
+def model(trained_bundle: Path) -> EmoCare:
+    return EmoCare.load(trained_bundle, device="cpu")
+
+
+def _media(demo_dir: Path, kind: str) -> Path:
+    return next((demo_dir / "media").glob("*.png" if kind == "image" else "*.mp4"))
+
+
+def _check(result: dict, modalities: list[str]) -> None:
+    assert result["label"] in LABELS and result["modalities"] == modalities
+    assert set(result["probabilities"]) == set(LABELS)
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
+    assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+
+
+def test_predict_each_combination_and_input_type(model: EmoCare, demo_dir: Path):
+    image = _media(demo_dir, "image")
+    _check(model.predict(text="finally got Leon!!"), ["text"])
+    by_path = model.predict(text="me rn:", image=image)
+    _check(by_path, ["text", "image"])
+    assert model.predict(text="me rn:", image=image.read_bytes()) == by_path
+    assert model.predict(text="me rn:", image=Image.open(image)) == by_path
+    _check(model.predict(text="", video=_media(demo_dir, "video")), ["video"])
+
+
+def test_batch_equals_single_and_records_errors(model: EmoCare, demo_dir: Path):
+    posts = [{"text": "so mad"}, {"text": "x", "image": b"not an image"}, {"text": "me rn:",
+                                                                           "image": str(_media(demo_dir, "image"))},
+             {"text": " "}]
+    results = model.predict_batch(posts, batch_size=2)
+    assert "error" in results[1] and "image could not be decoded" in results[1]["error"]
+    assert "no usable modality" in results[3]["error"]
+    for i in (0, 2):
+        single = model.predict(**posts[i])
+        assert single["label"] == results[i]["label"]
+        for c in LABELS:
+            assert abs(single["probabilities"][c] - results[i]["probabilities"][c]) < 1e-4
+    with pytest.raises(ValueError, match="could not be decoded"):
+        model.predict(text="x", image=b"junk")
+
+
+def test_cli_predict_single_post(trained_bundle: Path, capsys):
+    assert cli(["predict", "--models", str(trained_bundle), "--device", "cpu", "--text", "so happy"]) == 0
+    _check(json.loads(capsys.readouterr().out), ["text"])
+
+
+def test_cli_predict_manifest_keeps_going_past_bad_records(trained_bundle: Path, demo_dir: Path, tmp_path: Path,
+                                                           capsys):
+    lines = (demo_dir / "manifest.jsonl").read_text().splitlines()[:40]
+    (tmp_path / "media").symlink_to(demo_dir / "media")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    lines += [json.dumps({"id": "bad-image", "text": "x", "image": "bad.png"}), "{not json", ""]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "pred.jsonl"
+    assert cli(["predict", "--models", str(trained_bundle), "--device", "cpu", "--manifest",
+                str(tmp_path / "m.jsonl"), "-o", str(out), "--batch-size", "8"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == {"records": 42, "predicted": 40, "errors": 2}
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 42 and rows[0]["id"] == json.loads(lines[0])["id"] and "true_label" in rows[0]
+    assert "image could not be decoded" in rows[40]["error"] and rows[41]["line"] == 42
