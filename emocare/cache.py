@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from emocare.io import atomic_path
 from emocare.labels import MODALITIES
@@ -98,3 +99,30 @@ def cache_info(cache_dir: str | Path) -> str:
                      f"per split {per_split}")
         lines += [f"    {k}: {v}" for k, v in cache.attrs[m].items()]
     return "\n".join(lines)
+
+
+class CachedDataset(Dataset):
+    """Rows of cached embeddings for the fusion model, fetched a batch at a time.
+
+    A batch is ``{"emb": {m: [B, D_m]}, "present": [B, M], "label": [B]}``; use
+    :meth:`collate` as the DataLoader's ``collate_fn``.
+    """
+
+    def __init__(self, emb: dict[str, torch.Tensor], present: torch.Tensor, labels: torch.Tensor,
+                 rows: list[int] | np.ndarray):
+        self.emb, self.present, self.labels = emb, present, labels
+        self.rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        r = self.rows[indices]
+        return {"emb": {m: e[r] for m, e in self.emb.items()}, "present": self.present[r], "label": self.labels[r]}
+
+    def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([i])
+
+    @staticmethod
+    def collate(batch: dict) -> dict:
+        return batch

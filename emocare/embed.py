@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from tqdm import tqdm
 from emocare.cache import write_cache
 from emocare.data.datasets import label_index, specialist_dataset
 from emocare.data.manifest import Post
+from emocare.distributed import barrier, init_distributed, rank_world
+from emocare.io import atomic_path
 from emocare.labels import LABELS
 from emocare.models import load_checkpoint
 from emocare.train import autocast, resolve_device, to_device
@@ -47,20 +50,42 @@ def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: in
 
 def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], split: dict[str, str],
                    out: str | Path, batch_size: int = 64, num_workers: int = 0, device: str = "auto") -> dict:
-    """Embed every post having ``modality`` with its best specialist and write ``out``; returns a summary."""
+    """Embed every post having ``modality`` with its best specialist and write ``out``; returns a summary.
+
+    Under torchrun each rank embeds every world-th post and writes its shard beside ``out``;
+    rank 0 merges the shards in post order into ``out`` (atomically) and removes them.
+    """
+    init_distributed(device)
+    rank, world = rank_world()
     device_ = resolve_device(device)
     model, payload = load_checkpoint(checkpoint, device_)
     no_data = bool(payload.get("no_data"))
     present = np.array([(modality in p.modalities) and not no_data for p in posts], dtype=bool)
     emb = np.zeros((len(posts), payload["spec"]["dim"]), np.float32)
     rows = np.flatnonzero(present)
-    if len(rows):
-        emb[rows] = encode_posts(model, [posts[i] for i in rows], batch_size, num_workers, device_,
-                                 desc=f"embed {modality}")
+    mine = rows[rank::world]
+    feats = encode_posts(model, [posts[i] for i in mine], batch_size, num_workers, device_,
+                         desc=f"embed {modality}") if len(mine) else emb[:0]
+    if world == 1:
+        emb[mine] = feats
+    else:
+        shards = Path(f"{out}.shards")
+        shards.mkdir(parents=True, exist_ok=True)
+        with atomic_path(shards / f"{rank}.npz", suffix=".npz") as tmp:
+            np.savez(tmp, rows=mine, emb=feats)
+        barrier()
+        if rank == 0:
+            for r in range(world):
+                with np.load(shards / f"{r}.npz") as shard:
+                    emb[shard["rows"]] = shard["emb"]
     attrs = {"modality": modality, "labels": LABELS, "backbone": payload.get("backbone", ""),
              "pretrained": bool(payload.get("pretrained", False)), "dim": emb.shape[1], "no_data": no_data,
              "checkpoint_sha256": file_sha256(checkpoint)}
-    write_cache(out, emb, present, [p.id for p in posts], np.array([label_index(p.label) for p in posts]),
-                [split.get(p.id, "") for p in posts], attrs)
+    if rank == 0:
+        write_cache(out, emb, present, [p.id for p in posts], np.array([label_index(p.label) for p in posts]),
+                    [split.get(p.id, "") for p in posts], attrs)
+        if world > 1:
+            shutil.rmtree(f"{out}.shards")
+    barrier()
     return {"modality": modality, "posts": len(posts), "present": int(present.sum()), "dim": emb.shape[1],
-            "device": str(device_)}
+            "device": str(device_), "world_size": world}

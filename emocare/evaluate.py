@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from emocare.cache import Cache
+from emocare.cache import Cache, CachedDataset
 from emocare.data.manifest import Post
 from emocare.io import write_json, write_jsonl, write_text
 from emocare.labels import DISPLAY, LABELS, MODALITIES, combo_name
 from emocare.models import FusionModel, load_checkpoint
 from emocare.plots import ablation_png, confusion_png
+from emocare.report import SUBSETS, ablation_markdown
 from emocare.train import (
     TrainConfig,
     fusion_dataset,
@@ -27,9 +28,6 @@ from emocare.train import (
     train_fusion,
 )
 
-SUBSETS = [["text"], ["image"], ["video"], ["text", "image"], ["text", "video"], ["image", "video"],
-           ["text", "image", "video"]]
-
 
 def fusion_logits(model: FusionModel, cache: Cache, rows: np.ndarray, shown: list[str] | None = None,
                   device: str = "cpu") -> np.ndarray:
@@ -40,7 +38,8 @@ def fusion_logits(model: FusionModel, cache: Cache, rows: np.ndarray, shown: lis
         keep = torch.tensor([m in shown for m in mods])
         ds.present = ds.present & keep
     dev = resolve_device(device)
-    logits, _ = predict_logits(model.to(dev), make_loader(ds, TrainConfig(batch_size=512), None, False, dev), dev)
+    loader = make_loader(ds, TrainConfig(batch_size=512), CachedDataset.collate, False, dev)
+    logits, _ = predict_logits(model.to(dev), loader, dev)
     return logits
 
 
@@ -76,13 +75,13 @@ def evaluate_test(fusion_ckpt: str | Path, specialist_ckpts: dict[str, str | Pat
                                  for c in ("text", "text+image", "text+video") if (combos == c).any()}
     specialists = {}
     for m, ckpt in specialist_ckpts.items():
-        spec_model, spec_payload = load_checkpoint(ckpt)
+        spec = torch.load(ckpt, map_location="cpu", weights_only=False)  # only its classifier head is needed
         m_rows = test[cache.present[m][test]]
-        if spec_payload.get("no_data") or len(m_rows) == 0:
+        if spec.get("no_data") or len(m_rows) == 0:
             specialists[m] = {"n": int(len(m_rows)), "macro_f1": None, "accuracy": None, "no_data": True}
             continue
-        with torch.inference_mode():
-            head_logits = spec_model.head(cache.emb[m][m_rows]).numpy()
+        head = spec["state_dict"]
+        head_logits = (cache.emb[m][m_rows] @ head["head.weight"].T + head["head.bias"]).numpy()
         specialists[m] = {**_summary(cache.labels[m_rows], head_logits), "no_data": False}
     metrics["specialists"] = specialists
     write_json(out_dir / "metrics.json", metrics)
@@ -130,18 +129,6 @@ def run_ablation(fusion_ckpt: str | Path, cache: Cache, fusion_cfg: dict, train_
             results.append({"subset": name, "mode": "retrained",
                             **_summary(cache.labels[rows], fusion_logits(sub_model, cache, rows))})
     return results
-
-
-def ablation_markdown(rows: list[dict]) -> str:
-    def f(v):
-        return "n/a" if v is None else f"{v:.4f}"
-
-    lines = ["| subset | masked macro-F1 | masked n | retrained macro-F1 | retrained n |", "|---|---:|---:|---:|---:|"]
-    for name in ("+".join(s) for s in SUBSETS):
-        m = next(r for r in rows if r["subset"] == name and r["mode"] == "masked")
-        r = next(r for r in rows if r["subset"] == name and r["mode"] == "retrained")
-        lines.append(f"| {name} | {f(m['macro_f1'])} | {m['n']} | {f(r['macro_f1'])} | {r['n']} |")
-    return "\n".join(lines) + "\n"
 
 
 def write_ablation(rows: list[dict], out_dir: str | Path) -> None:

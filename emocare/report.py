@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import platform
+from importlib.metadata import version
 from pathlib import Path
 
-import torch
-
-from emocare.evaluate import ablation_markdown
 from emocare.io import read_json
 from emocare.labels import DISPLAY, LABELS
 
+SUBSETS = [["text"], ["image"], ["video"], ["text", "image"], ["text", "video"], ["image", "video"],
+           ["text", "image", "video"]]
 TITLES = {"text": "Text Specialist", "image": "Image Specialist", "video": "Video Specialist"}
 
 
@@ -32,6 +32,19 @@ def _per_class_table(report: dict) -> list[str]:
     if "accuracy" in report:
         lines.append(f"| accuracy | | | {report['accuracy']:.2f} | |")
     return lines
+
+
+def ablation_markdown(rows: list[dict]) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lines = ["| subset | masked macro-F1 | masked n | retrained macro-F1 | retrained n |", "|---|---:|---:|---:|---:|"]
+    for name in ("+".join(s) for s in SUBSETS):
+        m = next(r for r in rows if r["subset"] == name and r["mode"] == "masked")
+        r = next(r for r in rows if r["subset"] == name and r["mode"] == "retrained")
+        lines.append(f"| {name} | {f(m['macro_f1'])} | {m['n']} | {f(r['macro_f1'])} | {r['n']} |")
+    return "\n".join(lines) + "\n"
+
 
 
 def _specialist_section(n: int, modality: str, reports: Path) -> list[str]:
@@ -116,7 +129,7 @@ def build_results(reports: str | Path = "reports") -> str:
             "subset's modalities.", "", ablation_markdown(ablation).rstrip(), "", "![ablation](ablation.png)", "",
             "---", "", "## 7. Computational Resources", ""]
     total = sum(specialists[m].get("wall_time_s", 0.0) for m in TITLES) + fusion["wall_time_s"]
-    out += [f"- Torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}"]
+    out += [f"- Torch {version('torch')}, Python {platform.python_version()}, {platform.machine()}"]
     out += [f"- {TITLES[m]}: " + ("no data" if s.get("no_data") else f"{s['wall_time_s']:.1f} s on {s['device']}")
             for m, s in specialists.items()]
     out += [f"- Fusion model: {fusion['wall_time_s']:.1f} s on {fusion['device']}",

@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from emocare.cache import Cache
-from emocare.data.datasets import CachedDataset, specialist_dataset
+from emocare.cache import Cache, CachedDataset
 from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
+from emocare.distributed import all_gather, all_sum, barrier, init_distributed, is_main, rank_world
 from emocare.io import write_json
 from emocare.labels import DISPLAY, LABELS, MODALITIES
 from emocare.models import FusionModel, build_specialist, save_checkpoint
-from emocare.models.text import resolve_text_backbone
 
 
 @dataclass
@@ -58,11 +58,11 @@ class TrainConfig:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was requested but no CUDA GPU is available; use auto or cpu")
-    return torch.device(name)
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())  # torchrun: the local rank's GPU
+    return torch.device("cpu" if name == "auto" else name)
 
 
 def seed_everything(seed: int) -> None:
@@ -86,11 +86,23 @@ def to_device(batch, device: torch.device):
 
 
 def make_loader(ds: Dataset, cfg: TrainConfig, collate: Callable | None, shuffle: bool,
-                device: torch.device) -> DataLoader:
+                device: torch.device, sampler: DistributedSampler | None = None) -> DataLoader:
     generator = torch.Generator().manual_seed(cfg.seed)
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate,
-                      num_workers=cfg.num_workers, pin_memory=device.type == "cuda", generator=generator,
-                      persistent_workers=cfg.num_workers > 0)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      collate_fn=collate, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                      generator=generator, persistent_workers=cfg.num_workers > 0)
+
+
+def _gathered_predictions(model: nn.Module, val_ds: Dataset, cfg: TrainConfig, collate: Callable | None,
+                          device: torch.device, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validation logits on the whole split: each rank scores rows rank::world, then all ranks gather."""
+    rank, world = rank_world()
+    rows = list(range(rank, len(val_ds), world))
+    logits, labels = predict_logits(model, make_loader(Subset(val_ds, rows), cfg, collate, False, device), device,
+                                    desc=desc)
+    parts = all_gather((rows, logits, labels))
+    order = np.argsort(np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts]), kind="stable")
+    return (np.concatenate([p[1] for p in parts])[order], np.concatenate([p[2] for p in parts])[order])
 
 
 @torch.inference_mode()
@@ -139,14 +151,24 @@ def _schedule(warmup: int, total: int) -> Callable[[int], float]:
 def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, class_weights: list[float],
         checkpoint: str | Path, collate: Callable | None = None, live_dir: str | Path | None = None,
         checkpoint_extra: dict | None = None, desc: str = "train") -> dict:
-    """Train with early stopping on val macro-F1; keep the best epoch's checkpoint. Returns a summary."""
+    """Train with early stopping on val macro-F1; keep the best epoch's checkpoint. Returns a summary.
+
+    Under torchrun the model is wrapped in DistributedDataParallel, the training split is sharded
+    by a DistributedSampler (reshuffled each epoch), validation is scored on the whole split
+    (gathered across ranks) so that every rank takes the same early-stopping decision, and rank 0
+    alone writes the checkpoint and the DVCLive curves.
+    """
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"{desc}: training needs posts in both train ({len(train_ds)}) and val ({len(val_ds)})")
+    init_distributed(cfg.device)
+    rank, world = rank_world()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model.to(device)
-    train_loader = make_loader(train_ds, cfg, collate, True, device)
-    val_loader = make_loader(val_ds, cfg, collate, False, device)
+    sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
+    train_loader = make_loader(train_ds, cfg, collate, True, device, sampler)
+    net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+              find_unused_parameters=True) if world > 1 else model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(train_loader)
@@ -154,20 +176,23 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
     weights = torch.tensor(class_weights, dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
     live = None
-    if live_dir is not None:
+    if live_dir is not None and rank == 0:
         from dvclive import Live
 
         live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
     best = {"macro_f1": -1.0}
     history, bad_epochs, started = [], 0, time.time()
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
+        net.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         total, count = 0.0, 0
-        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
+        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=rank != 0 or None)
         for batch in bar:
             batch = to_device(batch, device)
             with autocast(device):
-                logits = model(batch)
+                logits = net(batch)
             loss = loss_fn(logits.float(), batch["label"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -178,20 +203,24 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
             total += loss.item() * len(batch["label"])
             count += len(batch["label"])
             bar.set_postfix(loss=f"{total / count:.4f}")
-        val_logits, val_labels = predict_logits(model, val_loader, device, desc=f"{desc} val")
+        total, count = all_sum(total, count)
+        val_logits, val_labels = _gathered_predictions(model, val_ds, cfg, collate, device, f"{desc} val")
         val = scores(val_logits, val_labels, weights)
         row = {"epoch": epoch, "train_loss": total / count, "val_loss": val["loss"], "val_macro_f1": val["macro_f1"],
                "val_accuracy": val["accuracy"]}
         history.append(row)
-        tqdm.write(f"{desc} epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val['loss']:.4f} "
-                   f"val_macro_f1 {val['macro_f1']:.4f}")
+        if rank == 0:
+            tqdm.write(f"{desc} epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val['loss']:.4f} "
+                       f"val_macro_f1 {val['macro_f1']:.4f}")
         if live is not None:
             for key in ("train_loss", "val_loss", "val_macro_f1"):
                 live.log_metric(key, row[key])
             live.next_step()
         if val["macro_f1"] > best["macro_f1"]:
             best = {**val, "epoch": epoch, "labels": val_labels, "pred": val_logits.argmax(1)}
-            save_checkpoint(checkpoint, model, epoch=epoch, val_macro_f1=val["macro_f1"], **(checkpoint_extra or {}))
+            if rank == 0:
+                save_checkpoint(checkpoint, model, epoch=epoch, val_macro_f1=val["macro_f1"],
+                                **(checkpoint_extra or {}))
             bad_epochs = 0
         else:
             bad_epochs += 1
@@ -199,11 +228,12 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
                 break
     if live is not None:
         live.end()
+    barrier()  # the checkpoint is complete before any rank moves on
     return {
         "best_val_macro_f1": best["macro_f1"], "best_val_loss": best["loss"], "best_val_accuracy": best["accuracy"],
         "best_val_weighted_f1": best["weighted_f1"], "best_epoch": best["epoch"], "epochs_run": len(history),
         "wall_time_s": round(time.time() - started, 2), "device": str(device),
-        "train_size": len(train_ds), "val_size": len(val_ds), "history": history,
+        "train_size": len(train_ds), "val_size": len(val_ds), "world_size": world, "history": history,
         "classification_report": report_dict(best["labels"], best["pred"]),
     }
 
@@ -215,6 +245,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _write_reports(report_dir: Path, metrics: dict, report: dict) -> None:
+    if not is_main():
+        return
     write_json(report_dir / "metrics.json", metrics)
     write_json(report_dir / "classification_report.json", report)
 
@@ -226,7 +258,11 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     With no training or validation posts for the modality, the (untrained) model is saved with
     ``no_data: true`` and the metrics say so; later stages then treat the modality as absent.
     """
+    from emocare.data.datasets import specialist_dataset  # decoders and transforms: specialists only
+    from emocare.models.text import resolve_text_backbone
+
     cfg, report_dir = params[modality], Path(report_dir)
+    init_distributed(params.get("train", {}).get("device", "auto"))
     split = read_split(split_path)
     posts = [p for p in load_posts(posts_path) if modality in p.modalities]
     train_posts = [p for p in posts if split.get(p.id) == "train"]
@@ -238,8 +274,9 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
                                   else cfg.get("pretrained")),
             "parameters": count_parameters(model), "embedding_dim": model.dim}
     if not train_posts or not val_posts:
-        save_checkpoint(model_path, model, no_data=True, **info)
-        write_json(report_dir / "live" / "metrics.json", {"no_data": True})
+        if is_main():
+            save_checkpoint(model_path, model, no_data=True, **info)
+            write_json(report_dir / "live" / "metrics.json", {"no_data": True})
         metrics = {**info, "no_data": True, "train_posts": len(train_posts), "val_posts": len(val_posts)}
         _write_reports(report_dir, metrics, {})
         return metrics
@@ -290,7 +327,8 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     tcfg = TrainConfig.from_params(train_cfg, fusion_cfg)
     weights = class_weights([LABELS[i] for i in cache.labels[train_rows]])
     summary = fit(model, fusion_dataset(cache, mods, train_rows), fusion_dataset(cache, mods, val_rows), tcfg,
-                  weights, model_path, live_dir=Path(report_dir) / "live" if report_dir else None, desc=desc,
+                  weights, model_path, collate=CachedDataset.collate,
+                  live_dir=Path(report_dir) / "live" if report_dir else None, desc=desc,
                   checkpoint_extra={"modalities": mods, "backbones": {m: cache.attrs[m]["backbone"] for m in mods}})
     report = summary.pop("classification_report")
     summary.pop("history")

@@ -1,8 +1,7 @@
-"""Torch datasets that feed posts to the specialists and cached embeddings to the fusion model."""
+"""Torch datasets that feed posts to the specialists."""
 
 from __future__ import annotations
 
-import torch
 from torch.utils.data import Dataset
 
 from emocare.data.manifest import Post
@@ -43,19 +42,3 @@ def specialist_dataset(model, posts: list[Post], train: bool = False, augment: b
     tf = train_transform(model.preprocess) if train and augment and model.modality == "image" \
         else eval_transform(model.preprocess)
     return PostDataset(posts, model.modality, tf, model.frames)
-
-
-class CachedDataset(Dataset):
-    """Rows of cached embeddings: {"emb": {m: [D]}, "present": [M], "label": int}."""
-
-    def __init__(self, emb: dict[str, torch.Tensor], present: torch.Tensor, labels: torch.Tensor,
-                 rows: list[int] | torch.Tensor):
-        self.emb, self.present, self.labels = emb, present, labels
-        self.rows = torch.as_tensor(rows, dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict:
-        r = int(self.rows[i])
-        return {"emb": {m: e[r] for m, e in self.emb.items()}, "present": self.present[r], "label": self.labels[r]}
