@@ -53,10 +53,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="embed the posts this many times over (a steady-state run on a fast GPU)")
     a = ap.parse_args()
     device = resolve_device(a.device)
-    posts, split = load_posts("data/posts.jsonl"), read_split("data/split.json")
-    results = {"device": str(device), "batch_size": a.batch_size, "num_workers": a.num_workers,
+    posts, split = load_posts("data/posts.jsonl") * a.repeat, read_split("data/split.json")
+    results = {"device": str(device), "repeat": a.repeat, "batch_size": a.batch_size, "num_workers": a.num_workers,
                "torch_threads": torch.get_num_threads(), "modalities": {}}
     for m in MODALITIES:
         ckpt = Path(f"models/{m}_specialist/best_model.pt")

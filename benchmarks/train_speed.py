@@ -31,9 +31,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--device")
     ap.add_argument("--num-workers", type=int)
+    ap.add_argument("--backbone", help="override the backbone (vision: an open_clip architecture, from scratch)")
     a = ap.parse_args()
     params = load_params()
     cfg = dict(params[a.modality])
+    if a.backbone:
+        cfg.update(backbone=a.backbone, pretrained=None)
     overrides = {"epochs": a.epochs, "batch_size": a.batch_size, "device": a.device, "num_workers": a.num_workers}
     tcfg = TrainConfig.from_params(params["train"], cfg, {k: v for k, v in overrides.items() if v is not None})
     tcfg.patience = tcfg.epochs  # time every epoch
