@@ -40,6 +40,19 @@ def demo_dir(tmp_path_factory) -> Path:
     return out
 
 
+def validated_split(demo_dir: Path, root: Path) -> tuple[list, dict[str, str]]:
+    """Validate the demo into root/posts.jsonl and split it into root/split.json, as the stages do."""
+    from emocare.data.split import SPLITS, stratified_split
+    from emocare.data.validate import validate_manifest, write_validation
+    from emocare.io import write_json
+
+    result = validate_manifest(demo_dir / "manifest.jsonl")
+    write_validation(result, root / "posts.jsonl", root / "quarantine.jsonl", root / "validation.json")
+    split = stratified_split(result.kept, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
+    write_json(root / "split.json", {s: [p.id for p in result.kept if split[p.id] == s] for s in SPLITS})
+    return result.kept, split
+
+
 TINY_TRAIN = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "patience": 2}
 
 
@@ -47,18 +60,12 @@ TINY_TRAIN = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "pat
 def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> Path:
     """A models/ folder trained in-process on the tiny demo with the pipeline's own functions."""
     from emocare.cache import load_cache
-    from emocare.data.split import SPLITS, stratified_split
-    from emocare.data.validate import validate_manifest, write_validation
     from emocare.embed import embed_modality
-    from emocare.io import write_json
     from emocare.labels import MODALITIES
     from emocare.train import train_fusion, train_specialist
 
     root = tmp_path_factory.mktemp("bundle")
-    result = validate_manifest(demo_dir / "manifest.jsonl")
-    write_validation(result, root / "posts.jsonl", root / "quarantine.jsonl", root / "validation.json")
-    split = stratified_split(result.kept, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
-    write_json(root / "split.json", {s: [p.id for p in result.kept if split[p.id] == s] for s in SPLITS})
+    posts, split = validated_split(demo_dir, root)
     params = {"offline": True, "train": {"device": "cpu", "seed": 0},
               "text": {"backbone": str(tiny_distilbert), "max_length": 24, **TINY_TRAIN},
               "image": {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, **TINY_TRAIN},
@@ -67,7 +74,7 @@ def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> P
     for m in MODALITIES:
         ckpt = models / f"{m}_specialist" / "best_model.pt"
         train_specialist(m, params, root / "posts.jsonl", root / "split.json", ckpt, root / "reports" / m)
-        embed_modality(m, ckpt, result.kept, split, root / "cache" / f"{m}.h5", device="cpu")
+        embed_modality(m, ckpt, posts, split, root / "cache" / f"{m}.h5", device="cpu")
     fusion = {"kind": "attention", "dropout": 0.3, "hidden_dropout": 0.1, "d_model": 32, "heads": 4, "hidden": 32,
               **TINY_TRAIN, "epochs": 4}
     train_fusion(load_cache(root / "cache"), fusion, params["train"], models / "fusion" / "best_model.pt")

@@ -11,10 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, validated_split
 
-from emocare.data.split import SPLITS, stratified_split
-from emocare.data.validate import validate_manifest, write_validation
 from emocare.embed import embed_modality
 from emocare.io import write_json
 from emocare.launch import command
@@ -26,10 +24,7 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 @pytest.fixture(scope="module")
 def workdir(demo_dir: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
-    result = validate_manifest(demo_dir / "manifest.jsonl")
-    write_validation(result, root / "posts.jsonl", root / "quarantine.jsonl", root / "validation.json")
-    split = stratified_split(result.kept, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
-    write_json(root / "split.json", {s: [p.id for p in result.kept if split[p.id] == s] for s in SPLITS})
+    validated_split(demo_dir, root)
     params = {"offline": True, "train": {"device": "cpu", "seed": 0},
               "image": {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, **TINY_TRAIN, "epochs": 3,
                         "patience": 1, "batch_size": 8}}
