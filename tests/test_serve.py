@@ -23,11 +23,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(trained_bundle: Path):
+def upload_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server-tmp")
+
+
+@pytest.fixture(scope="module")
+def server(trained_bundle: Path, upload_tmp: Path):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "emocare.cli", "serve", "--models", str(trained_bundle),
                              "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--max-upload-mb", "0.5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TQDM_DISABLE": "1", "TMPDIR": str(upload_tmp)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -53,7 +59,7 @@ def test_health_labels_docs(server: str):
     assert "/predict" in httpx.get(f"{server}/openapi.json").json()["paths"]
 
 
-def test_valid_requests(server: str, demo_dir: Path):
+def test_valid_requests(server: str, demo_dir: Path, upload_tmp: Path):
     r = httpx.post(f"{server}/predict", json={"text": "so mad at this matchmaking"})
     assert r.status_code == 200 and r.json()["modalities"] == ["text"]
     png = next((demo_dir / "media").glob("*.png"))
@@ -62,6 +68,7 @@ def test_valid_requests(server: str, demo_dir: Path):
     assert r.status_code == 200 and r.json()["modalities"] == ["text", "image"]
     r = httpx.post(f"{server}/predict", data={"text": ""}, files={"video": ("clip", mp4.read_bytes(), "video/mp4")})
     assert r.status_code == 200 and r.json()["modalities"] == ["video"]
+    assert not list(upload_tmp.glob("emocare-upload-*"))  # uploads were cleaned up
 
 
 def test_bad_requests_get_4xx_json_errors(server: str, demo_dir: Path):

@@ -7,6 +7,7 @@ open_clip, so ``EmoCare-ViT-Tiny-64`` is built like any open_clip architecture.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -110,5 +111,9 @@ class VisionSpecialist(nn.Module):
             with tempfile.TemporaryDirectory() as tmp:
                 Path(tmp, f"{spec['arch']}.json").write_text(json.dumps(spec["model_cfg"]))
                 open_clip.add_model_config(tmp)
-        tower, _, _ = load_vision_tower(spec["arch"], None)
+        logging.disable(logging.WARNING)  # open_clip would warn "initialized randomly": the weights load next
+        try:
+            tower, _, _ = load_vision_tower(spec["arch"], None)
+        finally:
+            logging.disable(logging.NOTSET)
         return cls(tower, modality, spec["arch"], spec["preprocess"], spec["dim"], 0.0, spec["frames"], n_classes)
