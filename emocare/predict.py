@@ -20,12 +20,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from emocare.data.datasets import decode_media
+from emocare.data.manifest import iter_manifest
 from emocare.io import atomic_path
 from emocare.labels import LABELS
-from emocare.media.image import load_image
-from emocare.media.video import read_frames
 from emocare.models import load_checkpoint
-from emocare.models.vision import eval_transform, frames_to_tensor
+from emocare.models.vision import eval_transform
 from emocare.train import autocast, resolve_device, to_device
 
 ImageInput = str | Path | bytes | Image.Image | None
@@ -61,17 +61,13 @@ class EmoCare:
         text = post.get("text") or ""
         if "text" in self.specialists and text.strip():
             inputs["text"] = text
-        if post.get("image") is not None and "image" in self.specialists:
+        for m in ("image", "video"):
+            if post.get(m) is None or m not in self.specialists:
+                continue
             try:
-                inputs["image"] = self.transforms["image"](load_image(post["image"]))
+                inputs[m] = decode_media(m, post[m], self.transforms[m], self.specialists[m].frames)
             except Exception as e:  # noqa: BLE001 - any decoder failure becomes the post's error
-                raise ValueError(f"image could not be decoded: {e}") from e
-        if post.get("video") is not None and "video" in self.specialists:
-            try:
-                frames = read_frames(post["video"], self.specialists["video"].frames)
-                inputs["video"] = frames_to_tensor(frames, self.transforms["video"])
-            except Exception as e:  # noqa: BLE001
-                raise ValueError(f"video could not be decoded: {e}") from e
+                raise ValueError(f"{m} could not be decoded: {e}") from e
         if not inputs:
             raise ValueError("the post has no usable modality (no text, and no media this model was trained on)")
         return inputs
@@ -128,23 +124,15 @@ class EmoCare:
 
 def _iter_manifest(path: Path) -> Iterator[dict]:
     """Stream manifest records with media paths resolved; a bad line becomes a record with an error."""
-    root = path.parent
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-                if not isinstance(rec, dict):
-                    raise ValueError("not a JSON object")
-            except (UnicodeDecodeError, ValueError) as e:
-                yield {"line": line_no, "error": f"line {line_no} is not a JSON object: {e}"}
-                continue
-            for key in ("image", "video"):
-                if rec.get(key):
-                    rec[key] = str(root / rec[key])
-            rec["line"] = line_no
-            yield rec
+    for line in iter_manifest(path, strict=False):
+        if line.record is None:
+            yield {"line": line.line_no, "error": line.error}
+            continue
+        rec = {**line.record, "line": line.line_no}
+        for key in ("image", "video"):
+            if rec.get(key):
+                rec[key] = str(path.parent / rec[key])
+        yield rec
 
 
 def _chunks(items: Iterable[dict], size: int) -> Iterator[list[dict]]:

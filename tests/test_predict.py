@@ -75,3 +75,4 @@ def test_cli_predict_manifest_keeps_going_past_bad_records(trained_bundle: Path,
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 42 and rows[0]["id"] == json.loads(lines[0])["id"] and "true_label" in rows[0]
     assert "image could not be decoded" in rows[40]["error"] and rows[41]["line"] == 42
+    assert "not valid JSON" in rows[41]["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch.utils.data import Dataset
 
 from emocare.data.manifest import Post
@@ -9,6 +10,13 @@ from emocare.labels import LABELS
 from emocare.media.image import load_image
 from emocare.media.video import read_frames
 from emocare.models.vision import eval_transform, frames_to_tensor, train_transform
+
+
+def decode_media(modality: str, source, transform, frames: int = 8) -> torch.Tensor:
+    """Pixels for one image ([3, H, W]; path, bytes or PIL image) or video ([frames, 3, H, W]; path)."""
+    if modality == "image":
+        return transform(load_image(source))
+    return frames_to_tensor(read_frames(source, frames), transform)
 
 
 def label_index(label: str | None) -> int:
@@ -30,9 +38,7 @@ class PostDataset(Dataset):
         y = label_index(post.label)
         if self.modality == "text":
             return post.text, y
-        if self.modality == "image":
-            return self.transform(load_image(post.image)), y
-        return frames_to_tensor(read_frames(post.video, self.frames), self.transform), y
+        return decode_media(self.modality, getattr(post, self.modality), self.transform, self.frames), y
 
 
 def specialist_dataset(model, posts: list[Post], train: bool = False, augment: bool = True) -> PostDataset:

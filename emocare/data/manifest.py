@@ -62,11 +62,12 @@ class RawLine:
     raw: str = ""
 
 
-def iter_manifest(path: str | Path) -> Iterator[RawLine]:
+def iter_manifest(path: str | Path, strict: bool = True) -> Iterator[RawLine]:
     """Yield every non-blank line of a manifest.
 
     A line that is not UTF-8 is yielded with an error (to be quarantined); a line that is not
-    JSON, or not a JSON object, raises :class:`ManifestError` naming its line number.
+    JSON, or not a JSON object, raises :class:`ManifestError` naming its line number, or with
+    ``strict=False`` is yielded with that message as its error.
     """
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
@@ -81,10 +82,15 @@ def iter_manifest(path: str | Path) -> Iterator[RawLine]:
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno})") from e
-            if not isinstance(record, dict):
-                raise ManifestError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            yield RawLine(line_no, record, raw=text.rstrip("\n"))
+                problem = f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno})"
+            else:
+                if isinstance(record, dict):
+                    yield RawLine(line_no, record, raw=text.rstrip("\n"))
+                    continue
+                problem = f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}"
+            if strict:
+                raise ManifestError(problem)
+            yield RawLine(line_no, None, problem, text.rstrip("\n"))
 
 
 def resolve_media(root: Path, value: str) -> Path:
