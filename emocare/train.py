@@ -267,6 +267,8 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     posts = [p for p in load_posts(posts_path) if modality in p.modalities]
     train_posts = [p for p in posts if split.get(p.id) == "train"]
     val_posts = [p for p in posts if split.get(p.id) == "val"]
+    tcfg = TrainConfig.from_params(params.get("train", {}), cfg)
+    seed_everything(tcfg.seed)  # the new classifier head's initial weights come from the seeded RNG
     model = build_specialist(modality, cfg, params.get("offline", True))  # fails here if weights are absent
     info = {"modality": modality, "backbone": cfg["backbone"],
             "pretrained": True if modality == "text" else cfg.get("pretrained") is not None,
@@ -280,7 +282,6 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
         metrics = {**info, "no_data": True, "train_posts": len(train_posts), "val_posts": len(val_posts)}
         _write_reports(report_dir, metrics, {})
         return metrics
-    tcfg = TrainConfig.from_params(params.get("train", {}), cfg)
     weights = class_weights([p.label for p in train_posts])
     summary = fit(model, specialist_dataset(model, train_posts, train=True, augment=cfg.get("augment", True)),
                   specialist_dataset(model, val_posts), tcfg, weights, model_path, collate=model.collate,
@@ -320,11 +321,12 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     mods = available_modalities(cache, modalities)
     if not mods:
         raise ValueError(f"{desc}: none of {modalities or MODALITIES} has embeddings for training posts")
+    tcfg = TrainConfig.from_params(train_cfg, fusion_cfg)
+    seed_everything(tcfg.seed)  # initial weights from the seeded RNG
     model = FusionModel({m: cache.emb[m].shape[1] for m in mods}, kind=fusion_cfg["kind"],
                         d_model=fusion_cfg["d_model"], heads=fusion_cfg["heads"], hidden=fusion_cfg["hidden"],
                         dropout=fusion_cfg["hidden_dropout"], modality_dropout=fusion_cfg["dropout"])
     train_rows, val_rows = fusion_rows(cache, "train", mods), fusion_rows(cache, "val", mods)
-    tcfg = TrainConfig.from_params(train_cfg, fusion_cfg)
     weights = class_weights([LABELS[i] for i in cache.labels[train_rows]])
     summary = fit(model, fusion_dataset(cache, mods, train_rows), fusion_dataset(cache, mods, val_rows), tcfg,
                   weights, model_path, collate=CachedDataset.collate,

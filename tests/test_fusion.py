@@ -86,3 +86,13 @@ def test_fusion_on_a_modality_missing_from_the_data_uses_what_is_there(tmp_path:
     cache.present["video"][:] = False
     summary = train_fusion(cache, {**FUSION, "kind": "attention", "epochs": 2}, {"device": "cpu"}, tmp_path / "f.pt")
     assert summary["modalities"] == ["text", "image"]
+
+
+def test_training_is_reproducible_for_a_seed(tmp_path: Path):
+    cache = synthetic_cache(300)
+    cfg = {**FUSION, "kind": "attention", "epochs": 3}
+    for name in ("a", "b"):
+        torch.manual_seed(hash(name) % 1000)  # a different global RNG state before each run
+        train_fusion(cache, cfg, {"device": "cpu", "seed": 5}, tmp_path / f"{name}.pt")
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=False)["state_dict"] for n in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
