@@ -259,7 +259,7 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     ``no_data: true`` and the metrics say so; later stages then treat the modality as absent.
     """
     from emocare.data.datasets import specialist_dataset  # decoders and transforms: specialists only
-    from emocare.models.text import resolve_text_backbone
+    from emocare.models.text import text_backbone_source
 
     cfg, report_dir = params[modality], Path(report_dir)
     init_distributed(params.get("train", {}).get("device", "auto"))
@@ -272,8 +272,7 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     model = build_specialist(modality, cfg, params.get("offline", True))  # fails here if weights are absent
     info = {"modality": modality, "backbone": cfg["backbone"],
             "pretrained": True if modality == "text" else cfg.get("pretrained") is not None,
-            "pretrained_source": (resolve_text_backbone(cfg["backbone"]) if modality == "text"
-                                  else cfg.get("pretrained")),
+            "pretrained_source": text_backbone_source(cfg["backbone"]) if modality == "text" else cfg.get("pretrained"),
             "parameters": count_parameters(model), "embedding_dim": model.dim}
     if not train_posts or not val_posts:
         if is_main():

