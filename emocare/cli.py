@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+from emocare.reddit import cli as reddit_cli
 
 
 def _print(obj) -> None:
@@ -36,28 +39,27 @@ def cmd_import_csv(a: argparse.Namespace) -> None:
                       a.image_col, a.video_col))
 
 
-def cmd_import_reddit(a: argparse.Namespace) -> None:
-    from emocare.data.importers import import_reddit
-
-    _print(import_reddit(a.posts, a.media_dir, a.out))
-
-
 def cmd_cache_info(a: argparse.Namespace) -> None:
     from emocare.cache import cache_info
 
     print(cache_info(a.dir))
 
 
-def cmd_predict(a: argparse.Namespace) -> None:
-    from emocare.predict import EmoCare, predict_manifest
+def cmd_predict(a: argparse.Namespace) -> dict | None:
+    if not a.manifest:
+        from emocare.predict import EmoCare
 
-    model = EmoCare.load(a.models, a.device)
-    if a.manifest:
-        if not a.out:
-            raise ValueError("--manifest needs -o/--out for the predictions file")
-        _print(predict_manifest(model, a.manifest, a.out, a.batch_size))
-    else:
-        _print(model.predict(text=a.text or "", image=a.image, video=a.video))
+        return EmoCare.load(a.models, a.device).predict(text=a.text or "", image=a.image, video=a.video)
+    if not a.out:
+        raise ValueError("--manifest needs -o/--out for the predictions file (.jsonl or .parquet)")
+    if (a.nproc > 1 or a.torchrun_args) and "WORLD_SIZE" not in os.environ:  # re-run this command under torchrun
+        from emocare import launch
+
+        argv = launch.without_options(a.argv, "--nproc", "--torchrun-args")
+        return launch.run(a.nproc, a.torchrun_args, __file__, argv)
+    from emocare.bulk import predict_manifest
+
+    return predict_manifest(a.models, a.manifest, a.out, a.batch_size, a.workers, a.media_errors, a.device)
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -96,11 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--video-col")
     s.add_argument("-o", "--out", required=True)
     s.set_defaults(func=cmd_import_csv)
-    s = imp.add_parser("reddit", help="Reddit API / Pushshift post objects (JSON Lines)")
-    s.add_argument("posts")
-    s.add_argument("--media-dir", required=True, help="folder of media files named <post id>.<ext>")
-    s.add_argument("-o", "--out", required=True)
-    s.set_defaults(func=cmd_import_reddit)
+    reddit_cli.register(sub, imp)
 
     cache = sub.add_parser("cache", help="embedding cache tools").add_subparsers(dest="action", required=True)
     s = cache.add_parser("info", help="shapes, attributes, per-split counts; checks the files line up")
@@ -111,10 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image")
     s.add_argument("--video")
     s.add_argument("--manifest", help="score every post of this manifest")
-    s.add_argument("-o", "--out", help="predictions JSON Lines (with --manifest)")
+    s.add_argument("-o", "--out", help="predictions file with --manifest: .jsonl or .parquet")
     s.add_argument("--models", default="models")
-    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, help="DataLoader workers decoding media (default: the cores available)")
+    s.add_argument("--media-errors", choices=["error", "text-only"], default="error",
+                   help="a post whose media cannot be decoded: an error row, or scored on what it still has")
+    s.add_argument("--nproc", type=int, default=1, help="processes (GPUs) under torchrun, each a block of posts")
+    s.add_argument("--torchrun-args", default="", help="extra torchrun arguments (several machines)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /labels, docs at /docs")
@@ -128,9 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
-        args.func(args)
+        result = args.func(args)
+        if result is not None:
+            _print(result)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"emocare: error: {e}", file=sys.stderr)
         return 1

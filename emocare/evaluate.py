@@ -68,7 +68,8 @@ def evaluate_test(fusion_ckpt: str | Path, specialist_ckpts: dict[str, str | Pat
     pred, probs = logits.argmax(1), softmax(logits)
     report = report_dict(labels, pred)
     metrics = {**_summary(labels, logits), "test_posts": int(len(test)),
-               "unscored_posts": int(len(test) - len(rows)), "modalities": model.modalities,
+               "unscored_posts": int(len(test) - len(rows)), "unlabelled_set_aside": int((cache.labels < 0).sum()),
+               "modalities": model.modalities,
                "per_class_f1": {c: report[DISPLAY[c]]["f1-score"] for c in LABELS}}
     combos = np.array([combo_name({m: bool(cache.present[m][r]) for m in MODALITIES}) for r in rows])
     metrics["by_combination"] = {c: _summary(labels[combos == c], logits[combos == c])

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,17 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
 
     atomic_write(path, _write)
     return count
+
+
+def jsonl_writer(stack: ExitStack, path: str | os.PathLike) -> Callable[[dict], None]:
+    """A function that appends records to ``path`` as JSON Lines, streaming.
+
+    The file is written under a temporary name and renamed onto ``path`` when ``stack`` closes
+    without an error, so a killed run leaves no partial file under the final name.
+    """
+    tmp = stack.enter_context(atomic_path(path, suffix=".jsonl"))
+    f = stack.enter_context(open(tmp, "w", encoding="utf-8"))
+    return lambda rec: f.write(json.dumps(rec, ensure_ascii=False, default=_jsonable) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -26,6 +26,32 @@ def command(nproc: int, torchrun_args: str, script: str, args: list[str]) -> lis
             script, *args]
 
 
+def without_options(argv: list[str], *names: str) -> list[str]:
+    """``argv`` less the options ``names`` and their values (``--name V`` or ``--name=V``).
+
+    A command re-run under torchrun drops its launch options: torchrun's own parser would read
+    ``--nproc`` as an ambiguous abbreviation of ``--nproc-per-node`` even after the script name.
+    """
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(f"{n}=" for n in names)):
+            out.append(arg)
+    return out
+
+
+def run(nproc: int, torchrun_args: str, script: str, args: list[str]) -> None:
+    """Run ``script`` with the given launch settings as a child process; raise if it fails."""
+    import subprocess
+
+    code = subprocess.call(command(nproc, torchrun_args, script, args))
+    if code != 0:
+        raise RuntimeError(f"{script} under torchrun (--nproc {nproc}) exited with code {code}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m emocare.launch", description=__doc__.splitlines()[0])
     ap.add_argument("--nproc", type=int, default=1, help="processes per node")

@@ -15,26 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from emocare.labels import DISPLAY
+from emocare.media.sniff import sniff
 from emocare.predict import EmoCare
-
-IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"GIF87a": "gif", b"GIF89a": "gif",
-               b"BM": "bmp"}
-
-
-def sniff(head: bytes) -> tuple[str, str] | None:
-    """(kind, format) of a file from its first bytes: ('image', 'png'), ('video', 'mp4')... or None."""
-    for magic, fmt in IMAGE_MAGIC.items():
-        if head.startswith(magic):
-            return "image", fmt
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image", "webp"
-    if head[:4] == b"RIFF" and head[8:11] == b"AVI":
-        return "video", "avi"
-    if head[4:8] == b"ftyp":
-        return "video", "mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "video", "webm"
-    return None
 
 
 class RequestError(Exception):

@@ -267,13 +267,14 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     posts = [p for p in load_posts(posts_path) if modality in p.modalities]
     train_posts = [p for p in posts if split.get(p.id) == "train"]
     val_posts = [p for p in posts if split.get(p.id) == "val"]
+    unlabelled = sum(p.label is None for p in posts)  # never in the split: set aside
     tcfg = TrainConfig.from_params(params.get("train", {}), cfg)
     seed_everything(tcfg.seed)  # the new classifier head's initial weights come from the seeded RNG
     model = build_specialist(modality, cfg, params.get("offline", True))  # fails here if weights are absent
     info = {"modality": modality, "backbone": cfg["backbone"],
             "pretrained": True if modality == "text" else cfg.get("pretrained") is not None,
             "pretrained_source": text_backbone_source(cfg["backbone"]) if modality == "text" else cfg.get("pretrained"),
-            "parameters": count_parameters(model), "embedding_dim": model.dim}
+            "parameters": count_parameters(model), "embedding_dim": model.dim, "unlabelled_set_aside": unlabelled}
     if not train_posts or not val_posts:
         if is_main():
             save_checkpoint(model_path, model, no_data=True, **info)
@@ -334,7 +335,8 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     report = summary.pop("classification_report")
     summary.pop("history")
     metrics = {"modalities": mods, **{k: fusion_cfg[k] for k in ("kind", "d_model", "heads", "hidden")},
-               "modality_dropout": model.p_drop, "parameters": count_parameters(model), **summary,
+               "modality_dropout": model.p_drop, "parameters": count_parameters(model),
+               "unlabelled_set_aside": int((cache.labels < 0).sum()), **summary,
                "class_weights": dict(zip(LABELS, weights, strict=True)), "config": asdict(tcfg)}
     if report_dir is not None:
         _write_reports(Path(report_dir), metrics, report)

@@ -9,7 +9,7 @@ if __name__ == "__main__":
     p = load_params()["split"]
     posts = load_posts("data/posts.jsonl")
     assignment = stratified_split(posts, {s: p[s] for s in SPLITS}, p["seed"])
-    write_json("data/split.json", {s: [x.id for x in posts if assignment[x.id] == s] for s in SPLITS})
+    write_json("data/split.json", {s: [x.id for x in posts if assignment.get(x.id) == s] for s in SPLITS})
     stats = dataset_stats(posts, assignment)
     write_json("reports/data/stats.json", stats)
     write_text("reports/data/stats.md", stats_markdown(stats))

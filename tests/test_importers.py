@@ -1,4 +1,4 @@
-"""The CSV importer on real MELD text and the Reddit importer on hand-written post objects."""
+"""The CSV importer on real MELD text (the Reddit importer: test_reddit.py)."""
 
 from __future__ import annotations
 
@@ -43,29 +43,3 @@ def test_import_csv_names_a_missing_column(tmp_path: Path, capsys):
     csv.write_text("a,b\n1,2\n")
     assert cli(["import", "csv", str(csv), "--text-col", "text", "-o", str(tmp_path / "o.jsonl")]) == 1
     assert "text" in capsys.readouterr().err
-
-
-def test_import_reddit_links_media_on_disk(tmp_path: Path, capsys):
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "abc1.png").write_bytes(b"png")
-    (media / "abc2.mp4").write_bytes(b"mp4")
-    posts = [
-        {"id": "abc1", "title": "Finally got Leon!", "selftext": "", "subreddit": "Brawlstars",
-         "created_utc": 1700000000, "url": "https://i.redd.it/x.png", "post_hint": "image", "is_video": False},
-        {"kind": "t3", "data": {"id": "abc2", "title": "clip", "selftext": "watch this", "is_video": True,
-                                "media": {"reddit_video": {"fallback_url": "https://v.redd.it/x"}}}},
-        {"id": "abc3", "title": "me rn:", "selftext": "", "url": "https://i.redd.it/y.jpg",
-         "preview": {"images": [{"source": {"url": "https://x"}}]}},
-        {"id": "abc4", "title": "Question", "selftext": "[removed]", "is_video": False},
-    ]
-    src = tmp_path / "posts.jsonl"
-    src.write_text("\n".join(json.dumps(p) for p in posts))
-    out = tmp_path / "out" / "manifest.jsonl"
-    assert cli(["import", "reddit", str(src), "--media-dir", str(media), "-o", str(out)]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary == {"posts": 4, "with_video": 1, "with_image": 1, "text_only": 1, "media_missing_text_only": 1}
-    recs = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert recs["abc1"]["image"] == "../media/abc1.png" and recs["abc1"]["subreddit"] == "Brawlstars"
-    assert recs["abc2"]["video"] == "../media/abc2.mp4" and recs["abc2"]["text"] == "clip\n\nwatch this"
-    assert "image" not in recs["abc3"] and recs["abc4"]["text"] == "Question"

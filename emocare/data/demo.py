@@ -20,6 +20,10 @@ Recipe (all draws from one ``numpy`` generator seeded with ``seed``):
   is the emotion (bounces for joy, shakes for anger, grows for surprise, sinks for sadness,
   drifts slowly for neutral).
 
+* **Time.** ``created_utc`` spreads the posts evenly over 26 weeks from 2024-01-01, except that
+  every third anger post is dated in ``UPDATE_WEEK`` (a game update the community disliked), so
+  that `emocare trends` has a spike to find. Timestamps are metadata: no model reads them.
+
 Media are always informative about the content class, so all modalities together can exceed
 0.8 macro-F1 while text alone cannot.
 """
@@ -43,6 +47,8 @@ LABEL_NOISE = 0.05
 P_INFORMATIVE_TEXT = 0.35
 IMAGE_SIZE = 96
 VIDEO_SIZE = 96
+START_UTC, DAY = 1_704_067_200, 86_400  # 2024-01-01T00:00:00Z
+SPAN_DAYS, UPDATE_WEEK = 182, 12
 
 BRAWLERS = ["Shelly", "Colt", "Spike", "Crow", "Leon", "Mortis", "El Primo", "Poco", "Bibi", "Edgar"]
 MODES = ["Gem Grab", "Brawl Ball", "Showdown", "Heist", "Bounty", "Knockout"]
@@ -158,6 +164,13 @@ def draw_video(rng: np.random.Generator, content: str, size: int = VIDEO_SIZE) -
     return frames
 
 
+def _created(i: int, posts: int, label: str) -> int:
+    """Post ``i``'s Unix time: even spread over ``SPAN_DAYS``, a third of anger posts in ``UPDATE_WEEK``."""
+    if label == "anger" and i % 3 == 0:
+        return START_UTC + UPDATE_WEEK * 7 * DAY + (i * 7919) % (7 * DAY)
+    return START_UTC + i * SPAN_DAYS * DAY // posts
+
+
 def generate(out_dir: str | Path, posts: int = 1250, seed: int = 7) -> Path:
     """Write ``posts`` synthetic posts (manifest.jsonl + media/) into ``out_dir``; return the manifest."""
     out_dir = Path(out_dir)
@@ -175,7 +188,7 @@ def generate(out_dir: str | Path, posts: int = 1250, seed: int = 7) -> Path:
         informative = combo == "text" or rng.random() < P_INFORMATIVE_TEXT
         post_id = f"demo{i:05d}"
         rec = {"id": post_id, "text": _text(rng, content, informative), "label": label,
-               "subreddit": "Brawlstars", "created_utc": 1_700_000_000 + 3_600 * i, "author": f"user{i % 97}"}
+               "subreddit": "Brawlstars", "created_utc": _created(i, posts, label), "author": f"user{i % 97}"}
         if combo == "text+image":
             rec["image"] = f"media/{post_id}.png"
             with atomic_path(media / f"{post_id}.png", suffix=".png") as tmp:

@@ -32,7 +32,7 @@ def content_key(post: Post) -> str:
 
 
 def stratified_split(posts: list[Post], fractions: dict[str, float], seed: int) -> dict[str, str]:
-    """Assign each post id to a split.
+    """Assign each labelled post id to a split; unlabelled posts are set aside (no split).
 
     Strata are label x modality combination; posts with identical content form one group that
     goes to one split. Groups are shuffled within each stratum (seeded) and laid end to end,
@@ -43,7 +43,8 @@ def stratified_split(posts: list[Post], fractions: dict[str, float], seed: int) 
     share = {s: fractions[s] / total for s in SPLITS}
     groups: dict[str, list[Post]] = defaultdict(list)
     for post in posts:
-        groups[content_key(post)].append(post)
+        if post.label is not None:
+            groups[content_key(post)].append(post)
     strata: dict[str, list[list[Post]]] = defaultdict(list)
     for members in groups.values():
         first = members[0]
@@ -72,7 +73,12 @@ def class_weights(labels: list[str]) -> list[float]:
 
 
 def dataset_stats(posts: list[Post], assignment: dict[str, str]) -> dict:
-    """Totals per split, class and modality distributions, and the training class weights."""
+    """Totals per split, class and modality distributions, and the training class weights.
+
+    Statistics cover the labelled posts; ``unlabelled_set_aside`` counts the others.
+    """
+    unlabelled = sum(p.label is None for p in posts)
+    posts = [p for p in posts if p.label is not None]
     by_split: dict[str, list[Post]] = {s: [p for p in posts if assignment[p.id] == s] for s in SPLITS}
     n = len(posts)
 
@@ -85,6 +91,7 @@ def dataset_stats(posts: list[Post], assignment: dict[str, str]) -> dict:
     train_labels = [p.label for p in by_split["train"]]
     return {
         "total": n,
+        "unlabelled_set_aside": unlabelled,
         "splits": {s: {"count": len(v), "share": round(len(v) / n, 4) if n else 0.0} for s, v in by_split.items()},
         "classes": dist([p.label for p in posts], LABELS),
         "modalities": dist([combo_name(p.modalities) for p in posts], seen_combos),
@@ -97,7 +104,8 @@ def dataset_stats(posts: list[Post], assignment: dict[str, str]) -> dict:
 
 def stats_markdown(stats: dict) -> str:
     """The dataset statistics as a Markdown page."""
-    lines = ["# Dataset statistics", "", f"Total posts: {stats['total']}", "",
+    lines = ["# Dataset statistics", "", f"Labelled posts: {stats['total']}; unlabelled posts set aside: "
+             f"{stats.get('unlabelled_set_aside', 0)}", "",
              "| split | posts | share |", "|---|---:|---:|"]
     lines += [f"| {s} | {v['count']} | {v['share']:.1%} |" for s, v in stats["splits"].items()]
     lines += ["", "| class | posts | share | train weight |", "|---|---:|---:|---:|"]
