@@ -27,7 +27,7 @@ from emocare.data.split import read_split
 from emocare.embed import encode_posts
 from emocare.labels import MODALITIES
 from emocare.models import load_checkpoint
-from emocare.train import autocast, resolve_device, to_device
+from emocare.train import autocast, choose_precision, resolve_device, resolve_workers, to_device
 
 
 def bare_forward(model, posts, batch_size: int, device: torch.device) -> float:
@@ -51,14 +51,15 @@ def bare_forward(model, posts, batch_size: int, device: torch.device) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--num-workers", type=int, default=0)
+    ap.add_argument("--num-workers", default="auto", help="a number, or auto (as the embed stage)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeat", type=int, default=1,
                     help="embed the posts this many times over (a steady-state run on a fast GPU)")
     a = ap.parse_args()
     device = resolve_device(a.device)
     posts, split = load_posts("data/posts.jsonl") * a.repeat, read_split("data/split.json")
-    results = {"device": str(device), "repeat": a.repeat, "batch_size": a.batch_size, "num_workers": a.num_workers,
+    results = {"device": str(device), "repeat": a.repeat, "batch_size": a.batch_size,
+               "num_workers": resolve_workers(a.num_workers, device), "precision": choose_precision(device),
                "torch_threads": torch.get_num_threads(), "modalities": {}}
     for m in MODALITIES:
         ckpt = Path(f"models/{m}_specialist/best_model.pt")

@@ -2,7 +2,7 @@
 
 Run after the `split` stage. Trains MODALITY from params.yaml's settings (optionally overriding
 epochs and device) and prints JSON: wall time, training posts per second, best val macro-F1,
-device and whether bf16 autocast was on (CUDA).
+device, precision (bf16, fp16 or fp32, as the trainer chose it) and DataLoader workers.
 
     python benchmarks/train_speed.py image [--epochs 3] [--device cuda] [--batch-size 64]
 """
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--device")
-    ap.add_argument("--num-workers", type=int)
+    ap.add_argument("--num-workers", help="a number, or auto (default: params.yaml's train.num_workers)")
     ap.add_argument("--backbone", help="override the backbone (vision: an open_clip architecture, from scratch)")
     a = ap.parse_args()
     params = load_params()
@@ -42,15 +42,15 @@ def main() -> None:
     tcfg.patience = tcfg.epochs  # time every epoch
     split = read_split("data/split.json")
     posts = [p for p in load_posts("data/posts.jsonl") if a.modality in p.modalities]
-    train = [p for p in posts if split[p.id] == "train"]
-    val = [p for p in posts if split[p.id] == "val"]
+    train = [p for p in posts if split.get(p.id) == "train"]
+    val = [p for p in posts if split.get(p.id) == "val"]
     model = build_specialist(a.modality, cfg, params.get("offline", True))
     with tempfile.TemporaryDirectory() as tmp:
         s = fit(model, specialist_dataset(model, train, train=True, augment=cfg.get("augment", True)),
                 specialist_dataset(model, val), tcfg, class_weights([p.label for p in train]),
                 Path(tmp) / "best.pt", collate=model.collate, desc=a.modality)
     print(json.dumps({"modality": a.modality, "backbone": cfg["backbone"], "device": s["device"],
-                      "bf16_autocast": s["device"].startswith("cuda"), "epochs": s["epochs_run"],
+                      "precision": s["precision"], "num_workers": s["num_workers"], "epochs": s["epochs_run"],
                       "batch_size": tcfg.batch_size, "train_posts": len(train), "wall_time_s": s["wall_time_s"],
                       "train_posts_per_s": round(len(train) * s["epochs_run"] / s["wall_time_s"], 1),
                       "best_val_macro_f1": round(s["best_val_macro_f1"], 4),

@@ -62,10 +62,24 @@ def cmd_predict(a: argparse.Namespace) -> dict | None:
     return predict_manifest(a.models, a.manifest, a.out, a.batch_size, a.workers, a.media_errors, a.device)
 
 
-def cmd_serve(a: argparse.Namespace) -> None:
-    from emocare.serve import serve
+def cmd_models_convert(a: argparse.Namespace) -> list[dict]:
+    from emocare.models import convert_checkpoint
 
-    serve(a.models, a.host, a.port, a.max_upload_mb, a.device)
+    return [convert_checkpoint(path) for path in a.checkpoints]
+
+
+def cmd_trends(a: argparse.Namespace) -> dict:
+    from emocare.trends import trends
+
+    return trends(a.predictions, a.out, a.by, a.group, a.min_confidence, a.window, a.min_posts, a.top, a.examples)
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from emocare.serve import ServeConfig, serve
+
+    cfg = ServeConfig(max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_batch=a.max_batch,
+                      max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, timeout_s=a.timeout_s, access_log=a.access_log)
+    serve(a.models, a.host, a.port, cfg, a.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = cache.add_parser("info", help="shapes, attributes, per-split counts; checks the files line up")
     s.add_argument("dir", nargs="?", default="cache/embeddings")
     s.set_defaults(func=cmd_cache_info)
+    models = sub.add_parser("models", help="model file tools").add_subparsers(dest="action", required=True)
+    s = models.add_parser("convert", help="rewrite checkpoints you trust in the safe form (tensors and plain values)")
+    s.add_argument("checkpoints", nargs="+", help="best_model.pt files; they are fully unpickled: trusted files only")
+    s.set_defaults(func=cmd_models_convert)
+
     s = sub.add_parser("predict", help="predict one post (--text/--image/--video) or a whole manifest")
     s.add_argument("--text")
     s.add_argument("--image")
@@ -120,11 +139,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--torchrun-args", default="", help="extra torchrun arguments (several machines)")
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /labels, docs at /docs")
+    s = sub.add_parser("trends", help="emotion shares over time from predictions: trends.csv, trends.png, report.html")
+    s.add_argument("predictions", help="the output of `emocare predict --manifest` (.jsonl or .parquet)")
+    s.add_argument("-o", "--out", required=True, help="output folder")
+    s.add_argument("--by", choices=["day", "week", "month"], default="week")
+    s.add_argument("--group", help="a column to chart separately, e.g. subreddit")
+    s.add_argument("--min-confidence", type=float, default=0.0, help="leave out predictions less sure than this")
+    s.add_argument("--window", type=int, default=4, help="periods in the trailing average that moves compare with")
+    s.add_argument("--min-posts", type=int, default=10, help="periods with fewer posts are not ranked as moves")
+    s.add_argument("--top", type=int, default=10, help="rows in the biggest-moves table")
+    s.add_argument("--examples", type=int, default=1, help="example posts per emotion and period")
+    s.set_defaults(func=cmd_trends)
+
+    s = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health /ready /metrics /labels, docs at /docs")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--models", default="models")
-    s.add_argument("--max-upload-mb", type=float, default=20.0)
+    s.add_argument("--max-upload-mb", type=float, default=20.0, help="requests larger than this get 413")
+    s.add_argument("--max-batch", type=int, default=32, help="posts scored together in one model call")
+    s.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more posts")
+    s.add_argument("--max-queue", type=int, default=256, help="requests in the service at once; then 503")
+    s.add_argument("--timeout-s", type=float, default=30.0, help="a request not answered by then gets 504")
+    s.add_argument("--access-log", action="store_true", help="log every request (/metrics counts them anyway)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_serve)
     return p

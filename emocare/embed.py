@@ -18,7 +18,7 @@ from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path
 from emocare.labels import LABELS
 from emocare.models import load_checkpoint
-from emocare.train import autocast, resolve_device, to_device
+from emocare.train import autocast, choose_precision, resolve_device, resolve_workers, to_device
 
 
 def file_sha256(path: str | Path) -> str:
@@ -30,13 +30,15 @@ def file_sha256(path: str | Path) -> str:
 
 
 @torch.inference_mode()
-def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: int = 0,
+def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: int | str = "auto",
                  device: torch.device | str = "cpu", desc: str = "embed") -> np.ndarray:
     """Pooled specialist features [len(posts), dim] for posts that all have the model's modality."""
     device = torch.device(device)
     model.to(device).eval()
+    workers = resolve_workers(num_workers, device)
     loader = DataLoader(specialist_dataset(model, posts), batch_size=batch_size, collate_fn=model.collate,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=(4 if device.type == "cuda" else 2) if workers else None)
     out = np.zeros((len(posts), model.dim), np.float32)
     row = 0
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
@@ -49,7 +51,8 @@ def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: in
 
 
 def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], split: dict[str, str],
-                   out: str | Path, batch_size: int = 64, num_workers: int = 0, device: str = "auto") -> dict:
+                   out: str | Path, batch_size: int = 64, num_workers: int | str = "auto",
+                   device: str = "auto") -> dict:
     """Embed every post having ``modality`` with its best specialist and write ``out``; returns a summary.
 
     Under torchrun each rank embeds every world-th post and writes its shard beside ``out``;
@@ -88,4 +91,5 @@ def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], spl
             shutil.rmtree(f"{out}.shards")
     barrier()
     return {"modality": modality, "posts": len(posts), "present": int(present.sum()), "dim": emb.shape[1],
-            "device": str(device_), "world_size": world}
+            "device": str(device_), "precision": choose_precision(device_),
+            "num_workers": resolve_workers(num_workers, device_), "world_size": world}

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix
 
 from emocare.cache import Cache, CachedDataset
 from emocare.data.manifest import Post
+from emocare.gallery import error_gallery
 from emocare.io import write_json, write_jsonl, write_text
 from emocare.labels import DISPLAY, LABELS, MODALITIES, combo_name
-from emocare.models import FusionModel, load_checkpoint
+from emocare.models import FusionModel, load_checkpoint, read_checkpoint
 from emocare.plots import ablation_png, confusion_png
 from emocare.report import SUBSETS, ablation_markdown
 from emocare.train import (
     TrainConfig,
+    confusion,
     fusion_dataset,
     fusion_rows,
     make_loader,
@@ -38,7 +39,7 @@ def fusion_logits(model: FusionModel, cache: Cache, rows: np.ndarray, shown: lis
         keep = torch.tensor([m in shown for m in mods])
         ds.present = ds.present & keep
     dev = resolve_device(device)
-    loader = make_loader(ds, TrainConfig(batch_size=512), CachedDataset.collate, False, dev)
+    loader = make_loader(ds, TrainConfig(batch_size=512, num_workers=0), CachedDataset.collate, False, dev)
     logits, _ = predict_logits(model.to(dev), loader, dev)
     return logits
 
@@ -58,7 +59,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def evaluate_test(fusion_ckpt: str | Path, specialist_ckpts: dict[str, str | Path], cache: Cache,
                   posts: list[Post], out_dir: str | Path, n_errors: int = 50) -> dict:
-    """Score the test split; write metrics, classification report, confusion csv/png and errors."""
+    """Score the test split; write summary.json, classification report, confusion csv/png and the errors."""
     out_dir = Path(out_dir)
     model, payload = load_checkpoint(fusion_ckpt)
     test = cache.rows("test")
@@ -76,7 +77,7 @@ def evaluate_test(fusion_ckpt: str | Path, specialist_ckpts: dict[str, str | Pat
                                  for c in ("text", "text+image", "text+video") if (combos == c).any()}
     specialists = {}
     for m, ckpt in specialist_ckpts.items():
-        spec = torch.load(ckpt, map_location="cpu", weights_only=False)  # only its classifier head is needed
+        spec = read_checkpoint(ckpt)  # only its classifier head is needed
         m_rows = test[cache.present[m][test]]
         if spec.get("no_data") or len(m_rows) == 0:
             specialists[m] = {"n": int(len(m_rows)), "macro_f1": None, "accuracy": None, "no_data": True}
@@ -85,23 +86,36 @@ def evaluate_test(fusion_ckpt: str | Path, specialist_ckpts: dict[str, str | Pat
         head_logits = (cache.emb[m][m_rows] @ head["head.weight"].T + head["head.bias"]).numpy()
         specialists[m] = {**_summary(cache.labels[m_rows], head_logits), "no_data": False}
     metrics["specialists"] = specialists
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "summary.json", metrics)
     write_json(out_dir / "classification_report.json", report)
     names = [DISPLAY[c] for c in LABELS]
     write_text(out_dir / "confusion.csv", "actual,predicted\n" + "".join(
         f"{names[a]},{names[p]}\n" for a, p in zip(labels, pred, strict=True)))
-    confusion_png(confusion_matrix(labels, pred, labels=list(range(len(LABELS)))), names, out_dir / "confusion.png")
+    confusion_png(confusion(labels, pred), names, out_dir / "confusion.png")
     by_id = {p.id: p for p in posts}
     wrong = np.flatnonzero(pred != labels)
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:n_errors]
-    write_jsonl(out_dir / "errors.jsonl", (_error_record(by_id[cache.ids[rows[i]]], labels[i], pred[i], probs[i])
-                                           for i in wrong))
+    errors = [_error_record(by_id[cache.ids[rows[i]]], labels[i], pred[i], probs[i], combos[i]) for i in wrong]
+    write_jsonl(out_dir / "errors.jsonl", errors)
+    write_text(out_dir / "errors.html", error_gallery(errors, len(rows)))
     return metrics
 
 
-def _error_record(post: Post, true: int, pred: int, probs: np.ndarray) -> dict:
+def _error_record(post: Post, true: int, pred: int, probs: np.ndarray, combo: str) -> dict:
     return {"id": post.id, "true": LABELS[true], "predicted": LABELS[pred], "probability": round(float(probs[pred]), 4),
-            "text": post.text[:200], "image": post.image, "video": post.video}
+            "probabilities": {c: round(float(p), 4) for c, p in zip(LABELS, probs, strict=True)},
+            "modalities": combo, "text": post.text[:200], "image": post.image, "video": post.video}
+
+
+def headline_metrics(test: dict, ablation: list[dict]) -> dict:
+    """``reports/metrics.json``: the few numbers experiments are compared on (``dvc exp show``, ``metrics diff``)."""
+    rows = {(r["subset"], r["mode"]): r["macro_f1"] for r in ablation}
+    return {"test": {k: test[k] for k in ("macro_f1", "weighted_f1", "accuracy")},
+            "by_modalities": {k: v["macro_f1"] for k, v in test["by_combination"].items()},
+            "specialist_alone": {k: v["macro_f1"] for k, v in test["specialists"].items()},
+            "ablation": {"text_masked": rows.get(("text", "masked")), "text_retrained": rows.get(("text", "retrained")),
+                         "all_masked": rows.get(("text+image+video", "masked")),
+                         "all_retrained": rows.get(("text+image+video", "retrained"))}}
 
 
 def run_ablation(fusion_ckpt: str | Path, cache: Cache, fusion_cfg: dict, train_cfg: dict) -> list[dict]:

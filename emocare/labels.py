@@ -11,6 +11,8 @@ DISPLAY: dict[str, str] = {
     "sadness": "Sadness",
 }
 MODALITIES: list[str] = ["text", "image", "video"]
+CLASS_COLOURS: dict[str, str] = {"neutral": "#9e9e9e", "joy": "#f4b400", "anger": "#db4437", "surprise": "#7e57c2",
+                                 "sadness": "#4285f4"}  # the same colour for a class in every chart and page
 
 # Case-insensitive aliases accepted in manifests (keys are lower-case).
 ALIASES: dict[str, str] = {

@@ -1,103 +1,250 @@
 """HTTP service: `emocare serve` (FastAPI + uvicorn, the optional ``serve`` extra).
 
 ``POST /predict`` takes multipart (a ``text`` field, optional ``image`` and ``video`` files) or
-JSON ``{"text": ...}``; ``GET /health``; ``GET /labels``; OpenAPI docs at ``/docs``. Media types
-are checked from the content, not the file name; bad input gets a 4xx JSON error naming the
-problem. Uploads are written to a temporary folder that is removed after each request.
+JSON ``{"text": ...}``. Under load it holds up:
+
+- the event loop never runs the model: media are decoded in a thread pool, and posts are scored
+  by a model-worker thread in dynamic micro-batches (:mod:`emocare.batcher`);
+- at most ``max_queue`` requests are in the service at once; the next gets 503 with
+  ``Retry-After``; one that is not answered within ``timeout_s`` gets 504;
+- the body is counted as it arrives, chunked or not, and cut off with 413 at the limit;
+- ``GET /health`` (liveness: never touches the model), ``GET /ready`` (model loaded, queue below
+  its limit) and ``GET /metrics`` (Prometheus) answer at once, however full the queue;
+- on SIGTERM uvicorn stops accepting connections, the requests already in finish, then it exits.
+
+Media types are judged from the content, not the file name; bad input gets a 4xx JSON error
+naming the problem, never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from emocare.labels import DISPLAY
-from emocare.media.sniff import sniff
-from emocare.predict import EmoCare
+from emocare.media.sniff import HEAD_BYTES, sniff
+from emocare.predict import NO_MODALITY, EmoCare
+
+
+@dataclass
+class ServeConfig:
+    """Service limits (the `emocare serve` flags)."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    timeout_s: float = 30.0
+    access_log: bool = False
+    worker_nice: int = 10  # the model worker yields the CPU to the event loop (probes, admission, I/O)
+    decode_threads: int = max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str):
+    """A request the service answers with ``status`` and a JSON ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers or {}
 
 
-def create_app(model: EmoCare, max_upload_bytes: int = 20 * 1024 * 1024) -> FastAPI:
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("emocare_requests_total", "Prediction requests answered, by HTTP status", ["status"],
+                                registry=self.registry)
+        self.latency = Histogram("emocare_request_seconds", "Prediction request latency",
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
+        self.batch = Histogram("emocare_batch_size", "Posts scored per model call",
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        self.queue = Gauge("emocare_queue_depth", "Prediction requests in the service (decoding, queued, scoring)",
+                           registry=self.registry)
+        self.load_seconds = Gauge("emocare_model_load_seconds", "Time taken to load the models",
+                                  registry=self.registry)
+
+
+class _Guard:
+    """ASGI middleware: counts each request body as it arrives (413 past the limit) and records metrics."""
+
+    def __init__(self, app, limit: int, metrics: Metrics):
+        self.app, self.limit, self.metrics = app, limit, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        received = 0
+        status = 500
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise RequestError(413, f"upload exceeds the limit of {self.limit} bytes (cut off at {received})")
+            return message
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        if scope["path"] != "/predict":
+            return await self.app(scope, counted_receive, send)
+        started = time.perf_counter()
+        try:
+            await self.app(scope, counted_receive, send_status)
+        finally:
+            self.metrics.requests.labels(str(status)).inc()
+            self.metrics.latency.observe(time.perf_counter() - started)
+
+
+async def _read_post(request: Request, limit: int, tmp: Path) -> dict:
+    """The post in a request (JSON or multipart); media bytes checked by content; 4xx on bad input."""
+    content_type = request.headers.get("content-type", "")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise RequestError(413, f"upload of {int(length)} bytes exceeds the limit of {limit}")
+    if content_type.startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError as e:
+            raise RequestError(400, f"body is not valid JSON: {e}") from e
+        if not isinstance(body, dict) or not isinstance(body.get("text", ""), str):
+            raise RequestError(422, "JSON body must be an object with a string 'text'")
+        return {"text": body.get("text", "")}
+    if not content_type.startswith("multipart/form-data"):
+        raise RequestError(415, f"unsupported content type {content_type or 'none'!r}: "
+                                "use multipart/form-data or application/json")
+    try:
+        form = await request.form(max_files=2, max_fields=8)
+    except RequestError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the multipart parser rejects is the client's error
+        raise RequestError(400, f"malformed multipart body: {e}") from e
+    try:
+        post: dict = {"text": form.get("text") or ""}
+        if not isinstance(post["text"], str):
+            raise RequestError(422, "'text' must be a form field, not a file")
+        for field in ("image", "video"):
+            upload = form.get(field)
+            if upload is None or isinstance(upload, str):
+                continue
+            data = await upload.read()
+            if not data:
+                raise RequestError(422, f"{field} file is empty")
+            found = sniff(data[:HEAD_BYTES])
+            if found is None or found[0] != field:
+                what = f"a {found[0]} ({found[1]})" if found else "not a recognised image or video"
+                raise RequestError(415, f"{field} upload {upload.filename!r} is {what}")
+            if field == "image":
+                post["image"] = data
+            else:  # the video decoder reads files
+                path = tmp / f"video.{found[1]}"
+                path.write_bytes(data)
+                post["video"] = str(path)
+        return post
+    finally:
+        await form.close()
+
+
+def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: float = 0.0) -> FastAPI:
     """The service around an already loaded model."""
-    app = FastAPI(title="EmoCare", description="Multimodal emotion classification of social-media posts")
+    cfg = cfg or ServeConfig()
+    metrics = Metrics()
+    metrics.load_seconds.set(load_seconds)
+    pool = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="decode")
+    state = {"inflight": 0, "batcher": None}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        from emocare.batcher import Batcher
+
+        state["batcher"] = Batcher(model.score, cfg.max_batch, cfg.max_wait_ms / 1000, metrics.batch.observe,
+                                   cfg.worker_nice)
+        yield
+        state["batcher"].close()  # uvicorn has let the requests in flight finish
+        pool.shutdown()
+
+    app = FastAPI(title="EmoCare", description="Multimodal emotion classification of social-media posts",
+                  lifespan=lifespan)
+    app.add_middleware(_Guard, limit=cfg.max_upload_bytes, metrics=metrics)
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, e: RequestError) -> JSONResponse:
-        return JSONResponse({"error": e.message}, status_code=e.status)
-
-    @app.middleware("http")
-    async def _limit_size(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_upload_bytes:
-            return JSONResponse({"error": f"upload of {int(length)} bytes exceeds the limit of {max_upload_bytes}"},
-                                status_code=413)
-        return await call_next(request)
+        return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "modalities": model.fusion.modalities}
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        is_ready = state["batcher"] is not None and state["inflight"] < cfg.max_queue
+        return JSONResponse({"ready": is_ready, "queue": state["inflight"], "max_queue": cfg.max_queue,
+                             "modalities": model.fusion.modalities}, status_code=200 if is_ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/labels")
-    def labels() -> dict:
+    async def labels() -> dict:
         return {"labels": [{"name": c, "display": DISPLAY[c]} for c in model.labels]}
 
     @app.post("/predict")
-    async def predict(request: Request) -> dict:
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("application/json"):
-            try:
-                body = await request.json()
-            except ValueError as e:
-                raise RequestError(400, f"body is not valid JSON: {e}") from e
-            if not isinstance(body, dict) or not isinstance(body.get("text", ""), str):
-                raise RequestError(422, "JSON body must be an object with a string 'text'")
-            return _run(model, {"text": body.get("text", "")})
-        if not content_type.startswith("multipart/form-data"):
-            raise RequestError(415, f"unsupported content type {content_type or 'none'!r}: "
-                                    "use multipart/form-data or application/json")
-        form = await request.form()
-        with tempfile.TemporaryDirectory(prefix="emocare-upload-") as tmp:
-            post: dict = {"text": form.get("text") or ""}
-            if not isinstance(post["text"], str):
-                raise RequestError(422, "'text' must be a form field, not a file")
-            for field in ("image", "video"):
-                upload = form.get(field)
-                if upload is None or isinstance(upload, str):
-                    continue
-                data = await upload.read()
-                if len(data) > max_upload_bytes:
-                    raise RequestError(413, f"{field} of {len(data)} bytes exceeds the limit of {max_upload_bytes}")
-                if not data:
-                    raise RequestError(422, f"{field} file is empty")
-                found = sniff(data[:16])
-                if found is None or found[0] != field:
-                    what = f"a {found[0]} ({found[1]})" if found else "not a recognised image or video"
-                    raise RequestError(415, f"{field} upload {upload.filename!r} is {what}")
-                path = Path(tmp) / f"{field}.{found[1]}"
-                path.write_bytes(data)
-                post[field] = str(path)
-            return _run(model, post)
+    async def predict(request: Request) -> JSONResponse:
+        if state["inflight"] >= cfg.max_queue:
+            raise RequestError(503, f"the service is at its limit of {cfg.max_queue} requests; retry shortly",
+                               {"Retry-After": "1"})
+        state["inflight"] += 1
+        metrics.queue.set(state["inflight"])
+        deadline = time.monotonic() + cfg.timeout_s
+        try:
+            with tempfile.TemporaryDirectory(prefix="emocare-upload-") as tmp:
+                post = await _read_post(request, cfg.max_upload_bytes, Path(tmp))
+                if "image" in post or "video" in post:  # decoding media takes a while: off the event loop
+                    inputs, failed = await _within(deadline, asyncio.get_running_loop().run_in_executor(
+                        pool, model.decode, post), cfg.timeout_s)
+                else:
+                    inputs, failed = model.decode(post)
+            if failed:
+                raise RequestError(422, next(iter(failed.values())))
+            if not inputs:
+                raise RequestError(422, NO_MODALITY)
+            return JSONResponse(await _within(deadline, state["batcher"].submit(inputs), cfg.timeout_s))
+        finally:
+            state["inflight"] -= 1
+            metrics.queue.set(state["inflight"])
 
     return app
 
 
-def _run(model: EmoCare, post: dict) -> dict:
-    result = model.predict_batch([post])[0]
-    if "error" in result:
-        raise RequestError(422, result["error"])
-    return result
+async def _within(deadline: float, awaitable, timeout_s: float):
+    try:
+        return await asyncio.wait_for(awaitable, max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise RequestError(504, f"no answer within {timeout_s} s: the service is overloaded") from None
 
 
-def serve(models_dir: str, host: str, port: int, max_upload_mb: float, device: str = "auto") -> None:
+def serve(models_dir: str, host: str, port: int, cfg: ServeConfig, device: str = "auto") -> None:
+    """Load the models and run the service until SIGTERM/SIGINT (then drain and exit)."""
     import uvicorn
 
-    app = create_app(EmoCare.load(models_dir, device), int(max_upload_mb * 1024 * 1024))
-    uvicorn.run(app, host=host, port=port)
+    started = time.perf_counter()
+    model = EmoCare.load(models_dir, device)
+    app = create_app(model, cfg, time.perf_counter() - started)
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(cfg.timeout_s) + 5,
+                backlog=max(2048, cfg.max_queue * 2), access_log=cfg.access_log)

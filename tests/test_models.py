@@ -89,3 +89,50 @@ def test_checkpoint_rebuilds_the_same_model(modality: str, tiny_distilbert: Path
         batch = {"pixels": torch.randn(2, 4, 3, 64, 64)}
     with torch.no_grad():
         assert torch.allclose(model(batch), rebuilt(batch), atol=1e-5)
+
+
+# --- safe model files ----------------------------------------------------------------------------
+
+class _Evil:
+    """Unpickling this would create a file: what a tampered checkpoint in a shared remote could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path):
+    import torch
+
+    from emocare.models import UnsafeCheckpoint, load_checkpoint
+
+    marker = tmp_path / "pwned"
+    torch.save({"kind": "fusion", "labels": [], "state_dict": {}, "spec": {}, "x": _Evil(marker)}, tmp_path / "m.pt")
+    with pytest.raises(UnsafeCheckpoint, match="refused to load.*arbitrary code.*emocare models convert"):
+        load_checkpoint(tmp_path / "m.pt")
+    assert not marker.exists()
+
+
+def test_an_older_checkpoint_is_converted_then_loads(tmp_path: Path, capsys):
+    import numpy as np
+    import torch
+
+    from emocare.cli import main as cli
+    from emocare.models import FusionModel, UnsafeCheckpoint, load_checkpoint, save_checkpoint
+
+    model = FusionModel({"text": 8, "image": 4}, kind="attention", d_model=8, heads=2, hidden=8)
+    save_checkpoint(tmp_path / "new.pt", model, val_macro_f1=np.float64(0.5), source=tmp_path)  # made plain
+    assert load_checkpoint(tmp_path / "new.pt")[1]["val_macro_f1"] == 0.5
+    legacy = torch.load(tmp_path / "new.pt", weights_only=True)
+    legacy["val_macro_f1"] = np.float64(0.75)  # as a numpy scalar, the way an older trainer could have stored it
+    torch.save(legacy, tmp_path / "old.pt")
+    with pytest.raises(UnsafeCheckpoint, match="emocare models convert"):
+        load_checkpoint(tmp_path / "old.pt")
+    assert cli(["models", "convert", str(tmp_path / "old.pt")]) == 0
+    assert "old.pt" in capsys.readouterr().out
+    rebuilt, payload = load_checkpoint(tmp_path / "old.pt")
+    assert payload["val_macro_f1"] == 0.75 and isinstance(payload["val_macro_f1"], float)
+    for k, v in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[k], v)

@@ -68,7 +68,7 @@ def clone(tmp_path_factory, tiny_distilbert: Path) -> Path:
     params = {**TINY, "text": {**TINY["text"], "backbone": str(tiny_distilbert)}}
     dest = make_clone(tmp_path_factory.mktemp("clone"), params)
     out = dvc(dest, "repro").stdout
-    assert {"demo_data", "validate", "split", "train@text", "embed@video", "train_fusion", "evaluate", "ablation",
+    assert {"demo_data", "validate", "split", "train@text", "embed@video", "train_fusion", "evaluate",
             "report"} <= stages_run(out)
     run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
     run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
@@ -79,18 +79,27 @@ def _json(path: Path):
     return json.loads(path.read_text())
 
 
+def _leaves(d) -> int:
+    return sum(_leaves(v) for v in d.values()) if isinstance(d, dict) else 1
+
+
 def test_outputs_are_complete_and_consistent(clone: Path):
     r = clone / "reports"
     validation, stats = _json(r / "data" / "validation.json"), _json(r / "data" / "stats.json")
     assert validation["read"] == validation["kept"] + validation["quarantined"] == 120
-    test = _json(r / "test" / "metrics.json")
+    test = _json(r / "test" / "summary.json")
     assert test["test_posts"] == stats["splits"]["test"]["count"] == test["n"] + test["unscored_posts"]
+    headline = _json(r / "metrics.json")
+    assert headline["test"] == {k: test[k] for k in ("macro_f1", "weighted_f1", "accuracy")}
+    assert set(headline) == {"test", "by_modalities", "specialist_alone", "ablation"}
     confusion = (r / "test" / "confusion.csv").read_text().strip().splitlines()
     assert len(confusion) - 1 == test["n"]
+    for m in ("text", "image", "video", "fusion"):
+        assert set(_json(r / m / "metrics.json")) == {"best_val_macro_f1", "best_epoch"}  # decisions only
     for m in ("text", "image", "video"):
-        metrics = _json(r / m / "metrics.json")
-        assert metrics["no_data"] is False and metrics["pretrained"] is (m == "text")
-        assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] <= 2
+        info = _json(r / m / "info.json")
+        assert info["no_data"] is False and info["pretrained"] is (m == "text") and info["precision"] == "fp32"
+        assert 1 <= info["best_epoch"] <= info["epochs_run"] <= 2
         assert (clone / "models" / f"{m}_specialist" / "best_model.pt").exists()
     ablation = _json(r / "ablation.json")["rows"]
     assert sum(x["mode"] == "masked" for x in ablation) == 7 == sum(x["mode"] == "retrained" for x in ablation)
@@ -99,8 +108,17 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     assert f"**Test macro-F1: {test['macro_f1']:.4f}**" in results
     assert "NOT pretrained" in results
     assert (r / "test" / "confusion.png").stat().st_size > 0 and (r / "ablation.png").stat().st_size > 0
-    shown = dvc(clone, "metrics", "show", "--json").stdout
-    assert "reports/fusion/metrics.json" in shown and "reports/test/metrics.json" in shown
+    shown = _json_from(dvc(clone, "metrics", "show", "--json").stdout)
+    files = next(iter(shown.values()))["data"]
+    assert set(files) == {f"reports/{m}/metrics.json" for m in ("text", "image", "video", "fusion")} | \
+        {"reports/metrics.json"}
+    assert sum(_leaves(v["data"]) for v in files.values()) <= 25  # a readable `dvc exp show`
+    header = dvc(clone, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    metric_columns = [c for c in header if "metrics.json:" in c]
+    assert "reports/metrics.json:test.macro_f1" in metric_columns[:5], metric_columns[:8]
+    errors = (r / "test" / "errors.jsonl").read_text().splitlines()
+    assert (r / "test" / "errors.html").read_text().count('class="card"') == len(errors) > 0
+    assert "[the error gallery](test/errors.html)" in results
 
 
 def test_fusion_experiment_reruns_only_fusion_and_dependants(clone: Path):
@@ -111,7 +129,32 @@ def test_fusion_experiment_reruns_only_fusion_and_dependants(clone: Path):
     assert "train_fusion" in ran
     assert not any(s.startswith(("train@", "embed@", "demo", "validate", "split")) for s in ran)
     diff = _json_from(dvc(clone, "metrics", "diff", "--json").stdout)
-    assert "reports/fusion/metrics.json" in diff
+    assert set(diff) <= {"reports/fusion/metrics.json", "reports/metrics.json"} and diff  # only fusion and test
+
+
+def test_rerun_with_unchanged_inputs_changes_no_metric(clone: Path):
+    """Runs after the fusion experiment (applied in the workspace): forced reruns give the same numbers."""
+    run(clone, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "experiment")
+    dvc(clone, "repro", "--force", "--downstream", "train_fusion")
+    assert dvc(clone, "metrics", "diff").stdout.strip() == ""
+
+
+@pytest.mark.browser
+def test_plots_and_gallery_open_offline(clone: Path, tmp_path: Path):
+    from browser import dom, not_blank, screenshot
+
+    out = tmp_path / "plots"
+    dvc(clone, "plots", "show", "-o", str(out))
+    page = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page  # vega, vega-lite, vega-embed inline
+    html = dom(out / "index.html", wait_ms=5000)
+    charts = len(re.findall(r'class="vega-embed', html))
+    assert charts >= 6 and len(re.findall(r"<canvas|<svg", html)) >= charts  # curves x4, confusion, ablation
+    assert not_blank(screenshot(out / "index.html", tmp_path / "plots.png", size=(1400, 2400), wait_ms=5000))
+    gallery = clone / "reports" / "test" / "errors.html"
+    cards = len((clone / "reports" / "test" / "errors.jsonl").read_text().splitlines())
+    assert dom(gallery).count('class="card"') == cards
+    assert not_blank(screenshot(gallery, tmp_path / "gallery.png", size=(1200, 900)))
 
 
 def test_specialist_param_change_re_embeds_only_that_modality(clone: Path):
@@ -144,9 +187,9 @@ def test_text_only_dataset_runs_through_the_whole_pipeline(tmp_path: Path, tiny_
     clone = make_clone(tmp_path / "clone", params)
     dvc(clone, "repro")
     r = clone / "reports"
-    assert _json(r / "image" / "metrics.json")["no_data"] is True
-    assert _json(r / "video" / "metrics.json")["no_data"] is True
-    assert _json(r / "fusion" / "metrics.json")["modalities"] == ["text"]
+    assert _json(r / "image" / "info.json")["no_data"] is True
+    assert _json(r / "video" / "info.json")["no_data"] is True
+    assert _json(r / "fusion" / "info.json")["modalities"] == ["text"]
     ablation = {(x["subset"], x["mode"]): x for x in _json(r / "ablation.json")["rows"]}
     assert ablation[("image", "masked")]["n"] == 0 and ablation[("text", "retrained")]["n"] > 0
     assert "No data" in (r / "RESULTS.md").read_text()

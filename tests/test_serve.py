@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +18,7 @@ import httpx
 import pytest
 
 from emocare.labels import LABELS
+from emocare.predict import EmoCare
 
 
 def _free_port() -> int:
@@ -27,29 +32,33 @@ def upload_tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("server-tmp")
 
 
-@pytest.fixture(scope="module")
-def server(trained_bundle: Path, upload_tmp: Path):
+def start_server(bundle: Path, tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """`emocare serve` on a free loopback port, with uploads spooled under ``tmp``; waits until it answers."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "emocare.cli", "serve", "--models", str(trained_bundle),
-                             "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--max-upload-mb", "0.5"],
+    proc = subprocess.Popen([sys.executable, "-m", "emocare.cli", "serve", "--models", str(bundle), "--host",
+                             "127.0.0.1", "--port", str(port), "--device", "cpu", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TQDM_DISABLE": "1", "TMPDIR": str(upload_tmp)})
+                            env={**os.environ, "TQDM_DISABLE": "1", "TMPDIR": str(tmp)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return proc, url
         except httpx.HTTPError:
             if proc.poll() is not None:
                 raise RuntimeError(proc.stdout.read().decode()) from None
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("service did not start within 90 s")
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("service did not start within 90 s")
+
+
+@pytest.fixture(scope="module")
+def server(trained_bundle: Path, upload_tmp: Path):
+    proc, url = start_server(trained_bundle, upload_tmp, "--max-upload-mb", "0.5", "--max-batch", "8")
     yield url
     proc.terminate()
-    proc.wait(timeout=10)
+    proc.wait(timeout=30)
 
 
 def test_health_labels_docs(server: str):
@@ -99,3 +108,138 @@ def test_fifty_concurrent_requests(server: str):
         assert r.json()["label"] in LABELS
         if t in expected:
             assert r.json()["label"] == expected[t]["label"]
+
+
+# --- under load ----------------------------------------------------------------------------------
+
+def _posts(demo_dir: Path, n: int) -> list[dict]:
+    """``n`` different text+image posts from the demo set (paths, for the offline model) ."""
+    recs = [json.loads(x) for x in (demo_dir / "manifest.jsonl").read_text().splitlines()]
+    recs = [r for r in recs if r.get("image")]
+    return [{"text": f"{recs[i % len(recs)]['text']} #{i}", "image": str(demo_dir / recs[i % len(recs)]["image"])}
+            for i in range(n)]
+
+
+def _send(client: httpx.Client, url: str, post: dict) -> httpx.Response:
+    return client.post(f"{url}/predict", data={"text": post["text"]},
+                       files={"image": ("i.png", Path(post["image"]).read_bytes())})
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a["label"] == b["label"] and all(abs(a["probabilities"][c] - b["probabilities"][c]) < 1e-4 for c in LABELS)
+
+
+def test_health_answers_while_64_requests_are_in_flight(server: str, demo_dir: Path, trained_bundle: Path):
+    posts = _posts(demo_dir, 64)
+    offline = EmoCare.load(trained_bundle, "cpu").predict_batch(posts)
+    assert len({json.dumps(o["probabilities"]) for o in offline}) > 32  # answers differ: crossing would show
+    health: list[float] = []
+    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=80)) as client, \
+            ThreadPoolExecutor(max_workers=64) as pool:
+        futures = [pool.submit(_send, client, server, p) for p in posts]
+        time.sleep(0.2)
+        while not all(f.done() for f in futures) and len(health) < 200:
+            started = time.perf_counter()
+            assert httpx.get(f"{server}/health", timeout=5).status_code == 200
+            health.append(time.perf_counter() - started)
+            time.sleep(0.02)
+        responses = [f.result() for f in futures]
+    assert health and max(health) < 1.0, f"/health took {max(health):.2f} s under load"
+    assert all(r.status_code == 200 for r in responses)
+    for r, o in zip(responses, offline, strict=True):
+        assert _same(r.json(), o)  # every answer is its own request's
+    metrics = httpx.get(f"{server}/metrics").text
+    batches = float(re.search(r"^emocare_batch_size_count (\S+)", metrics, re.M).group(1))
+    posts_scored = float(re.search(r"^emocare_batch_size_sum (\S+)", metrics, re.M).group(1))
+    assert posts_scored / batches > 1.5, "requests were not batched"
+    assert 'emocare_requests_total{status="200"}' in metrics and "emocare_model_load_seconds" in metrics
+
+
+def test_overload_gets_503_and_every_other_answer_is_right(trained_bundle: Path, demo_dir: Path, tmp_path: Path):
+    proc, url = start_server(trained_bundle, tmp_path, "--max-queue", "6", "--max-batch", "4", "--max-wait-ms", "20")
+    try:
+        posts = _posts(demo_dir, 48)
+        offline = EmoCare.load(trained_bundle, "cpu").predict_batch(posts)
+        with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64)) as client, \
+                ThreadPoolExecutor(max_workers=48) as pool:
+            responses = list(pool.map(lambda p: _send(client, url, p), posts))
+            ready_during = httpx.get(f"{url}/ready").status_code
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) >= 6, codes
+        assert all(r.headers["retry-after"] == "1" for r in responses if r.status_code == 503)
+        for r, o in zip(responses, offline, strict=True):
+            if r.status_code == 200:
+                assert _same(r.json(), o)
+        assert ready_during == 200  # the queue has drained
+        assert 'emocare_requests_total{status="503"}' in httpx.get(f"{url}/metrics").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_chunked_oversized_upload_is_cut_off(server: str, upload_tmp: Path):
+    """A 4 MB body sent chunked (no Content-Length) to a 0.5 MB limit: 413 long before the end, nothing on disk."""
+    host, port = server.removeprefix("http://").split(":")
+    chunk, total, sent = b"x" * 65536, 4 * 1024 * 1024, 0
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: multipart/form-data; boundary=B\r\n\r\n")
+        part = (b'--B\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n")
+        sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        reply = b""
+        while sent < total:
+            if select.select([sock], [], [], 0.005)[0]:  # the service has answered
+                break
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        sock.settimeout(5)
+        while b"exceeds the limit" not in reply:  # the rest of the 413 response
+            more = sock.recv(65536)
+            if not more:
+                break
+            reply += more
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    read_by_server = int(re.search(rb"cut off at (\d+)", reply).group(1))
+    assert read_by_server < 512 * 1024 + 2 * len(chunk) + 1024, "the service read past the limit"
+    assert not any(upload_tmp.iterdir()), "an upload was left on disk"
+
+
+def test_sigterm_drains_the_queue(trained_bundle: Path, demo_dir: Path, tmp_path: Path):
+    proc, url = start_server(trained_bundle, tmp_path, "--max-batch", "2", "--max-wait-ms", "50")
+    posts = _posts(demo_dir, 16)
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(max_workers=16) as pool:
+        futures = [pool.submit(_send, client, url, p) for p in posts]
+        deadline = time.time() + 30
+        while time.time() < deadline:  # wait until the requests are inside the service
+            depth = re.search(r"^emocare_queue_depth (\S+)", httpx.get(f"{url}/metrics").text, re.M).group(1)
+            if float(depth) >= 8:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        responses = [f.result() for f in futures]
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+    assert [r.status_code for r in responses] == [200] * 16
+    log = proc.stdout.read().decode()
+    assert "Waiting for application shutdown" in log and "Application shutdown complete" in log
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health", timeout=2)
+
+
+def test_batcher_answers_each_caller_and_stops_cleanly():
+    import asyncio
+
+    from emocare.batcher import Batcher
+
+    sizes: list[int] = []
+    batcher = Batcher(lambda xs: [{"echo": x["n"]} for x in xs], max_batch=8, max_wait_s=0.01, on_batch=sizes.append)
+
+    async def main() -> list[dict]:
+        return await asyncio.gather(*(batcher.submit({"n": i}) for i in range(50)))
+
+    assert [r["echo"] for r in asyncio.run(main())] == list(range(50))
+    assert max(sizes) == 8 and sum(sizes) == 50
+    batcher.close()

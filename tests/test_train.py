@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -75,3 +76,62 @@ def test_class_weights_reach_the_loss(tmp_path: Path):
 def test_device_setting():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+# --- precision and workers by device ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16"),
+                                                      ((6, 1), "fp16")])
+def test_precision_follows_the_gpu(monkeypatch, capability, expected):
+    from emocare.train import AUTOCAST_DTYPES, choose_precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert choose_precision(torch.device("cuda", 0)) == expected  # an RTX 2080 is 7.5: no native bf16
+    assert AUTOCAST_DTYPES[expected] == {"fp16": torch.float16, "bf16": torch.bfloat16}[expected]
+    assert choose_precision(torch.device("cpu")) == "fp32"
+
+
+def test_workers_auto_by_device(monkeypatch):
+    import os
+
+    from emocare.train import resolve_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert resolve_workers("auto", torch.device("cuda", 0)) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four GPUs share the 16 cores
+    assert resolve_workers("auto", torch.device("cuda", 0)) == 3
+    assert resolve_workers("auto", torch.device("cpu")) == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert resolve_workers("auto", torch.device("cpu")) == 0 and resolve_workers(3, torch.device("cpu")) == 3
+
+
+def test_metrics_equal_scikit_learns():
+    """The trainer's metrics (numpy, one confusion matrix) against scikit-learn's, absent classes included."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+    from emocare.labels import DISPLAY, LABELS
+    from emocare.train import report_dict, scores
+
+    rng = np.random.default_rng(0)
+    for n, classes in ((200, 5), (30, 3), (7, 2), (1, 1)):
+        labels = rng.integers(0, classes, n)
+        logits = rng.normal(size=(n, 5)).astype(np.float32)
+        logits[:, classes:] -= 3  # some classes never predicted, some never true
+        pred = logits.argmax(1)
+        s = scores(logits, labels)
+        assert np.isclose(s["macro_f1"], f1_score(labels, pred, average="macro", zero_division=0))
+        assert np.isclose(s["weighted_f1"], f1_score(labels, pred, average="weighted", zero_division=0))
+        assert np.isclose(s["accuracy"], accuracy_score(labels, pred))
+        ours = report_dict(labels, pred)
+        theirs = classification_report(labels, pred, labels=list(range(5)), target_names=[DISPLAY[c] for c in LABELS],
+                                       output_dict=True, zero_division=0)
+        assert set(ours) == set(theirs)
+        for key, value in theirs.items():
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    assert np.isclose(ours[key][k], v), (n, key, k)
+            else:
+                assert np.isclose(ours[key], value)

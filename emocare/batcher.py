@@ -1,0 +1,108 @@
+"""Dynamic micro-batching for the service: one model-worker thread, requests from the event loop.
+
+Like TorchServe's ``batch_size`` / ``max_batch_delay``: the worker takes the first waiting post,
+then whatever else arrives within ``max_wait_s`` of it, up to ``max_batch`` posts, and scores
+them in one call. Each caller awaits its own future, so every answer is its own request's.
+A caller that stopped waiting (timed out) is skipped if the worker has not reached it yet.
+
+The worker may lower its own scheduling priority (``nice``, Linux): the threads torch starts from
+it inherit that, so the event loop, whose work is short and latency-bound, gets a core first
+whenever it has work, and the model takes every cycle left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_STOP = object()
+
+
+@dataclass
+class _Item:
+    inputs: dict
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+def _resolve(future: asyncio.Future, result=None, error: BaseException | None = None) -> None:
+    if future.done():  # the caller timed out and went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Batcher:
+    """Queue posts from any event loop; a worker thread scores them in batches with ``score``."""
+
+    def __init__(self, score: Callable[[list[dict]], list[dict]], max_batch: int = 32, max_wait_s: float = 0.005,
+                 on_batch: Callable[[int], None] | None = None, nice: int = 0):
+        self.score, self.max_batch, self.max_wait_s, self.nice = score, max_batch, max_wait_s, nice
+        self.on_batch = on_batch or (lambda n: None)
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="model-worker", daemon=True)
+        self._thread.start()
+
+    def submit(self, inputs: dict) -> asyncio.Future:
+        """A future for ``inputs``'s result; call from the event loop."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Item(inputs, future, loop))
+        return future
+
+    def close(self) -> None:
+        """Score everything already queued, then stop the worker."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
+        batch, stop = [first], False
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop = True
+                break
+            batch.append(item)
+        return batch, stop
+
+    def _run(self) -> None:
+        if self.nice and hasattr(os, "setpriority"):  # this thread only (Linux: a thread is a task)
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch, stop = self._collect(first)
+            live = [it for it in batch if not it.future.done()]
+            if not live:
+                continue
+            self.on_batch(len(live))
+            try:
+                results = self.score([it.inputs for it in live])
+            except Exception as e:  # noqa: BLE001 - a model failure is every caller's answer, not the worker's end
+                for it in live:
+                    it.loop.call_soon_threadsafe(_resolve, it.future, None, e)
+                continue
+            for it, result in zip(live, results, strict=True):
+                it.loop.call_soon_threadsafe(_resolve, it.future, result)
+        while True:  # after the stop marker: score what was queued before it
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP and not item.future.done():
+                result = self.score([item.inputs])[0]
+                item.loop.call_soon_threadsafe(_resolve, item.future, result)

@@ -1,0 +1,237 @@
+"""`emocare trends`: how a community's emotions move over time, from a predictions file.
+
+Writes ``trends.csv`` (counts and shares per emotion, period and group), ``trends.png`` (stacked
+emotion shares over time per group, post volume below) and ``report.html``: one self-contained
+page (images inline, no network) with the chart, the periods whose emotion shares moved most
+against their trailing average ("anger spiked the week of the update"), and the most confident
+example posts per emotion and period with their text and a thumbnail.
+
+Rows with an ``error``, without ``created_utc`` or below ``min_confidence`` are left out and
+counted: read = used + errors + undated + low_confidence.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emocare.io import atomic_path, write_json, write_text
+from emocare.labels import CLASS_COLOURS, DISPLAY, LABELS
+from emocare.media.thumbs import thumbnail
+
+PERIODS = {"day": "D", "week": "W", "month": "M"}
+MAX_GROUPS_CHARTED = 6
+THUMB_PX = 96
+
+
+def load_predictions(path: str | Path) -> pd.DataFrame:
+    """A predictions file (``.jsonl`` or ``.parquet``) with one probability column per class (``p_<class>``)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+    elif path.suffix == ".jsonl":
+        df = pd.read_json(path, lines=True, dtype=False)
+    else:
+        raise ValueError(f"{path}: expected a .jsonl or .parquet predictions file (from `emocare predict`)")
+    if "probabilities" not in df:
+        raise ValueError(f"{path}: no 'probabilities' column: is this the output of `emocare predict --manifest`?")
+    probs = pd.DataFrame([p if isinstance(p, dict) else {} for p in df.pop("probabilities")], index=df.index)
+    for c in LABELS:
+        df[f"p_{c}"] = probs.get(c, np.nan)
+    return df
+
+
+def prepare(df: pd.DataFrame, by: str, group: str | None, min_confidence: float) -> tuple[pd.DataFrame, dict]:
+    """Rows that count (predicted, dated, confident enough) with ``period``, ``group`` and ``confidence``."""
+    if by not in PERIODS:
+        raise ValueError(f"--by must be one of {', '.join(PERIODS)}, not {by!r}")
+    if group and group not in df:
+        raise ValueError(f"--group {group!r}: no such column; columns are {', '.join(map(str, df.columns))}")
+    counts = {"read": len(df)}
+    ok = df["label"].notna() if "label" in df else pd.Series(False, index=df.index)
+    if "error" in df:
+        ok &= df["error"].isna()
+    counts["errors"] = int((~ok).sum())
+    df = df[ok].copy()
+    when = pd.to_datetime(pd.to_numeric(df.get("created_utc"), errors="coerce"), unit="s", utc=True)
+    counts["undated"] = int(when.isna().sum())
+    df = df[when.notna()].copy()
+    df["period"] = when[when.notna()].dt.tz_localize(None).dt.to_period(PERIODS[by]).dt.start_time
+    df["confidence"] = df[[f"p_{c}" for c in LABELS]].max(axis=1)
+    low = df["confidence"] < min_confidence
+    counts["low_confidence"] = int(low.sum())
+    df = df[~low].copy()
+    df["group"] = df[group].fillna("(none)").astype(str) if group else "all"
+    counts["used"] = len(df)
+    assert counts["read"] == counts["used"] + counts["errors"] + counts["undated"] + counts["low_confidence"]
+    return df, counts
+
+
+def period_table(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Posts per group, period and emotion, with every period of each group's range present (zero posts)."""
+    counts = df.groupby(["group", "period", "label"]).size().unstack("label", fill_value=0)
+    counts = counts.reindex(columns=LABELS, fill_value=0)
+    frames = []
+    for g, part in counts.groupby(level="group"):
+        periods = part.index.get_level_values("period")
+        full = pd.period_range(periods.min(), periods.max(), freq=PERIODS[by]).start_time
+        frames.append(part.droplevel("group").reindex(full, fill_value=0).assign(group=g))
+    table = pd.concat(frames).rename_axis("period").reset_index().set_index(["group", "period"])
+    table["posts"] = table[LABELS].sum(axis=1)
+    return table
+
+
+def long_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``trends.csv``: one row per group, period and emotion with count, share and the period's posts."""
+    shares = table[LABELS].div(table["posts"].where(table["posts"] > 0), axis=0)
+    out = (table[LABELS].stack().rename("count").to_frame()
+           .join(shares.stack().rename("share")).join(table["posts"]).reset_index()
+           .rename(columns={"level_2": "emotion", "label": "emotion"}))
+    out["period"] = out["period"].dt.date.astype(str)
+    out["share"] = out["share"].round(4)
+    return out[["group", "period", "emotion", "count", "share", "posts"]]
+
+
+def spikes(table: pd.DataFrame, window: int = 4, min_posts: int = 10, top: int = 10) -> pd.DataFrame:
+    """The (group, period, emotion) whose share moved most against the mean of the ``window`` periods before.
+
+    Periods with fewer than ``min_posts`` posts, and those with fewer than two earlier periods to
+    compare with, are not ranked.
+    """
+    rows = []
+    for g, part in table.groupby(level="group"):
+        part = part.droplevel("group")
+        share = part[LABELS].div(part["posts"].where(part["posts"] > 0), axis=0)
+        trailing = share.shift(1).rolling(window, min_periods=2).mean()
+        for c in LABELS:
+            moved = pd.DataFrame({"share": share[c], "trailing": trailing[c], "posts": part["posts"],
+                                  "count": part[c]}).dropna()
+            moved = moved[moved["posts"] >= min_posts]
+            rows += [{"group": g, "period": p.date().isoformat(), "emotion": c, "share": r.share,
+                      "trailing": r.trailing, "change": r.share - r.trailing, "count": int(r["count"]),
+                      "posts": int(r.posts)} for p, r in moved.iterrows()]
+    ranked = pd.DataFrame(rows, columns=["group", "period", "emotion", "share", "trailing", "change", "count", "posts"])
+    return ranked.reindex(ranked["change"].abs().sort_values(ascending=False).index).head(top).reset_index(drop=True)
+
+
+def chart(table: pd.DataFrame, path: Path, by: str) -> None:
+    """Stacked emotion shares over time per group (the busiest groups), post volume in a panel below each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    volume = table.groupby(level="group")["posts"].sum().sort_values(ascending=False)
+    groups = list(volume.index[:MAX_GROUPS_CHARTED])
+    fig, axes = plt.subplots(2 * len(groups), 1, figsize=(11, 4.2 * len(groups)), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1] * len(groups)})
+    for k, g in enumerate(groups):
+        part = table.xs(g, level="group")
+        shares = part[LABELS].div(part["posts"].where(part["posts"] > 0), axis=0).fillna(0)
+        top, bottom = axes[2 * k, 0], axes[2 * k + 1, 0]
+        top.stackplot(part.index, *(shares[c] for c in LABELS), labels=[DISPLAY[c] for c in LABELS],
+                      colors=[CLASS_COLOURS[c] for c in LABELS])
+        top.set_ylim(0, 1)
+        top.set_ylabel("share of posts")
+        top.set_title(f"{g}: emotions per {by}" if g != "all" else f"Emotions per {by}")
+        top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        top.margins(x=0)
+        width = {"day": 0.8, "week": 5.5, "month": 24}[by]
+        bottom.bar(part.index, part["posts"], width=width, color="#5f6368", align="edge")
+        bottom.set_ylabel("posts")
+        bottom.set_xlim(top.get_xlim())
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def examples(df: pd.DataFrame, k: int = 1) -> pd.DataFrame:
+    """The ``k`` most confident posts per period and predicted emotion (all groups together)."""
+    ranked = df.sort_values(["period", "label", "confidence"], ascending=[True, True, False])
+    return ranked.groupby(["period", "label"], sort=True).head(k)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def report_html(counts: dict, table: pd.DataFrame, moved: pd.DataFrame, picks: pd.DataFrame, root: Path,
+                chart_png: Path, by: str, source: str) -> str:
+    """The self-contained report page."""
+    e = html.escape
+    chart_uri = "data:image/png;base64," + base64.b64encode(chart_png.read_bytes()).decode()
+    spike_rows = "".join(
+        f'<tr><td>{e(str(r.group))}</td><td>{r.period}</td>'
+        f'<td><span class="dot" style="background:{CLASS_COLOURS[r.emotion]}"></span>{DISPLAY[r.emotion]}</td>'
+        f'<td class="num">{_pct(r.share)}</td><td class="num">{_pct(r.trailing)}</td>'
+        f'<td class="num {"up" if r.change > 0 else "down"}">{"▲" if r.change > 0 else "▼"} '
+        f'{100 * abs(r.change):.1f} pts</td><td class="num">{r["count"]} / {r.posts}</td></tr>'
+        for _, r in moved.iterrows()) or '<tr><td colspan="7">Not enough periods to compare.</td></tr>'
+    cells: dict = {}
+    for _, r in picks.iterrows():
+        media = {k: root / r[k] for k in ("image", "video") if isinstance(r.get(k), str)}
+        thumb = thumbnail(media.get("image"), media.get("video"), THUMB_PX)
+        img = f'<img src="{thumb}" alt="">' if thumb else ""
+        text = e(str(r.get("text") or "")[:160])
+        cells.setdefault(r.period, {}).setdefault(r.label, []).append(
+            f'<div class="ex">{img}<p>{text}</p><small>{_pct(r.confidence)} · {e(str(r.group))}</small></div>')
+    head = "".join(f'<th><span class="dot" style="background:{CLASS_COLOURS[c]}"></span>{DISPLAY[c]}</th>'
+                   for c in LABELS)
+    body = "".join(f"<tr><th>{p.date().isoformat()}</th>" + "".join(
+        f"<td>{''.join(cells[p].get(c, []))}</td>" for c in LABELS) + "</tr>" for p in sorted(cells))
+    n_periods = table.index.get_level_values("period").nunique()
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>EmoCare emotion trends</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #202124; max-width: 1300px; }}
+h1 {{ font-size: 22px; }} h2 {{ font-size: 18px; margin-top: 28px; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #dadce0; padding: 4px 8px; vertical-align: top; text-align: left; }}
+td.num {{ text-align: right; }} .up {{ color: #c5221f; }} .down {{ color: #1967d2; }}
+.dot {{ display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 5px; }}
+.ex {{ width: 150px; margin-bottom: 6px; }} .ex img {{ display: block; max-width: {THUMB_PX}px; }}
+.ex p {{ margin: 2px 0; }} .ex small {{ color: #5f6368; }} .meta {{ color: #5f6368; }}
+img.chart {{ max-width: 100%; }}
+</style></head><body>
+<h1>Emotion trends</h1>
+<p class="meta">{e(source)}: {counts['used']} posts used of {counts['read']} read ({counts['errors']} with errors,
+{counts['undated']} without a date, {counts['low_confidence']} below the confidence threshold);
+{n_periods} {by}s.</p>
+<h2>Emotions over time</h2>
+<img class="chart" id="chart" src="{chart_uri}" alt="stacked emotion shares per {by}, with post volume">
+<h2>Biggest moves against the trailing average</h2>
+<table id="spikes"><tr><th>group</th><th>{by} of</th><th>emotion</th><th>share</th><th>trailing mean</th>
+<th>change</th><th>posts</th></tr>{spike_rows}</table>
+<h2>Most confident posts per emotion and {by}</h2>
+<table id="examples"><tr><th>{by} of</th>{head}</tr>{body}</table>
+</body></html>
+"""
+
+
+def trends(predictions: str | Path, out_dir: str | Path, by: str = "week", group: str | None = None,
+           min_confidence: float = 0.0, window: int = 4, min_posts: int = 10, top: int = 10,
+           examples_per_cell: int = 1) -> dict:
+    """Write ``trends.csv``, ``trends.png``, ``spikes.csv`` and ``report.html`` into ``out_dir``; returns counts."""
+    predictions, out_dir = Path(predictions), Path(out_dir)
+    df, counts = prepare(load_predictions(predictions), by, group, min_confidence)
+    if df.empty:
+        raise ValueError(f"{predictions}: no dated predictions left to chart ({counts})")
+    table = period_table(df, by)
+    write_text(out_dir / "trends.csv", long_table(table).to_csv(index=False))
+    moved = spikes(table, window, min_posts, top)
+    write_text(out_dir / "spikes.csv", moved.round(4).to_csv(index=False))
+    chart(table, out_dir / "trends.png", by)
+    picks = examples(df, examples_per_cell)
+    write_text(out_dir / "report.html", report_html(counts, table, moved, picks, predictions.parent,
+                                                    out_dir / "trends.png", by, predictions.name))
+    summary = {**counts, "periods": int(table.index.get_level_values("period").nunique()),
+               "groups": int(table.index.get_level_values("group").nunique()),
+               "top_move": moved.iloc[0][["group", "period", "emotion", "change"]].to_dict() if len(moved) else None,
+               "out": str(out_dir)}
+    write_json(out_dir / "summary.json", summary)
+    return summary
