@@ -46,8 +46,9 @@ def test_two_ranks_take_the_same_decisions_and_write_one_checkpoint(workdir: Pat
     for key in ("best_epoch", "epochs_run", "best_val_macro_f1", "best_val_loss"):
         assert ranks[0][key] == ranks[1][key], key
     assert [p.name for p in (workdir / "ddp").iterdir()] == ["best_model.pt"]
+    info = json.loads((workdir / "ddp-reports" / "info.json").read_text())
     metrics = json.loads((workdir / "ddp-reports" / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["best_epoch"] == ranks[0]["best_epoch"]
+    assert info["world_size"] == 2 and metrics["best_epoch"] == info["best_epoch"] == ranks[0]["best_epoch"]
 
 
 def test_sharded_embedding_equals_the_single_process_cache(workdir: Path):
