@@ -25,6 +25,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from emocare.data.manifest import parse_line
 from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, read_json, write_json
 from emocare.labels import LABELS
@@ -69,17 +70,14 @@ class ManifestPosts(Dataset):
         if self._file is None:
             self._file = open(self.manifest, "rb")  # noqa: SIM115 - one handle per worker for its lifetime
         self._file.seek(int(self.offsets[i]))
-        raw = self._file.readline()
-        item = {"row": i, "line": int(self.numbers[i]), "record": None, "inputs": {}, "failed": {}, "error": None}
-        try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            item["error"] = f"{self.manifest}:{item['line']}: not valid JSON ({e})"
+        line, _ = parse_line(self._file.readline(), self.manifest, int(self.numbers[i]))
+        item = {"row": i, "line": line.line_no, "record": None, "inputs": {}, "failed": {}, "error": line.error}
+        if line.record is None:
             return item
-        if not isinstance(record, dict) or record.get("id") in (None, ""):
-            item["error"] = f"{self.manifest}:{item['line']}: not a post object with an 'id'"
+        if line.record.get("id") in (None, ""):
+            item["error"] = f"{self.manifest}:{line.line_no}: not a post object with an 'id'"
             return item
-        post = dict(record)
+        post = dict(line.record)
         for key in ("image", "video"):
             if post.get(key):
                 post[key] = str(self.manifest.parent / post[key])

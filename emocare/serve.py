@@ -76,7 +76,8 @@ class Metrics:
 
 
 class _Guard:
-    """ASGI middleware: counts each request body as it arrives (413 past the limit) and records metrics."""
+    """ASGI middleware: the body limit (413 for a declared Content-Length over it, before anything is read,
+    and for a body, chunked or not, once what has arrived passes it) and the request metrics."""
 
     def __init__(self, app, limit: int, metrics: Metrics):
         self.app, self.limit, self.metrics = app, limit, metrics
@@ -101,22 +102,23 @@ class _Guard:
                 status = message["status"]
             await send(message)
 
+        app = self.app
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            app = JSONResponse({"error": f"upload of {int(length)} bytes exceeds the limit of {self.limit}"}, 413)
         if scope["path"] != "/predict":
-            return await self.app(scope, counted_receive, send)
+            return await app(scope, counted_receive, send)
         started = time.perf_counter()
         try:
-            await self.app(scope, counted_receive, send_status)
+            await app(scope, counted_receive, send_status)
         finally:
             self.metrics.requests.labels(str(status)).inc()
             self.metrics.latency.observe(time.perf_counter() - started)
 
 
-async def _read_post(request: Request, limit: int, tmp: Path) -> dict:
+async def _read_post(request: Request, tmp: Path) -> dict:
     """The post in a request (JSON or multipart); media bytes checked by content; 4xx on bad input."""
     content_type = request.headers.get("content-type", "")
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise RequestError(413, f"upload of {int(length)} bytes exceeds the limit of {limit}")
     if content_type.startswith("application/json"):
         try:
             body = await request.json()
@@ -214,7 +216,7 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
         deadline = time.monotonic() + cfg.timeout_s
         try:
             with tempfile.TemporaryDirectory(prefix="emocare-upload-") as tmp:
-                post = await _read_post(request, cfg.max_upload_bytes, Path(tmp))
+                post = await _read_post(request, Path(tmp))
                 if "image" in post or "video" in post:  # decoding media takes a while: off the event loop
                     inputs, failed = await _within(deadline, asyncio.get_running_loop().run_in_executor(
                         pool, model.decode, post), cfg.timeout_s)

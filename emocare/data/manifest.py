@@ -62,35 +62,42 @@ class RawLine:
     raw: str = ""
 
 
-def iter_manifest(path: str | Path, strict: bool = True) -> Iterator[RawLine]:
-    """Yield every non-blank line of a manifest.
+def parse_line(raw: bytes, path: str | Path, line_no: int) -> tuple[RawLine, bool]:
+    """One manifest line as a :class:`RawLine`, and whether its problem (if any) makes the manifest unreadable.
 
-    A line that is not UTF-8 is yielded with an error (to be quarantined); a line that is not
-    JSON, or not a JSON object, raises :class:`ManifestError` naming its line number, or with
-    ``strict=False`` is yielded with that message as its error.
+    A line that is not UTF-8 gets an error to quarantine it; a line that is not JSON, or not a
+    JSON object, gets an error naming its line number and counts as unreadable.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return RawLine(line_no, None, f"not_utf8: {e.reason} at byte {e.start}",
+                       raw.decode("utf-8", errors="replace").rstrip("\n")), False
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        problem = f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno})"
+    else:
+        if isinstance(record, dict):
+            return RawLine(line_no, record, raw=text.rstrip("\n")), False
+        problem = f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}"
+    return RawLine(line_no, None, problem, text.rstrip("\n")), True
+
+
+def iter_manifest(path: str | Path, strict: bool = True) -> Iterator[RawLine]:
+    """Yield every non-blank line of a manifest (see :func:`parse_line`).
+
+    A line that is not JSON, or not a JSON object, raises :class:`ManifestError` naming its line
+    number, or with ``strict=False`` is yielded with that message as its error.
     """
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield RawLine(line_no, None, f"not_utf8: {e.reason} at byte {e.start}",
-                              raw.decode("utf-8", errors="replace").rstrip("\n"))
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as e:
-                problem = f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno})"
-            else:
-                if isinstance(record, dict):
-                    yield RawLine(line_no, record, raw=text.rstrip("\n"))
-                    continue
-                problem = f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}"
-            if strict:
-                raise ManifestError(problem)
-            yield RawLine(line_no, None, problem, text.rstrip("\n"))
+            line, unreadable = parse_line(raw, path, line_no)
+            if unreadable and strict:
+                raise ManifestError(line.error)
+            yield line
 
 
 def resolve_media(root: Path, value: str) -> Path:
