@@ -4,16 +4,13 @@ Like TorchServe's ``batch_size`` / ``max_batch_delay``: the worker takes the fir
 then whatever else arrives within ``max_wait_s`` of it, up to ``max_batch`` posts, and scores
 them in one call. Each caller awaits its own future, so every answer is its own request's.
 A caller that stopped waiting (timed out) is skipped if the worker has not reached it yet.
-
-The worker may lower its own scheduling priority (``nice``, Linux): the threads torch starts from
-it inherit that, so the event loop, whose work is short and latency-bound, gets a core first
-whenever it has work, and the model takes every cycle left.
+``score`` may run the model in this thread or hand the batch to a model process
+(:class:`emocare.model_worker.ModelWorker`, as the service does).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import threading
 import time
@@ -43,8 +40,8 @@ class Batcher:
     """Queue posts from any event loop; a worker thread scores them in batches with ``score``."""
 
     def __init__(self, score: Callable[[list[dict]], list[dict]], max_batch: int = 32, max_wait_s: float = 0.005,
-                 on_batch: Callable[[int], None] | None = None, nice: int = 0):
-        self.score, self.max_batch, self.max_wait_s, self.nice = score, max_batch, max_wait_s, nice
+                 on_batch: Callable[[int], None] | None = None):
+        self.score, self.max_batch, self.max_wait_s = score, max_batch, max_wait_s
         self.on_batch = on_batch or (lambda n: None)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="model-worker", daemon=True)
@@ -77,9 +74,6 @@ class Batcher:
         return batch, stop
 
     def _run(self) -> None:
-        if self.nice and hasattr(os, "setpriority"):  # this thread only (Linux: a thread is a task)
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
         stop = False
         while not stop:
             first = self._queue.get()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,10 @@ from emocare.cache import Cache, CachedDataset
 from emocare.data.manifest import Post
 from emocare.gallery import error_gallery
 from emocare.io import write_json, write_jsonl, write_text
-from emocare.labels import DISPLAY, LABELS, MODALITIES, combo_name
+from emocare.labels import DISPLAY, LABELS, MODALITIES, SUBSETS, combo_name
 from emocare.models import FusionModel, load_checkpoint, read_checkpoint
 from emocare.plots import ablation_png, confusion_png
-from emocare.report import SUBSETS, ablation_markdown
+from emocare.report import ablation_markdown
 from emocare.train import (
     TrainConfig,
     confusion,
@@ -26,7 +25,7 @@ from emocare.train import (
     report_dict,
     resolve_device,
     scores,
-    train_fusion,
+    subset_path,
 )
 
 
@@ -118,31 +117,31 @@ def headline_metrics(test: dict, ablation: list[dict]) -> dict:
                          "all_retrained": rows.get(("text+image+video", "retrained"))}}
 
 
-def run_ablation(fusion_ckpt: str | Path, cache: Cache, fusion_cfg: dict, train_cfg: dict) -> list[dict]:
+def run_ablation(model_dir: str | Path, cache: Cache) -> list[dict]:
     """Test macro-F1 of the seven modality subsets, ``masked`` and ``retrained``.
 
-    Each row is evaluated on the test posts having at least one of the subset's modalities.
+    ``masked`` hides the other modalities from the fusion model; ``retrained`` scores the subset's
+    own fusion model that :func:`emocare.train.train_fusion_models` wrote. Each row is evaluated on
+    the test posts having at least one of the subset's modalities.
     """
-    model, _ = load_checkpoint(fusion_ckpt)
+    model, _ = load_checkpoint(subset_path(model_dir, MODALITIES))
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for subset in SUBSETS:
-            name = "+".join(subset)
-            usable = [m for m in subset if m in model.modalities]
-            rows = fusion_rows(cache, "test", usable) if usable else np.array([], dtype=int)
-            logits = fusion_logits(model, cache, rows, shown=usable) if len(rows) else np.zeros((0, len(LABELS)))
-            results.append({"subset": name, "mode": "masked", **_summary(cache.labels[rows], logits)})
-            ckpt = Path(tmp) / f"{name}.pt"
-            try:
-                train_fusion(cache, fusion_cfg, train_cfg, ckpt, modalities=subset, desc=f"ablation {name}")
-            except ValueError as e:  # no training data for this subset
-                results.append({"subset": name, "mode": "retrained", "n": 0, "macro_f1": None, "weighted_f1": None,
-                                "accuracy": None, "note": str(e)})
-                continue
-            sub_model, _ = load_checkpoint(ckpt)
-            rows = fusion_rows(cache, "test", sub_model.modalities)
-            results.append({"subset": name, "mode": "retrained",
-                            **_summary(cache.labels[rows], fusion_logits(sub_model, cache, rows))})
+    for subset in SUBSETS:
+        name = "+".join(subset)
+        usable = [m for m in subset if m in model.modalities]
+        rows = fusion_rows(cache, "test", usable) if usable else np.array([], dtype=int)
+        logits = fusion_logits(model, cache, rows, shown=usable) if len(rows) else np.zeros((0, len(LABELS)))
+        results.append({"subset": name, "mode": "masked", **_summary(cache.labels[rows], logits)})
+        path = subset_path(model_dir, subset)
+        if not path.exists():
+            results.append({"subset": name, "mode": "retrained", "n": 0, "macro_f1": None, "weighted_f1": None,
+                            "accuracy": None, "note": "not trained: no training or validation posts with "
+                                                      "these modalities"})
+            continue
+        sub_model, _ = load_checkpoint(path)
+        rows = fusion_rows(cache, "test", sub_model.modalities)
+        results.append({"subset": name, "mode": "retrained",
+                        **_summary(cache.labels[rows], fusion_logits(sub_model, cache, rows))})
     return results
 
 

@@ -11,6 +11,8 @@ DISPLAY: dict[str, str] = {
     "sadness": "Sadness",
 }
 MODALITIES: list[str] = ["text", "image", "video"]
+SUBSETS: list[list[str]] = [["text"], ["image"], ["video"], ["text", "image"], ["text", "video"], ["image", "video"],
+                         ["text", "image", "video"]]  # the modality ablation's seven subsets
 CLASS_COLOURS: dict[str, str] = {"neutral": "#9e9e9e", "joy": "#f4b400", "anger": "#db4437", "surprise": "#7e57c2",
                                  "sadness": "#4285f4"}  # the same colour for a class in every chart and page
 

@@ -35,6 +35,18 @@ class EmoCare:
         self.transforms = {m: eval_transform(s.preprocess) for m, s in specialists.items() if m != "text"}
         self._lock = threading.Lock()  # one forward pass at a time when shared between threads
 
+    def __getstate__(self) -> dict:  # picklable for a model process (emocare.model_worker): no lock
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    def share_memory(self) -> EmoCare:
+        """Move the weights to shared memory, so a child process maps them rather than copying them."""
+        for module in (*self.specialists.values(), self.fusion):
+            module.share_memory()
+        return self
+
     @classmethod
     def load(cls, models_dir: str | Path = "models", device: str = "auto") -> EmoCare:
         """Load ``models_dir/fusion/best_model.pt`` and the specialists it was trained with."""

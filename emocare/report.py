@@ -7,10 +7,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from emocare.io import read_json
-from emocare.labels import DISPLAY, LABELS
+from emocare.labels import DISPLAY, LABELS, SUBSETS
 
-SUBSETS = [["text"], ["image"], ["video"], ["text", "image"], ["text", "video"], ["image", "video"],
-           ["text", "image", "video"]]
 TITLES = {"text": "Text Specialist", "image": "Image Specialist", "video": "Video Specialist"}
 
 

@@ -4,7 +4,8 @@
 JSON ``{"text": ...}``. Under load it holds up:
 
 - the event loop never runs the model: media are decoded in a thread pool, and posts are scored
-  by a model-worker thread in dynamic micro-batches (:mod:`emocare.batcher`);
+  in dynamic micro-batches (:mod:`emocare.batcher`) by a process of their own that holds the
+  model (:mod:`emocare.model_worker`), so the model never holds this process's interpreter lock;
 - at most ``max_queue`` requests are in the service at once; the next gets 503 with
   ``Retry-After``; one that is not answered within ``timeout_s`` gets 504;
 - the body is counted as it arrives, chunked or not, and cut off with 413 at the limit;
@@ -23,7 +24,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from emocare.labels import DISPLAY
 from emocare.media.sniff import HEAD_BYTES, sniff
+from emocare.model_worker import ModelProcessExited, ModelWorker
 from emocare.predict import NO_MODALITY, EmoCare
 
 
@@ -46,7 +48,7 @@ class ServeConfig:
     max_queue: int = 256
     timeout_s: float = 30.0
     access_log: bool = False
-    worker_nice: int = 10  # the model worker yields the CPU to the event loop (probes, admission, I/O)
+    worker_nice: int = 10  # the model process yields the CPU to the event loop (probes, admission, I/O)
     decode_threads: int = max(1, min(4, len(os.sched_getaffinity(0))))
 
 
@@ -116,8 +118,11 @@ class _Guard:
             self.metrics.latency.observe(time.perf_counter() - started)
 
 
-async def _read_post(request: Request, tmp: Path) -> dict:
-    """The post in a request (JSON or multipart); media bytes checked by content; 4xx on bad input."""
+async def _read_post(request: Request, files: ExitStack) -> dict:
+    """The post in a request (JSON or multipart); media bytes checked by content; 4xx on bad input.
+
+    A video is written to a temporary folder (its decoder reads files) that ``files`` removes.
+    """
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         try:
@@ -153,8 +158,9 @@ async def _read_post(request: Request, tmp: Path) -> dict:
                 raise RequestError(415, f"{field} upload {upload.filename!r} is {what}")
             if field == "image":
                 post["image"] = data
-            else:  # the video decoder reads files
-                path = tmp / f"video.{found[1]}"
+            else:
+                path = Path(files.enter_context(tempfile.TemporaryDirectory(prefix="emocare-upload-"))) / \
+                    f"video.{found[1]}"
                 path.write_bytes(data)
                 post["video"] = str(path)
         return post
@@ -168,16 +174,17 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
     metrics = Metrics()
     metrics.load_seconds.set(load_seconds)
     pool = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="decode")
-    state = {"inflight": 0, "batcher": None}
+    state = {"inflight": 0, "batcher": None, "worker": None}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         from emocare.batcher import Batcher
 
-        state["batcher"] = Batcher(model.score, cfg.max_batch, cfg.max_wait_ms / 1000, metrics.batch.observe,
-                                   cfg.worker_nice)
+        state["worker"] = worker = ModelWorker(model, cfg.worker_nice)
+        state["batcher"] = Batcher(worker.score, cfg.max_batch, cfg.max_wait_ms / 1000, metrics.batch.observe)
         yield
         state["batcher"].close()  # uvicorn has let the requests in flight finish
+        worker.close()
         pool.shutdown()
 
     app = FastAPI(title="EmoCare", description="Multimodal emotion classification of social-media posts",
@@ -189,12 +196,13 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
         return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
+    async def health() -> JSONResponse:  # the model process must be alive; the model itself is not asked
+        alive = state["worker"] is None or state["worker"].alive
+        return JSONResponse({"status": "ok" if alive else "model process exited"}, 200 if alive else 503)
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        is_ready = state["batcher"] is not None and state["inflight"] < cfg.max_queue
+        is_ready = state["batcher"] is not None and state["worker"].alive and state["inflight"] < cfg.max_queue
         return JSONResponse({"ready": is_ready, "queue": state["inflight"], "max_queue": cfg.max_queue,
                              "modalities": model.fusion.modalities}, status_code=200 if is_ready else 503)
 
@@ -215,8 +223,8 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
         metrics.queue.set(state["inflight"])
         deadline = time.monotonic() + cfg.timeout_s
         try:
-            with tempfile.TemporaryDirectory(prefix="emocare-upload-") as tmp:
-                post = await _read_post(request, Path(tmp))
+            with ExitStack() as files:
+                post = await _read_post(request, files)
                 if "image" in post or "video" in post:  # decoding media takes a while: off the event loop
                     inputs, failed = await _within(deadline, asyncio.get_running_loop().run_in_executor(
                         pool, model.decode, post), cfg.timeout_s)
@@ -226,7 +234,10 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
                 raise RequestError(422, next(iter(failed.values())))
             if not inputs:
                 raise RequestError(422, NO_MODALITY)
-            return JSONResponse(await _within(deadline, state["batcher"].submit(inputs), cfg.timeout_s))
+            try:
+                return JSONResponse(await _within(deadline, state["batcher"].submit(inputs), cfg.timeout_s))
+            except ModelProcessExited as e:  # not the client's fault, and /health now says so
+                raise RequestError(503, str(e)) from e
         finally:
             state["inflight"] -= 1
             metrics.queue.set(state["inflight"])

@@ -28,7 +28,7 @@ from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
 from emocare.distributed import all_gather, all_sum, barrier, init_distributed, is_main, rank_world
 from emocare.io import write_json
-from emocare.labels import DISPLAY, LABELS, MODALITIES
+from emocare.labels import DISPLAY, LABELS, MODALITIES, SUBSETS
 from emocare.models import FusionModel, build_specialist, save_checkpoint
 
 
@@ -414,3 +414,66 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     if report_dir is not None:
         _write_reports(Path(report_dir), metrics, report)
     return metrics
+
+
+def subset_path(model_dir: str | Path, subset: list[str]) -> Path:
+    """The ablation's fusion model for ``subset``; the all-modalities one is the fusion model itself."""
+    model_dir = Path(model_dir)
+    if sorted(subset) == sorted(MODALITIES):
+        return model_dir / "best_model.pt"
+    return model_dir / "subsets" / f"{'+'.join(subset)}.pt"
+
+
+_FUSION_JOBS: dict = {}  # what every fusion job shares: the cache and the configs (inherited by forked workers)
+
+
+def _share(cache: Cache, fusion_cfg: dict, train_cfg: dict, single_thread: bool) -> None:
+    _FUSION_JOBS.update(cache=cache, fusion_cfg=fusion_cfg, train_cfg=train_cfg)
+    if single_thread:  # side by side with other jobs, one core each
+        torch.set_num_threads(1)
+        os.environ["TQDM_DISABLE"] = "1"  # the parent shows one bar over the jobs
+
+
+def _fusion_job(path: Path, subset: list[str] | None, report_dir: str | Path | None) -> dict:
+    try:
+        return train_fusion(_FUSION_JOBS["cache"], _FUSION_JOBS["fusion_cfg"], _FUSION_JOBS["train_cfg"], path,
+                            modalities=subset, report_dir=report_dir,
+                            desc=f"ablation {'+'.join(subset)}" if subset else "fusion")
+    except ValueError as e:  # this subset's modalities have no training or validation posts
+        return {"skipped": str(e)}
+
+
+def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_dir: str | Path,
+                        report_dir: str | Path, subsets: list[list[str]] = SUBSETS) -> dict[str, dict]:
+    """Train the fusion model and the ablation's one-per-subset models; returns each one's summary.
+
+    The fusion model (all available modalities) goes to ``model_dir/best_model.pt`` with its reports
+    in ``report_dir``; each subset's model to :func:`subset_path` (``{"skipped": reason}`` where the
+    subset has no training data). They are independent, so on a CPU they train side by side in
+    forked single-threaded processes, one per core (the model is too small to use two cores
+    well); on a GPU one after another. Keys: ``fusion`` and the subset names.
+    """
+    for stale in (Path(model_dir) / "subsets").glob("*.pt"):
+        stale.unlink()
+    device = resolve_device(train_cfg.get("device", "auto"))
+    jobs = {"fusion": (subset_path(model_dir, MODALITIES), None, report_dir)}
+    for s in sorted(subsets, key=len, reverse=True):  # the longest first: the cores finish together
+        if sorted(s) != sorted(MODALITIES):
+            jobs["+".join(s)] = (subset_path(model_dir, s), s, None)
+    workers = 1 if device.type == "cuda" else min(len(jobs), len(os.sched_getaffinity(0)))
+    shared = (cache, fusion_cfg, train_cfg, workers > 1)
+    if workers == 1:
+        _share(*shared)
+        results = [_fusion_job(*job) for job in jobs.values()]
+    else:  # forked workers inherit the loaded cache and imports
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), initializer=_share,
+                                 initargs=shared) as pool:
+            futures = [pool.submit(_fusion_job, *job) for job in jobs.values()]
+            results = [f.result() for f in tqdm(futures, desc="fusion models", unit="model")]
+    results = dict(zip(jobs, results, strict=True))
+    if "skipped" in results["fusion"]:
+        raise ValueError(results["fusion"]["skipped"])
+    return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,11 @@ import pytest
 import torch
 
 from emocare.cache import Cache
-from emocare.evaluate import fusion_logits
+from emocare.evaluate import fusion_logits, run_ablation
+from emocare.labels import SUBSETS
 from emocare.models import load_checkpoint
 from emocare.models.fusion import KINDS, FusionModel, modality_dropout
-from emocare.train import fusion_rows, scores, train_fusion
+from emocare.train import fusion_rows, scores, subset_path, train_fusion, train_fusion_models
 
 
 def test_dropout_never_drops_everything_and_keeps_the_rate():
@@ -96,3 +98,33 @@ def test_training_is_reproducible_for_a_seed(tmp_path: Path):
         train_fusion(cache, cfg, {"device": "cpu", "seed": 5}, tmp_path / f"{name}.pt")
     a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=False)["state_dict"] for n in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fusion_models_side_by_side_equal_each_one_trained_alone(tmp_path: Path, monkeypatch):
+    """The forked workers train every subset's model into its own file, as one process would."""
+    cache = synthetic_cache(300)
+    cache.present["video"][cache.splits != "test"] = False  # video alone has nothing to train on
+    cfg = {**FUSION, "kind": "attention", "epochs": 2}
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})  # two workers, whatever this machine has
+    results = train_fusion_models(cache, cfg, {"device": "cpu", "seed": 3}, tmp_path / "fusion", tmp_path / "r")
+    assert set(results) == {"fusion"} | {"+".join(s) for s in SUBSETS[:-1]}
+    assert "none of ['video'] has embeddings for training posts" in results["video"]["skipped"]
+    assert not subset_path(tmp_path / "fusion", ["video"]).exists()
+    assert (tmp_path / "r" / "metrics.json").exists()
+    torch.set_num_threads(1)  # as in a worker
+    try:
+        for subset in (["text"], ["image", "video"]):
+            train_fusion(cache, cfg, {"device": "cpu", "seed": 3}, tmp_path / "alone.pt", modalities=subset)
+            alone = torch.load(tmp_path / "alone.pt", weights_only=True)["state_dict"]
+            forked = torch.load(subset_path(tmp_path / "fusion", subset), weights_only=True)["state_dict"]
+            assert all(torch.equal(alone[k], forked[k]) for k in alone), subset
+    finally:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    rows = {(r["subset"], r["mode"]): r for r in run_ablation(tmp_path / "fusion", cache)}
+    assert len(rows) == 14
+    assert rows[("video", "retrained")]["macro_f1"] is None and "not trained" in rows[("video", "retrained")]["note"]
+    assert rows[("video", "masked")]["n"] == 0  # the fusion model never saw video either
+    everything = load_checkpoint(tmp_path / "fusion" / "best_model.pt")[0]
+    test = fusion_rows(cache, "test", everything.modalities)
+    f1 = scores(fusion_logits(everything, cache, test), cache.labels[test])["macro_f1"]
+    assert rows[("text+image+video", "retrained")]["macro_f1"] == pytest.approx(f1)

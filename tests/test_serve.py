@@ -205,7 +205,7 @@ def test_chunked_oversized_upload_is_cut_off(server: str, upload_tmp: Path):
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     read_by_server = int(re.search(rb"cut off at (\d+)", reply).group(1))
     assert read_by_server < 512 * 1024 + 2 * len(chunk) + 1024, "the service read past the limit"
-    assert not any(upload_tmp.iterdir()), "an upload was left on disk"
+    assert not [f for f in upload_tmp.rglob("*") if f.is_file()], "an upload was left on disk"
 
 
 def test_sigterm_drains_the_queue(trained_bundle: Path, demo_dir: Path, tmp_path: Path):
@@ -243,3 +243,25 @@ def test_batcher_answers_each_caller_and_stops_cleanly():
     assert [r["echo"] for r in asyncio.run(main())] == list(range(50))
     assert max(sizes) == 8 and sum(sizes) == 50
     batcher.close()
+
+
+def test_model_runs_in_its_own_process_and_its_death_is_reported(trained_bundle: Path, tmp_path: Path):
+    """The model is scored in a child process; if it dies, probes and predictions say 503, never 500."""
+    proc, url = start_server(trained_bundle, tmp_path)
+    try:
+        assert httpx.post(f"{url}/predict", json={"text": "what a match"}, timeout=30).status_code == 200
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        model = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(model) == 1, "the model should run in one spawned child process"
+        os.kill(model[0], signal.SIGKILL)
+        deadline = time.time() + 10
+        while httpx.get(f"{url}/health", timeout=5).status_code == 200 and time.time() < deadline:
+            time.sleep(0.1)
+        health = httpx.get(f"{url}/health", timeout=5)
+        assert health.status_code == 503 and "exited" in health.json()["status"]
+        assert httpx.get(f"{url}/ready", timeout=5).status_code == 503
+        r = httpx.post(f"{url}/predict", json={"text": "what a match"}, timeout=30)
+        assert r.status_code == 503 and "restart" in r.json()["error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
