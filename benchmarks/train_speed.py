@@ -2,7 +2,8 @@
 
 Run after the `split` stage. Trains MODALITY from params.yaml's settings (optionally overriding
 epochs and device) and prints JSON: wall time, training posts per second, best val macro-F1,
-device, precision (bf16, fp16 or fp32, as the trainer chose it) and DataLoader workers.
+device, precision (bf16, fp16 or fp32, as the trainer chose it), DataLoader workers and the
+decoding path (a frame store that the first epoch fills, or decoding every epoch).
 
     python benchmarks/train_speed.py image [--epochs 3] [--device cuda] [--batch-size 64]
 """
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--device")
     ap.add_argument("--num-workers", help="a number, or auto (default: params.yaml's train.num_workers)")
     ap.add_argument("--backbone", help="override the backbone (vision: an open_clip architecture, from scratch)")
+    ap.add_argument("--frame-store", choices=["on", "off"], default="on",
+                    help="on: decoded pixels kept in a new, empty store (epoch 1 fills it); off: decode every epoch")
     a = ap.parse_args()
     params = load_params()
     cfg = dict(params[a.modality])
@@ -46,10 +49,13 @@ def main() -> None:
     val = [p for p in posts if split.get(p.id) == "val"]
     model = build_specialist(a.modality, cfg, params.get("offline", True))
     with tempfile.TemporaryDirectory() as tmp:
-        s = fit(model, specialist_dataset(model, train, train=True, augment=cfg.get("augment", True)),
-                specialist_dataset(model, val), tcfg, class_weights([p.label for p in train]),
+        store = Path(tmp) / "frames" if a.frame_store == "on" else None
+        s = fit(model, specialist_dataset(model, train, train=True, augment=cfg.get("augment", True),
+                                          frame_store=store),
+                specialist_dataset(model, val, frame_store=store), tcfg, class_weights([p.label for p in train]),
                 Path(tmp) / "best.pt", collate=model.collate, desc=a.modality)
     print(json.dumps({"modality": a.modality, "backbone": cfg["backbone"], "device": s["device"],
+                      "decoding": "frame store" if a.frame_store == "on" else "decode every epoch",
                       "precision": s["precision"], "num_workers": s["num_workers"], "epochs": s["epochs_run"],
                       "batch_size": tcfg.batch_size, "train_posts": len(train), "wall_time_s": s["wall_time_s"],
                       "train_posts_per_s": round(len(train) * s["epochs_run"] / s["wall_time_s"], 1),

@@ -31,13 +31,14 @@ def file_sha256(path: str | Path) -> str:
 
 @torch.inference_mode()
 def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: int | str = "auto",
-                 device: torch.device | str = "cpu", desc: str = "embed") -> np.ndarray:
+                 device: torch.device | str = "cpu", desc: str = "embed",
+                 frame_store: str | Path | None = None) -> np.ndarray:
     """Pooled specialist features [len(posts), dim] for posts that all have the model's modality."""
     device = torch.device(device)
     model.to(device).eval()
     workers = resolve_workers(num_workers, device)
-    loader = DataLoader(specialist_dataset(model, posts), batch_size=batch_size, collate_fn=model.collate,
-                        num_workers=workers, pin_memory=device.type == "cuda",
+    loader = DataLoader(specialist_dataset(model, posts, frame_store=frame_store), batch_size=batch_size,
+                        collate_fn=model.collate, num_workers=workers, pin_memory=device.type == "cuda",
                         prefetch_factor=(4 if device.type == "cuda" else 2) if workers else None)
     out = np.zeros((len(posts), model.dim), np.float32)
     row = 0
@@ -52,7 +53,7 @@ def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: in
 
 def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], split: dict[str, str],
                    out: str | Path, batch_size: int = 64, num_workers: int | str = "auto",
-                   device: str = "auto") -> dict:
+                   device: str = "auto", frame_store: str | Path | None = None) -> dict:
     """Embed every post having ``modality`` with its best specialist and write ``out``; returns a summary.
 
     Under torchrun each rank embeds every world-th post and writes its shard beside ``out``;
@@ -68,7 +69,7 @@ def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], spl
     rows = np.flatnonzero(present)
     mine = rows[rank::world]
     feats = encode_posts(model, [posts[i] for i in mine], batch_size, num_workers, device_,
-                         desc=f"embed {modality}") if len(mine) else emb[:0]
+                         desc=f"embed {modality}", frame_store=frame_store) if len(mine) else emb[:0]
     if world == 1:
         emb[mine] = feats
     else:

@@ -356,8 +356,11 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
         _write_reports(report_dir, metrics, {})
         return metrics
     weights = class_weights([p.label for p in train_posts])
-    summary = fit(model, specialist_dataset(model, train_posts, train=True, augment=cfg.get("augment", True)),
-                  specialist_dataset(model, val_posts), tcfg, weights, model_path, collate=model.collate,
+    store = params.get("frame_store")  # decoded pixels kept across epochs (and for the embed stage)
+    summary = fit(model, specialist_dataset(model, train_posts, train=True, augment=cfg.get("augment", True),
+                                            frame_store=store),
+                  specialist_dataset(model, val_posts, frame_store=store), tcfg, weights, model_path,
+                  collate=model.collate,
                   live_dir=report_dir / "live", checkpoint_extra=info, desc=modality)
     report = summary.pop("classification_report")
     summary.pop("history")

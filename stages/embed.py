@@ -12,4 +12,4 @@ if __name__ == "__main__":
     p = params["embed"]
     print(embed_modality(modality, f"models/{modality}_specialist/best_model.pt", load_posts("data/posts.jsonl"),
                          read_split("data/split.json"), f"cache/embeddings/{modality}.h5", p["batch_size"],
-                         p["num_workers"], params["train"]["device"]))
+                         p["num_workers"], params["train"]["device"], params.get("frame_store")))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch.utils.data import Dataset
 
 from emocare.data.manifest import Post
 from emocare.labels import LABELS
+from emocare.media.frame_store import FrameStore
 from emocare.media.image import load_image
 from emocare.media.video import read_frames
 from emocare.models.vision import eval_transform, frames_to_tensor, train_transform
@@ -25,10 +28,11 @@ def label_index(label: str | None) -> int:
 
 
 class PostDataset(Dataset):
-    """One modality of a list of posts: (text or pixels, label index)."""
+    """One modality of a list of posts: (text or pixels, label index); pixels from ``store`` when given."""
 
-    def __init__(self, posts: list[Post], modality: str, transform=None, frames: int = 8):
-        self.posts, self.modality, self.transform, self.frames = posts, modality, transform, frames
+    def __init__(self, posts: list[Post], modality: str, transform=None, frames: int = 8,
+                 store: FrameStore | None = None):
+        self.posts, self.modality, self.transform, self.frames, self.store = posts, modality, transform, frames, store
 
     def __len__(self) -> int:
         return len(self.posts)
@@ -38,13 +42,22 @@ class PostDataset(Dataset):
         y = label_index(post.label)
         if self.modality == "text":
             return post.text, y
+        if self.store is not None:
+            return self.store.pixels(getattr(post, self.modality)), y
         return decode_media(self.modality, getattr(post, self.modality), self.transform, self.frames), y
 
 
-def specialist_dataset(model, posts: list[Post], train: bool = False, augment: bool = True) -> PostDataset:
-    """The dataset for ``model``'s modality; training augmentation for images when asked."""
+def specialist_dataset(model, posts: list[Post], train: bool = False, augment: bool = True,
+                       frame_store: str | Path | None = None) -> PostDataset:
+    """The dataset for ``model``'s modality; training augmentation for images when asked.
+
+    With ``frame_store`` (a folder), decoded pixels are kept there and read back
+    (:mod:`emocare.media.frame_store`), except for augmented images, which are cropped anew each time.
+    """
     if model.modality == "text":
         return PostDataset(posts, "text")
-    tf = train_transform(model.preprocess) if train and augment and model.modality == "image" \
-        else eval_transform(model.preprocess)
-    return PostDataset(posts, model.modality, tf, model.frames)
+    if train and augment and model.modality == "image":
+        return PostDataset(posts, "image", train_transform(model.preprocess))
+    tf = eval_transform(model.preprocess)
+    store = FrameStore(frame_store, model.modality, tf, model.frames) if frame_store else None
+    return PostDataset(posts, model.modality, tf, model.frames, store)

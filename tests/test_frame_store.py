@@ -1,0 +1,103 @@
+"""The decoded-frames store: the same pixels as decoding every time, decoded once, never stale."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emocare.data.datasets import decode_media, specialist_dataset
+from emocare.data.validate import validate_manifest
+from emocare.embed import embed_modality
+from emocare.media import frame_store as store_mod
+from emocare.media.frame_store import FrameStore
+from emocare.media.video import read_frames, write_video
+from emocare.models import build_specialist, save_checkpoint
+from emocare.models.vision import eval_transform
+
+VISION = {"backbone": "EmoCare-ViT-Tiny-64", "frames": 4}
+
+
+@pytest.fixture(scope="module")
+def posts(demo_dir: Path) -> list:
+    return validate_manifest(demo_dir / "manifest.jsonl").kept
+
+
+@pytest.fixture(scope="module")
+def models() -> dict:
+    return {m: build_specialist(m, VISION) for m in ("image", "video")}
+
+
+def media(posts: list, modality: str, n: int = 4) -> list[str]:
+    return [getattr(p, modality) for p in posts if getattr(p, modality)][:n]
+
+
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_stored_pixels_equal_decoding_every_time(modality: str, posts, models, tmp_path: Path, monkeypatch):
+    model = models[modality]
+    tf = eval_transform(model.preprocess)
+    store = FrameStore(tmp_path, modality, tf, model.frames)
+    files = media(posts, modality)
+    decoded = [decode_media(modality, f, tf, model.frames) for f in files]
+    first = [store.pixels(f) for f in files]  # decoded and written
+    assert len(list(tmp_path.rglob("*.npy"))) == len(files)
+    monkeypatch.setattr(store_mod, "read_frames", lambda *a: pytest.fail("a stored video was decoded again"))
+    monkeypatch.setattr(store_mod, "load_image", lambda *a: pytest.fail("a stored image was decoded again"))
+    again = [FrameStore(tmp_path, modality, tf, model.frames).pixels(f) for f in files]  # a new reader: read back
+    for d, a, b in zip(decoded, first, again, strict=True):
+        assert d.shape == a.shape and d.dtype == torch.float32
+        assert torch.equal(d, a) and torch.equal(d, b)  # bit-identical, not merely close
+    entry = np.load(next(tmp_path.rglob("*.npy")))
+    assert entry.dtype == np.uint8 and entry.shape == (model.frames if modality == "video" else 1, 64, 64, 3)
+
+
+def test_a_changed_file_or_frame_count_is_never_read_stale(posts, models, tmp_path: Path):
+    model = models["video"]
+    tf = eval_transform(model.preprocess)
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(media(posts, "video", 1)[0], clip)
+    store = FrameStore(tmp_path / "store", "video", tf, 4)
+    before = store.pixels(clip)
+    write_video(clip, [255 - f for f in read_frames(clip, 12)])  # new content at the same path
+    after = store.pixels(clip)
+    assert torch.equal(after, decode_media("video", clip, tf, 4)) and not torch.equal(before, after)
+    assert FrameStore(tmp_path / "store", "video", tf, 2).pixels(clip).shape[0] == 2
+    assert len(list((tmp_path / "store").rglob("*.npy"))) == 3
+
+
+def test_an_unreadable_entry_is_decoded_again(posts, models, tmp_path: Path):
+    model = models["image"]
+    tf = eval_transform(model.preprocess)
+    store = FrameStore(tmp_path, "image", tf)
+    image = media(posts, "image", 1)[0]
+    good = store.pixels(image)
+    store.path(image).write_bytes(b"not an array")  # e.g. a disk that filled up under another tool
+    assert torch.equal(store.pixels(image), good)
+
+
+def test_datasets_use_the_store_except_for_augmented_images(posts, models, tmp_path: Path):
+    video = [p for p in posts if p.video][:3]
+    images = [p for p in posts if p.image][:3]
+    plain = specialist_dataset(models["video"], video, train=True)
+    stored = specialist_dataset(models["video"], video, train=True, frame_store=tmp_path)
+    assert stored.store is not None and all(torch.equal(plain[i][0], stored[i][0]) for i in range(3))
+    assert specialist_dataset(models["image"], images, frame_store=tmp_path).store is not None
+    assert specialist_dataset(models["image"], images, train=True, frame_store=tmp_path).store is None
+    assert specialist_dataset(models["image"], images, train=True, augment=False, frame_store=tmp_path).store
+
+
+def test_embed_stage_gives_the_same_cache_with_the_store(posts, models, tmp_path: Path):
+    split = {p.id: "train" for p in posts}
+    save_checkpoint(tmp_path / "video.pt", models["video"], backbone=VISION["backbone"], pretrained=False)
+    for name, store in (("plain", None), ("cold", tmp_path / "frames"), ("warm", tmp_path / "frames")):
+        embed_modality("video", tmp_path / "video.pt", posts, split, tmp_path / f"{name}.h5", batch_size=8,
+                       num_workers=0, device="cpu", frame_store=store)
+    import h5py
+
+    with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "cold.h5") as b, \
+            h5py.File(tmp_path / "warm.h5") as c:
+        assert np.array_equal(a["emb"][:], b["emb"][:]) and np.array_equal(a["emb"][:], c["emb"][:])
+    assert len(list((tmp_path / "frames").rglob("*.npy"))) == sum(bool(p.video) for p in posts)
