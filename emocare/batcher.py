@@ -2,7 +2,9 @@
 
 Like TorchServe's ``batch_size`` / ``max_batch_delay``: the worker takes the first waiting post,
 then whatever else arrives within ``max_wait_s`` of it, up to ``max_batch`` posts, and scores
-them in one call. Each caller awaits its own future, so every answer is its own request's.
+them in one call. Given ``arriving`` (how many posts the caller has admitted but not yet
+submitted: requests still being read or decoded), it waits only while some are on their way, so
+a batch of everything that is coming goes at once, and a lone post is never held back. Each caller awaits its own future, so every answer is its own request's.
 A caller that stopped waiting (timed out) is skipped if the worker has not reached it yet.
 ``score`` may run the model in this thread or hand the batch to a model process
 (:class:`emocare.model_worker.ModelWorker`, as the service does).
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 _STOP = object()
+POLL_S = 0.001  # how often the worker looks again while posts are on their way
 
 
 @dataclass
@@ -40,9 +43,10 @@ class Batcher:
     """Queue posts from any event loop; a worker thread scores them in batches with ``score``."""
 
     def __init__(self, score: Callable[[list[dict]], list[dict]], max_batch: int = 32, max_wait_s: float = 0.005,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, arriving: Callable[[], int] | None = None):
         self.score, self.max_batch, self.max_wait_s = score, max_batch, max_wait_s
         self.on_batch = on_batch or (lambda n: None)
+        self.arriving = arriving
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="model-worker", daemon=True)
         self._thread.start()
@@ -63,9 +67,14 @@ class Batcher:
         batch, stop = [first], False
         deadline = time.monotonic() + self.max_wait_s
         while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get(timeout=left if self.arriving is None else min(left, POLL_S))
             except queue.Empty:
+                if self.arriving is not None and self.arriving() > 0:
+                    continue  # posts are on their way (being read or decoded): worth waiting for
                 break
             if item is _STOP:
                 stop = True

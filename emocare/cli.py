@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", default="models")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="requests larger than this get 413")
     s.add_argument("--max-batch", type=int, default=32, help="posts scored together in one model call")
-    s.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more posts")
+    s.add_argument("--max-wait-ms", type=float, default=20.0,
+                   help="how long a batch may wait for posts still being read or decoded")
     s.add_argument("--max-queue", type=int, default=256, help="requests in the service at once; then 503")
     s.add_argument("--timeout-s", type=float, default=30.0, help="a request not answered by then gets 504")
     s.add_argument("--access-log", action="store_true", help="log every request (/metrics counts them anyway)")

@@ -44,7 +44,7 @@ class ServeConfig:
 
     max_upload_bytes: int = 20 * 1024 * 1024
     max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 20.0  # waited only while admitted posts are still being read or decoded
     max_queue: int = 256
     timeout_s: float = 30.0
     access_log: bool = False
@@ -174,14 +174,15 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
     metrics = Metrics()
     metrics.load_seconds.set(load_seconds)
     pool = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="decode")
-    state = {"inflight": 0, "batcher": None, "worker": None}
+    state = {"inflight": 0, "arriving": 0, "batcher": None, "worker": None}  # arriving: admitted, not yet queued
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         from emocare.batcher import Batcher
 
         state["worker"] = worker = ModelWorker(model, cfg.worker_nice)
-        state["batcher"] = Batcher(worker.score, cfg.max_batch, cfg.max_wait_ms / 1000, metrics.batch.observe)
+        state["batcher"] = Batcher(worker.score, cfg.max_batch, cfg.max_wait_ms / 1000, metrics.batch.observe,
+                                   arriving=lambda: state["arriving"])
         yield
         state["batcher"].close()  # uvicorn has let the requests in flight finish
         worker.close()
@@ -220,16 +221,20 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
             raise RequestError(503, f"the service is at its limit of {cfg.max_queue} requests; retry shortly",
                                {"Retry-After": "1"})
         state["inflight"] += 1
+        state["arriving"] += 1
         metrics.queue.set(state["inflight"])
         deadline = time.monotonic() + cfg.timeout_s
         try:
-            with ExitStack() as files:
-                post = await _read_post(request, files)
-                if "image" in post or "video" in post:  # decoding media takes a while: off the event loop
-                    inputs, failed = await _within(deadline, asyncio.get_running_loop().run_in_executor(
-                        pool, model.decode, post), cfg.timeout_s)
-                else:
-                    inputs, failed = model.decode(post)
+            try:
+                with ExitStack() as files:
+                    post = await _read_post(request, files)
+                    if "image" in post or "video" in post:  # decoding media takes a while: off the event loop
+                        inputs, failed = await _within(deadline, asyncio.get_running_loop().run_in_executor(
+                            pool, model.decode, post), cfg.timeout_s)
+                    else:
+                        inputs, failed = model.decode(post)
+            finally:
+                state["arriving"] -= 1
             if failed:
                 raise RequestError(422, next(iter(failed.values())))
             if not inputs:

@@ -265,3 +265,31 @@ def test_model_runs_in_its_own_process_and_its_death_is_reported(trained_bundle:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_batcher_waits_only_for_posts_on_their_way():
+    """With ``arriving``, a batch goes as soon as nothing more is coming, and waits while something is."""
+    import asyncio
+
+    from emocare.batcher import Batcher
+
+    sizes: list[int] = []
+    coming = {"n": 0}
+    batcher = Batcher(lambda xs: [{"echo": x["n"]} for x in xs], max_batch=8, max_wait_s=5.0, on_batch=sizes.append,
+                      arriving=lambda: coming["n"])
+
+    async def main() -> float:
+        started = time.perf_counter()
+        assert (await batcher.submit({"n": 0}))["echo"] == 0  # nothing on its way: no 5 s wait
+        lone = time.perf_counter() - started
+        coming["n"] = 1  # a second post is being decoded
+        first = batcher.submit({"n": 1})
+        await asyncio.sleep(0.3)
+        coming["n"] = 0
+        second = batcher.submit({"n": 2})
+        assert [r["echo"] for r in await asyncio.gather(first, second)] == [1, 2]
+        return lone
+
+    assert asyncio.run(main()) < 1.0
+    assert sizes == [1, 2]  # the post that was on its way joined the batch
+    batcher.close()
