@@ -74,18 +74,20 @@ def main() -> None:
         bare = bare_forward(model, have, a.batch_size, device)
         row = {"posts": len(have), "bare_forward_posts_per_s": round(len(have) / bare, 1), "decoding": {}}
         with tempfile.TemporaryDirectory() as tmp:
+            frames = Path(tmp) / "frames"
             # decoding every time; then the frame store, empty (decode and write) and full (read back)
-            for path, store in [("decode", None)] + ([] if m == "text" else [("store_cold", Path(tmp) / "frames"),
-                                                                             ("store_warm", Path(tmp) / "frames")]):
+            paths = {"decode": None} if m == "text" else {"decode": None, "store_cold": frames, "store_warm": frames}
+            for path, store in paths.items():
                 start = time.perf_counter()
                 emb = encode_posts(model, have, a.batch_size, a.num_workers, device, frame_store=store)
                 write_cache(Path(tmp) / f"{m}.h5", emb, np.ones(len(have), bool), [p.id for p in have],
                             np.zeros(len(have), np.int64), [split.get(p.id, "") for p in have], {"modality": m})
                 full = time.perf_counter() - start
-                row["decoding"][path] = {"embed_posts_per_s": round(len(have) / full, 1), "ratio": round(bare / full, 3)}
+                row["decoding"][path] = {"embed_posts_per_s": round(len(have) / full, 1),
+                                         "ratio": round(bare / full, 3)}
             if m != "text":
-                row["store_mb_per_1000_posts"] = round(sum(f.stat().st_size for f in (Path(tmp) / "frames").rglob(
-                    "*.npy")) / len(set(getattr(p, m) for p in have)) * 1000 / 1e6, 1)
+                stored = sum(f.stat().st_size for f in frames.rglob("*.npy"))
+                row["store_mb_per_1000_posts"] = round(stored / len({getattr(p, m) for p in have}) * 1000 / 1e6, 1)
         results["modalities"][m] = row
     print(json.dumps(results, indent=2))
 

@@ -4,8 +4,9 @@ Like TorchServe's ``batch_size`` / ``max_batch_delay``: the worker takes the fir
 then whatever else arrives within ``max_wait_s`` of it, up to ``max_batch`` posts, and scores
 them in one call. Given ``arriving`` (how many posts the caller has admitted but not yet
 submitted: requests still being read or decoded), it waits only while some are on their way, so
-a batch of everything that is coming goes at once, and a lone post is never held back. Each caller awaits its own future, so every answer is its own request's.
-A caller that stopped waiting (timed out) is skipped if the worker has not reached it yet.
+a batch of everything that is coming goes at once, and a lone post is never held back. Each
+caller awaits its own future, so every answer is its own request's. A caller that stopped waiting
+(timed out) is skipped if the worker has not reached it yet.
 ``score`` may run the model in this thread or hand the batch to a model process
 (:class:`emocare.model_worker.ModelWorker`, as the service does).
 """

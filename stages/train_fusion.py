@@ -10,4 +10,5 @@ if __name__ == "__main__":
     results = train_fusion_models(load_cache("cache/embeddings"), params["fusion"], params["train"], "models/fusion",
                                   report_dir="reports/fusion")
     for name, r in results.items():
-        print(name, r.get("skipped") or {k: r[k] for k in ("modalities", "best_val_macro_f1", "best_epoch", "wall_time_s")})
+        print(name, r.get("skipped") or {k: r[k] for k in ("modalities", "best_val_macro_f1", "best_epoch",
+                                                            "wall_time_s")})
