@@ -1,7 +1,7 @@
 """Wall time of a fusion experiment after a full `dvc repro`, against the full repro, on the demo set.
 
 Copies the working tree into a temporary git repository, times `dvc repro` from scratch, then
-times `dvc exp run -S <fusion change>` (which must re-run only train_fusion and its dependants).
+times `dvc exp run -S <fusion change>` (which must re-run only the fusion stage and its dependants).
 Also records what a user then reads: `dvc metrics diff`, `dvc exp show --only-changed` and the
 number of metric columns of `dvc exp show`. Targets: experiment <= 1/20 of the full repro and
 <= 20 s. Prints JSON.

@@ -103,7 +103,16 @@ def evaluate_test(fusion_ckpt: str | Path, specialist_ckpts: dict[str, str | Pat
 def _error_record(post: Post, true: int, pred: int, probs: np.ndarray, combo: str) -> dict:
     return {"id": post.id, "true": LABELS[true], "predicted": LABELS[pred], "probability": round(float(probs[pred]), 4),
             "probabilities": {c: round(float(p), 4) for c, p in zip(LABELS, probs, strict=True)},
-            "modalities": combo, "text": post.text[:200], "image": post.image, "video": post.video}
+            "modalities": combo, "text": post.text[:200], "image": _portable(post.image),
+            "video": _portable(post.video)}
+
+
+def _portable(path: str | None) -> str | None:
+    """A media path relative to the working directory (the repository) when it lies inside it, so that the
+    report reads the same in every checkout."""
+    if path is None or not Path(path).is_relative_to(Path.cwd()):
+        return path
+    return Path(path).relative_to(Path.cwd()).as_posix()
 
 
 def headline_metrics(test: dict, ablation: list[dict]) -> dict:

@@ -3,7 +3,7 @@
 AdamW, linear warmup then linear decay, class-weighted cross-entropy, gradient clipping,
 early stopping on validation macro-F1 with ``patience``, the best epoch's checkpoint written
 atomically, fixed seeds, mixed precision that suits the GPU (bf16 where native, fp16 with a
-gradient scaler on older GPUs, float32 on the CPU), DVCLive curves.
+gradient scaler on older GPUs, float32 on the CPU), training curves in DVCLive's layout.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from emocare.cache import Cache, CachedDataset
+from emocare.curves import Curves
 from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
 from emocare.distributed import all_gather, all_sum, barrier, init_distributed, is_main, rank_world
@@ -215,7 +216,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
     Under torchrun the model is wrapped in DistributedDataParallel, the training split is sharded
     by a DistributedSampler (reshuffled each epoch), validation is scored on the whole split
     (gathered across ranks) so that every rank takes the same early-stopping decision, and rank 0
-    alone writes the checkpoint and the DVCLive curves.
+    alone writes the checkpoint and the curves (:class:`~emocare.curves.Curves`).
     """
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"{desc}: training needs posts in both train ({len(train_ds)}) and val ({len(val_ds)})")
@@ -240,11 +241,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
     if rank == 0:
         tqdm.write(f"{desc}: device {device}, precision {precision}, {workers} DataLoader worker(s) "
                    f"(num_workers: {cfg.num_workers})")
-    live = None
-    if live_dir is not None and rank == 0:
-        from dvclive import Live
-
-        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
+    curves = Curves(live_dir) if live_dir is not None and rank == 0 else None
     best = {"macro_f1": -1.0}
     history, bad_epochs, started = [], 0, time.time()
     for epoch in range(1, cfg.epochs + 1):
@@ -279,10 +276,8 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
         if rank == 0:
             tqdm.write(f"{desc} epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val['loss']:.4f} "
                        f"val_macro_f1 {val['macro_f1']:.4f}")
-        if live is not None:
-            for key in ("train_loss", "val_loss", "val_macro_f1"):
-                live.log_metric(key, row[key])
-            live.next_step()
+        if curves is not None:
+            curves.log({key: row[key] for key in ("train_loss", "val_loss", "val_macro_f1")})
         if val["macro_f1"] > best["macro_f1"]:
             best = {**val, "epoch": epoch, "labels": val_labels, "pred": val_logits.argmax(1)}
             if rank == 0:
@@ -293,8 +288,6 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
             bad_epochs += 1
             if bad_epochs >= cfg.patience:
                 break
-    if live is not None:
-        live.end()
     barrier()  # the checkpoint is complete before any rank moves on
     return {
         "best_val_macro_f1": best["macro_f1"], "best_val_loss": best["loss"], "best_val_accuracy": best["accuracy"],
@@ -392,7 +385,7 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
                  desc: str = "fusion") -> dict:
     """Train a fusion model on cached embeddings (``modalities`` defaults to all available).
 
-    With ``report_dir``, DVCLive curves, ``metrics.json`` and ``classification_report.json`` go there.
+    With ``report_dir``, the training curves, ``metrics.json`` and ``classification_report.json`` go there.
     """
     mods = available_modalities(cache, modalities)
     if not mods:
@@ -461,8 +454,9 @@ def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_d
     device = resolve_device(train_cfg.get("device", "auto"))
     jobs = {"fusion": (subset_path(model_dir, MODALITIES), None, report_dir)}
     for s in sorted(subsets, key=len, reverse=True):  # the longest first: the cores finish together
-        if sorted(s) != sorted(MODALITIES):
-            jobs["+".join(s)] = (subset_path(model_dir, s), s, None)
+        path = subset_path(model_dir, s)
+        if path != jobs["fusion"][0]:  # all modalities: the fusion model itself
+            jobs["+".join(s)] = (path, s, None)
     workers = 1 if device.type == "cuda" else min(len(jobs), len(os.sched_getaffinity(0)))
     shared = (cache, fusion_cfg, train_cfg, workers > 1)
     if workers == 1:

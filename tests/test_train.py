@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from emocare.curves import Curves
 from emocare.models.fusion import FusionModel
 from emocare.train import TrainConfig, fit, resolve_device
 
@@ -46,7 +48,22 @@ def test_trainer_learns_and_keeps_the_best_epoch(tmp_path: Path):
     assert max(h["val_macro_f1"] for h in summary["history"]) == summary["best_val_macro_f1"]
     curves = tmp_path / "live" / "plots" / "metrics"
     assert {p.name for p in curves.iterdir()} == {"train_loss.tsv", "val_loss.tsv", "val_macro_f1.tsv"}
-    assert len((curves / "val_loss.tsv").read_text().splitlines()) == summary["epochs_run"] + 1
+    rows = (curves / "val_macro_f1.tsv").read_text().splitlines()
+    assert rows[0] == "step\tval_macro_f1" and len(rows) == summary["epochs_run"] + 1
+    assert [float(r.split("\t")[1]) for r in rows[1:]] == [h["val_macro_f1"] for h in summary["history"]]
+    latest = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert latest == {**{k: summary["history"][-1][k] for k in ("train_loss", "val_loss", "val_macro_f1")},
+                      "step": summary["epochs_run"] - 1}
+
+
+def test_curves_replace_an_earlier_runs(tmp_path: Path):
+    old = Curves(tmp_path)
+    old.log({"a": 1, "b": 2})
+    old.log({"a": 3, "b": 4})
+    Curves(tmp_path).log({"a": 5})
+    assert (tmp_path / "plots" / "metrics" / "a.tsv").read_text() == "step\ta\n0\t5.0\n"
+    assert not (tmp_path / "plots" / "metrics" / "b.tsv").exists()
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 5.0, "step": 0}
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path: Path):

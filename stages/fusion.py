@@ -1,5 +1,7 @@
-"""DVC stage evaluate: test-set evaluation and the modality ablation -> reports/test/, reports/ablation.*,
-reports/metrics.json (one interpreter for both: they load the same cache and models)."""
+"""DVC stage fusion: on the cached embeddings, train the fusion model and the ablation's one model per modality
+subset (models/fusion/, reports/fusion/), then score them and the specialists on the test set (reports/test/,
+reports/ablation.*, reports/metrics.json). One interpreter for both halves: most of a fusion experiment's
+time was interpreters starting and importing torch."""
 
 from emocare.cache import load_cache
 from emocare.data.manifest import load_posts
@@ -7,9 +9,13 @@ from emocare.evaluate import evaluate_test, headline_metrics, run_ablation, writ
 from emocare.io import write_json
 from emocare.labels import MODALITIES
 from emocare.params import load_params
+from emocare.train import train_fusion_models
 
 if __name__ == "__main__":
     params, cache = load_params(), load_cache("cache/embeddings")
+    results = train_fusion_models(cache, params["fusion"], params["train"], "models/fusion", "reports/fusion")
+    for name, r in results.items():
+        print(name, r.get("skipped") or {k: r[k] for k in ("modalities", "best_val_macro_f1", "best_epoch")})
     test = evaluate_test("models/fusion/best_model.pt", {m: f"models/{m}_specialist/best_model.pt" for m in MODALITIES},
                          cache, load_posts("data/posts.jsonl"), "reports/test", params["evaluate"]["errors"])
     rows = run_ablation("models/fusion", cache)
