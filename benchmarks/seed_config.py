@@ -1,0 +1,132 @@
+"""The original study's configuration, timed end to end: `dvc repro` with configs/seed.yaml.
+
+Copies the working tree into DEST, writes configs/seed.yaml as its params.yaml with these
+changes only, then times `dvc repro` stage by stage while sampling GPU utilisation:
+- the backbones' weights cannot be downloaded here, so both are RANDOMLY INITIALISED with the same
+  architectures: DistilBERT (`DistilBertConfig()` defaults, the shape of distilbert-base-uncased,
+  saved with the BERT-uncased tokenizer given by --tokenizer) and open_clip ViT-B-32 (`pretrained:
+  null`), with `offline: true`;
+- `demo.posts` (6,250 by default, as the original study's dataset);
+- `num_workers: auto` for training and embedding (this project's default) instead of the fixed 4.
+Prints JSON: per-stage wall time and mean GPU utilisation, the total, what was initialised randomly.
+DEST is kept, so `benchmarks/embed_throughput.py` can run in it afterwards.
+
+    python benchmarks/seed_config.py DEST --tokenizer DIR [--posts 6250]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def random_distilbert(dest: Path, tokenizer_dir: Path) -> Path:
+    """A save_pretrained() folder: distilbert-base-uncased's architecture, random weights."""
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    torch.manual_seed(0)
+    DistilBertModel(DistilBertConfig()).save_pretrained(dest)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(dest)
+    return dest
+
+
+class GpuSampler(threading.Thread):
+    """(time, utilisation %) every 0.5 s from nvidia-smi, until stopped."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                      "-lms", "500"], stdout=subprocess.PIPE, text=True)
+
+    def run(self) -> None:
+        for line in self.proc.stdout:
+            if line.strip().isdigit():
+                self.samples.append((time.perf_counter(), float(line)))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+
+    def mean(self, start: float, end: float) -> float | None:
+        values = [u for t, u in self.samples if start <= t <= end]
+        return round(sum(values) / len(values), 1) if values else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dest", type=Path)
+    ap.add_argument("--tokenizer", type=Path, required=True, help="a BERT-uncased tokenizer folder")
+    ap.add_argument("--posts", type=int, default=6250)
+    a = ap.parse_args()
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
+            (a.dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, a.dest / rel)
+    params = yaml.safe_load((REPO / "configs" / "seed.yaml").read_text())
+    backbone = random_distilbert(a.dest / "backbones" / "distilbert-random", a.tokenizer)
+    params["offline"] = True
+    overrides = {"train.num_workers": "auto", "embed.num_workers": "auto"}  # this project's default: by device, cores
+    params["train"]["num_workers"] = params["embed"]["num_workers"] = "auto"
+    params["demo"]["posts"] = a.posts
+    params["text"]["backbone"] = str(backbone)
+    for m in ("image", "video"):
+        params[m]["pretrained"] = None
+    (a.dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=a.dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=a.dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "seed configuration"], cwd=a.dest, check=True)
+
+    gpu = GpuSampler()
+    gpu.start()
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=a.dest, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    marks: list[tuple[str, float]] = []
+    log = []
+    for line in proc.stdout:
+        log.append(line)
+        if m := re.match(r"Running stage '([^']+)'", line):
+            marks.append((m.group(1), time.perf_counter()))
+            print(f"{time.perf_counter() - started:7.1f} s  {m.group(1)}", file=sys.stderr, flush=True)
+    rc = proc.wait()
+    ended = time.perf_counter()
+    gpu.stop()
+    if rc:
+        sys.exit("dvc repro failed:\n" + "".join(log[-60:]))
+    ends = [t for _, t in marks[1:]] + [ended]
+    stages = {name: {"wall_s": round(end - start, 1), "gpu_util_mean_pct": gpu.mean(start, end)}
+              for (name, start), end in zip(marks, ends, strict=True)}
+    infos = {m: json.loads((a.dest / "reports" / m / "info.json").read_text()) for m in ("text", "image", "video")}
+    print(json.dumps({
+        "posts": a.posts, "total_s": round(ended - started, 1), "stages": stages,
+        "gpu_util_mean_pct": gpu.mean(started, ended),
+        "randomly_initialised": {"text": "DistilBERT (DistilBertConfig defaults), random weights",
+                                 "image": "open_clip ViT-B-32, pretrained: null", "video": "open_clip ViT-B-32, "
+                                 "pretrained: null"},
+        "overrides": overrides,
+        "specialists": {m: {k: i.get(k) for k in ("backbone", "device", "precision", "num_workers",
+                                                   "epochs_run", "wall_time_s", "train_size", "best_val_macro_f1")}
+                        for m, i in infos.items()},
+        "test": json.loads((a.dest / "reports" / "metrics.json").read_text())["test"],
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
