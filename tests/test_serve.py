@@ -20,6 +20,8 @@ import pytest
 from emocare.labels import LABELS
 from emocare.predict import EmoCare
 
+DEVICE = os.environ.get("EMOCARE_TEST_DEVICE", "cpu")  # cuda on a GPU machine: the model process there
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -36,7 +38,7 @@ def start_server(bundle: Path, tmp: Path, *args: str) -> tuple[subprocess.Popen,
     """`emocare serve` on a free loopback port, with uploads spooled under ``tmp``; waits until it answers."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "emocare.cli", "serve", "--models", str(bundle), "--host",
-                             "127.0.0.1", "--port", str(port), "--device", "cpu", *args],
+                             "127.0.0.1", "--port", str(port), "--device", DEVICE, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "TQDM_DISABLE": "1", "TMPDIR": str(tmp)})
     url = f"http://127.0.0.1:{port}"
@@ -131,7 +133,7 @@ def _same(a: dict, b: dict) -> bool:
 
 def test_health_answers_while_64_requests_are_in_flight(server: str, demo_dir: Path, trained_bundle: Path):
     posts = _posts(demo_dir, 64)
-    offline = EmoCare.load(trained_bundle, "cpu").predict_batch(posts)
+    offline = EmoCare.load(trained_bundle, DEVICE).predict_batch(posts)
     assert len({json.dumps(o["probabilities"]) for o in offline}) > 32  # answers differ: crossing would show
     health: list[float] = []
     with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=80)) as client, \
@@ -159,7 +161,7 @@ def test_overload_gets_503_and_every_other_answer_is_right(trained_bundle: Path,
     proc, url = start_server(trained_bundle, tmp_path, "--max-queue", "6", "--max-batch", "4", "--max-wait-ms", "20")
     try:
         posts = _posts(demo_dir, 48)
-        offline = EmoCare.load(trained_bundle, "cpu").predict_batch(posts)
+        offline = EmoCare.load(trained_bundle, DEVICE).predict_batch(posts)
         with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64)) as client, \
                 ThreadPoolExecutor(max_workers=48) as pool:
             responses = list(pool.map(lambda p: _send(client, url, p), posts))
