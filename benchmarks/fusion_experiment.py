@@ -25,6 +25,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+
+
+def copy_repository(dest: Path, message: str = "bench") -> None:
+    """Copy the working tree (tracked and not-ignored files, less reports/ and dvc.lock: a pipeline never run)
+    into ``dest`` as a fresh git repository with one commit."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*GIT, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*GIT, "commit", "-qm", message], cwd=dest, check=True)
+
+
 def sh(cwd: Path, *args: str) -> tuple[float, str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TQDM_DISABLE": "1"}
     start = time.perf_counter()
@@ -40,19 +57,10 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp)
-        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                               text=True, check=True).stdout.split()
-        for rel in files:
-            if (REPO / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / rel, dest / rel)
-        git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-        sh(dest, "git", "init", "-q")
-        sh(dest, *git, "add", "-A")
-        sh(dest, *git, "commit", "-qm", "bench")
+        copy_repository(dest)
         full, _ = sh(dest, sys.executable, "-m", "dvc", "repro")
-        sh(dest, *git, "add", "-A")
-        sh(dest, *git, "commit", "-qm", "baseline")
+        sh(dest, *GIT, "add", "-A")
+        sh(dest, *GIT, "commit", "-qm", "baseline")
         exp, out = sh(dest, sys.executable, "-m", "dvc", "exp", "run", "-S", a.set)
         _, diff = sh(dest, sys.executable, "-m", "dvc", "metrics", "diff")
         _, changed = sh(dest, sys.executable, "-m", "dvc", "exp", "show", "--only-changed", "--no-pager")

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -28,8 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from fusion_experiment import GIT, REPO, copy_repository  # benchmarks/, beside this script
 
 
 def random_distilbert(dest: Path, tokenizer_dir: Path) -> Path:
@@ -71,12 +69,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", type=Path, required=True, help="a BERT-uncased tokenizer folder")
     ap.add_argument("--posts", type=int, default=6250)
     a = ap.parse_args()
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
-    for rel in files:
-        if (REPO / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
-            (a.dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, a.dest / rel)
+    copy_repository(a.dest)  # committed before params.yaml changes: the run's params differ from the copy's
     params = yaml.safe_load((REPO / "configs" / "seed.yaml").read_text())
     backbone = random_distilbert(a.dest / "backbones" / "distilbert-random", a.tokenizer)
     params["offline"] = True
@@ -87,10 +80,8 @@ def main() -> None:
     for m in ("image", "video"):
         params[m]["pretrained"] = None
     (a.dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-    subprocess.run(["git", "init", "-q"], cwd=a.dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=a.dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "seed configuration"], cwd=a.dest, check=True)
+    subprocess.run([*GIT, "add", "-A"], cwd=a.dest, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "seed configuration"], cwd=a.dest, check=True)
 
     gpu = GpuSampler()
     gpu.start()
