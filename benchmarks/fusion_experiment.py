@@ -1,12 +1,14 @@
 """Wall time of a fusion experiment after a full `dvc repro`, against the full repro, on the demo set.
 
 Copies the working tree into a temporary git repository, times `dvc repro` from scratch, then
-times `dvc exp run -S <fusion change>` (which must re-run only the fusion stage and its dependants).
-Also records what a user then reads: `dvc metrics diff`, `dvc exp show --only-changed` and the
-number of metric columns of `dvc exp show`. Targets: experiment <= 1/20 of the full repro and
-<= 20 s. Prints JSON.
+times `dvc exp run -S <fusion change>` (which must re-run only the fusion stage and its dependants)
+``--repeats`` times, restoring the baseline in between: this machine's speed drifts by a third
+from one minute to the next, so the targets apply to the median and every time is printed. Also
+records what a user then reads: `dvc metrics diff`, `dvc exp show --only-changed` and the number
+of metric columns of `dvc exp show`. Targets: experiment <= 1/20 of the full repro and <= 20 s.
+Prints JSON.
 
-    python benchmarks/fusion_experiment.py [--set fusion.dropout=0.1]
+    python benchmarks/fusion_experiment.py [--set fusion.dropout=0.1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +57,7 @@ def sh(cwd: Path, *args: str) -> tuple[float, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", default="fusion.dropout=0.1", help="the -S value of the experiment")
+    ap.add_argument("--repeats", type=int, default=3, help="experiments timed, from the same baseline")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp)
@@ -61,14 +65,22 @@ def main() -> None:
         full, _ = sh(dest, sys.executable, "-m", "dvc", "repro")
         sh(dest, *GIT, "add", "-A")
         sh(dest, *GIT, "commit", "-qm", "baseline")
-        exp, out = sh(dest, sys.executable, "-m", "dvc", "exp", "run", "-S", a.set)
+        times, stages = [], []
+        for i in range(a.repeats):
+            if i:  # back to the baseline: the same experiment runs again (no run-cache hit: the check below)
+                sh(dest, *GIT, "checkout", "-q", "--", ".")
+                sh(dest, sys.executable, "-m", "dvc", "checkout", "-q")
+            t, out = sh(dest, sys.executable, "-m", "dvc", "exp", "run", "-S", a.set)
+            times.append(round(t, 1))
+            stages.append(sorted(set(re.findall(r"Running stage '([^']+)'", out))))
         _, diff = sh(dest, sys.executable, "-m", "dvc", "metrics", "diff")
         _, changed = sh(dest, sys.executable, "-m", "dvc", "exp", "show", "--only-changed", "--no-pager")
         _, shown = sh(dest, sys.executable, "-m", "dvc", "metrics", "show", "--json")
     metric_columns = [k for v in json.loads(shown).values() for f, d in v["data"].items() for k in _flat(d["data"])]
+    exp = statistics.median(times)
     print(json.dumps({"full_repro_s": round(full, 1), "experiment": f"dvc exp run -S {a.set}",
-                      "experiment_s": round(exp, 1), "ratio": round(exp / full, 4),
-                      "stages_rerun": sorted(set(re.findall(r"Running stage '([^']+)'", out))),
+                      "experiment_s": round(exp, 1), "experiment_s_each": times, "ratio": round(exp / full, 4),
+                      "stages_rerun": stages[0] if all(s == stages[0] for s in stages) else stages,
                       "metric_columns": len(metric_columns), "metrics_diff": diff.splitlines(),
                       "exp_show_only_changed": changed.splitlines(),
                       "targets": {"ratio_max": 0.05, "experiment_s_max": 20, "metric_columns_max": 25}}, indent=2))

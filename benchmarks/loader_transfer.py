@@ -1,10 +1,10 @@
 """How fast a DataLoader can hand the embed stage video posts, by pixel type, without any decoding.
 
 Each item is one video post's 8 frames at 224 px, already in memory (what a warm frame store
-gives): float32 after normalisation, as the pipeline ships them today, or uint8, to be normalised
-on the device. Workers send batches to the main process through shared memory, then the batch is
-copied to the device. Prints posts/s for each type: the ceiling on embedding throughput that
-the loader alone sets. Prints JSON.
+gives): float32 after normalisation, as decoding every time ships them, or uint8, as the frame
+store ships them, normalised on the device. Workers send batches to the main process through
+shared memory, then the batch is copied to the device. Prints posts/s for each type: the ceiling
+on embedding throughput that the loader alone sets. Prints JSON.
 
     python benchmarks/loader_transfer.py [--workers 8] [--batch-size 128] [--posts 2048]
 """

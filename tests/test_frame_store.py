@@ -1,4 +1,5 @@
-"""The decoded-frames store: the same pixels as decoding every time, decoded once, never stale."""
+"""The decoded-frames store: the same pixels as decoding every time (as uint8, normalised by the model),
+decoded once, never stale."""
 
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def test_stored_pixels_equal_decoding_every_time(modality: str, posts, models, t
     monkeypatch.setattr(store_mod, "load_image", lambda *a: pytest.fail("a stored image was decoded again"))
     again = [FrameStore(tmp_path, modality, tf, model.frames).pixels(f) for f in files]  # a new reader: read back
     for d, a, b in zip(decoded, first, again, strict=True):
-        assert d.shape == a.shape and d.dtype == torch.float32
-        assert torch.equal(d, a) and torch.equal(d, b)  # bit-identical, not merely close
+        assert d.shape == a.shape and a.dtype == torch.uint8  # shipped as uint8, a quarter of the bytes
+        # normalised on the model's device: bit-identical to the transform's floats, not merely close
+        assert torch.equal(d, model.normalize(a)) and torch.equal(a, b)
     entry = np.load(next(tmp_path.rglob("*.npy")))
     assert entry.dtype == np.uint8 and entry.shape == (model.frames if modality == "video" else 1, 64, 64, 3)
 
@@ -63,7 +65,7 @@ def test_a_changed_file_or_frame_count_is_never_read_stale(posts, models, tmp_pa
     before = store.pixels(clip)
     write_video(clip, [255 - f for f in read_frames(clip, 12)])  # new content at the same path
     after = store.pixels(clip)
-    assert torch.equal(after, decode_media("video", clip, tf, 4)) and not torch.equal(before, after)
+    assert torch.equal(model.normalize(after), decode_media("video", clip, tf, 4)) and not torch.equal(before, after)
     assert FrameStore(tmp_path / "store", "video", tf, 2).pixels(clip).shape[0] == 2
     assert len(list((tmp_path / "store").rglob("*.npy"))) == 3
 
@@ -83,7 +85,8 @@ def test_datasets_use_the_store_except_for_augmented_images(posts, models, tmp_p
     images = [p for p in posts if p.image][:3]
     plain = specialist_dataset(models["video"], video, train=True)
     stored = specialist_dataset(models["video"], video, train=True, frame_store=tmp_path)
-    assert stored.store is not None and all(torch.equal(plain[i][0], stored[i][0]) for i in range(3))
+    assert stored.store is not None
+    assert all(torch.equal(plain[i][0], models["video"].normalize(stored[i][0])) for i in range(3))
     assert specialist_dataset(models["image"], images, frame_store=tmp_path).store is not None
     assert specialist_dataset(models["image"], images, train=True, frame_store=tmp_path).store is None
     assert specialist_dataset(models["image"], images, train=True, augment=False, frame_store=tmp_path).store

@@ -81,6 +81,9 @@ def test_checkpoint_rebuilds_the_same_model(modality: str, tiny_distilbert: Path
                                                                          "frames": 4}
     model = build_specialist(modality, cfg).eval()
     save_checkpoint(tmp_path / "m.pt", model, backbone=cfg["backbone"])
+    save_checkpoint(tmp_path / "again.pt", model, backbone=cfg["backbone"])
+    # the same weights give the same bytes, whatever the temporary file was called: DVC hashes stay put
+    assert (tmp_path / "m.pt").read_bytes() == (tmp_path / "again.pt").read_bytes()
     rebuilt, payload = load_checkpoint(tmp_path / "m.pt")
     assert payload["backbone"] == cfg["backbone"] and payload["kind"] == modality
     if modality == "text":

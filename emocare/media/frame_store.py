@@ -3,9 +3,12 @@
 Decoding (PNG/JPEG, and eight seeks and decodes per video) is what bounds the vision specialists'
 input pipeline. The store does it once per post: the first reader decodes the media, applies the
 transform's geometric part (resize, crop, RGB) and writes the result as uint8 ``[T, H, W, 3]``
-(``T = 1`` for an image); every later epoch, and the embed stage, read that file and only scale
-and normalise it. The pixels are those the transform would have produced (``ToTensor`` turns the
-same uint8 values into floats), so results are bit-identical to decoding every time (tested).
+(``T = 1`` for an image); every later epoch, and the embed stage, read that file back. The
+DataLoader ships those uint8 pixels (a quarter of float32's bytes through worker shared memory and
+the host-to-device copy) and the model scales and normalises them on its device
+(:meth:`emocare.models.vision.VisionSpecialist.normalize`). The pixels are those the transform would
+have produced, normalised by the same operations, so results are bit-identical to decoding every
+time (tested).
 
 An entry's name is a hash of the media file (resolved path, size, modification time), the
 number of frames and the geometric transforms, so a changed file, frame count or tower size
@@ -34,24 +37,25 @@ from emocare.media.video import read_frames
 VERSION = 1  # bump when what an entry holds changes
 
 
-def split_transform(transform: T.Compose) -> tuple[T.Compose, T.Compose] | None:
-    """(the PIL-to-PIL part before ``ToTensor``, the tensor part after it), or None without a ``ToTensor``."""
+def geometric_part(transform: T.Compose) -> T.Compose | None:
+    """The PIL-to-PIL steps before ``ToTensor``, when only a ``Normalize`` follows it (what the model redoes
+    on its device); otherwise None."""
     steps = list(transform.transforms)
     at = next((i for i, t in enumerate(steps) if isinstance(t, T.ToTensor)), None)
-    if at is None:
+    if at is None or [type(t) for t in steps[at + 1:]] != [T.Normalize]:
         return None
-    return T.Compose(steps[:at]), T.Compose(steps[at + 1:])
+    return T.Compose(steps[:at])
 
 
 class FrameStore:
     """Pixels for ``modality`` posts under ``root``, as ``transform`` (an eval transform) would give them."""
 
     def __init__(self, root: str | Path, modality: str, transform: T.Compose, frames: int = 8):
-        parts = split_transform(transform)
-        if parts is None:
-            raise ValueError(f"the frame store needs a transform with a ToTensor step, not {transform}")
+        geometric = geometric_part(transform)
+        if geometric is None:
+            raise ValueError(f"the frame store needs a transform that ends ToTensor, Normalize, not {transform}")
         self.root, self.modality, self.frames = Path(root), modality, frames if modality == "video" else 1
-        self.geometric, self.normalize = parts
+        self.geometric = geometric
         steps = re.sub(r" at 0x[0-9a-f]+", "", repr(self.geometric))  # a function's repr names its address
         self._tag = f"v{VERSION}|{modality}|{self.frames}|{steps}"
 
@@ -80,6 +84,6 @@ class FrameStore:
         return pixels
 
     def pixels(self, media: str | Path) -> torch.Tensor:
-        """The model's input: ``[3, H, W]`` for an image, ``[T, 3, H, W]`` for a video (float32, normalised)."""
-        x = self.normalize(torch.from_numpy(self.uint8(media)).permute(0, 3, 1, 2).float().div(255))
+        """The model's input before normalisation: uint8 ``[3, H, W]`` for an image, ``[T, 3, H, W]`` for a video."""
+        x = torch.from_numpy(self.uint8(media)).permute(0, 3, 1, 2)
         return x[0] if self.modality == "image" else x

@@ -68,8 +68,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra) -> None:
     kind = "fusion" if isinstance(model, FusionModel) else model.modality
     payload = {"kind": kind, "labels": LABELS, "spec": model.spec(),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
-    with atomic_path(path) as tmp:
-        torch.save(plain(payload), tmp)
+    _save(plain(payload), path)
+
+
+def _save(payload: dict, path: str | Path) -> None:
+    """``torch.save`` through a file object, atomically: saved to a path, the archive's inner folder would be
+    named after the random temporary file, so the same weights would give different bytes (and DVC hashes)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -91,8 +97,7 @@ def convert_checkpoint(path: str | Path, out: str | Path | None = None) -> dict:
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise ValueError(f"{path}: not an EmoCare checkpoint (no state_dict)")
     out = Path(out or path)
-    with atomic_path(out) as tmp:
-        torch.save(plain(payload), tmp)
+    _save(plain(payload), out)
     read_checkpoint(out)
     return {"converted": str(path), "out": str(out), "kind": payload.get("kind")}
 

@@ -84,15 +84,24 @@ class VisionSpecialist(nn.Module):
         self.preprocess, self.dim, self.frames = preprocess, dim, frames
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(dim, n_classes)
+        # eval_transform's Normalize, for uint8 pixels normalised on the model's device (not saved: from preprocess)
+        self.register_buffer("mean", torch.tensor(preprocess["mean"], dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("std", torch.tensor(preprocess["std"], dtype=torch.float32).view(-1, 1, 1), False)
 
     @staticmethod
     def collate(items: list[tuple[torch.Tensor, int]]) -> dict:
         pixels, labels = zip(*items, strict=True)
         return {"pixels": torch.stack(pixels), "label": torch.tensor(labels, dtype=torch.long)}
 
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (the frame store's) as ``ToTensor`` then ``Normalize`` would give them, same operations."""
+        return pixels.float().div(255).sub(self.mean).div(self.std)
+
     def encode(self, batch: dict) -> torch.Tensor:
-        """Pooled features before the classifier: [B, dim] (video frames mean-pooled)."""
+        """Pooled features before the classifier: [B, dim] (video frames mean-pooled); uint8 pixels normalised first."""
         x = batch["pixels"]
+        if x.dtype == torch.uint8:
+            x = self.normalize(x)
         if x.dim() == 5:
             b, t = x.shape[:2]
             return self.tower(x.flatten(0, 1)).view(b, t, -1).mean(1)
