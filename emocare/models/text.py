@@ -103,9 +103,10 @@ class TextSpecialist(nn.Module):
         return self.head(self.dropout(self.encode(batch)))
 
     def spec(self) -> dict:
-        """What a checkpoint needs to rebuild this model."""
+        """What a checkpoint needs to rebuild this model (no path of the machine that loaded the backbone)."""
+        config = {k: v for k, v in self.backbone.config.to_dict().items() if k != "_name_or_path"}
         return {"pooling": self.pooling, "max_length": self.max_length, "dim": self.dim,
-                "hf_config": self.backbone.config.to_dict(), "tokenizer_files": tokenizer_files(self.tokenizer)}
+                "hf_config": config, "tokenizer_files": tokenizer_files(self.tokenizer)}
 
     @classmethod
     def from_spec(cls, spec: dict, n_classes: int) -> TextSpecialist:
