@@ -35,7 +35,8 @@ from emocare.models import FusionModel, build_specialist, save_checkpoint
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (a ``params.yaml`` section; unknown keys are ignored)."""
+    """Training hyper-parameters: the trainer's keys of ``params.yaml`` sections (their other keys configure the
+    model; :mod:`emocare.params` refuses keys that nothing reads)."""
 
     epochs: int = 4
     batch_size: int = 16
@@ -50,7 +51,7 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, *sections: dict) -> TrainConfig:
-        """Merge sections left to right (later wins) and keep the known keys."""
+        """Merge sections left to right (later wins) and keep the trainer's keys."""
         merged: dict = {}
         for s in sections:
             merged.update(s or {})

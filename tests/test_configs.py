@@ -29,3 +29,28 @@ def test_seed_config_has_every_param_and_the_original_values():
         for k, v in values.items():
             assert seed[section][k] == v, (section, k)
     assert params["offline"] is True and params["image"]["pretrained"] is None
+
+
+def test_params_files_use_only_known_keys():
+    from emocare.params import load_params
+
+    for path in (REPO / "params.yaml", REPO / "configs" / "seed.yaml"):
+        assert load_params(path)["fusion"]["kind"] == "attention"
+
+
+def test_a_misspelt_key_is_an_error_naming_it_and_the_known_keys(tmp_path):
+    import pytest
+
+    from emocare.params import load_params
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["fusion"]["dropuot"] = 0.3
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=r"unknown key fusion\.dropuot; the known keys of fusion are kind, dropout"):
+        load_params(path)
+    params["fusion"].pop("dropuot")
+    params["fusoin"] = {}
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match="unknown section 'fusoin'"):
+        load_params(path)

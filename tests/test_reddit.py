@@ -16,7 +16,7 @@ from emocare.data.manifest import load_posts
 from emocare.data.split import dataset_stats, stratified_split
 from emocare.data.validate import validate_manifest
 from emocare.reddit.fetch import FetchConfig, HostRateLimiter, fetch_media, retry_after
-from emocare.reddit.posts import media_urls
+from emocare.reddit.posts import media_urls, to_record
 from emocare.reddit.read import iter_objects
 
 DAY = 86400
@@ -61,6 +61,13 @@ def test_json_list_and_api_listings(tmp_path: Path):
     assert [i.obj["id"] for i in iter_objects(tmp_path / "thread.json")] == ["f"]
     with pytest.raises(ValueError, match="unsupported format"):
         list(iter_objects(tmp_path / "posts.csv"))
+
+
+def test_reddit_html_escapes_are_undone_in_text_and_flair(tmp_path: Path):
+    post = {"id": "q1", "title": "Q&amp;A: 1 &lt; 2", "selftext": "a &gt; b &amp;&amp; c",
+            "link_flair_text": "Tips &amp; Tricks"}
+    rec, status = to_record(post, None, tmp_path)
+    assert rec["text"] == "Q&A: 1 < 2\n\na > b && c" and rec["flair"] == "Tips & Tricks" and status == "text"
 
 
 # --- media URLs --------------------------------------------------------------------------------

@@ -149,7 +149,8 @@ def to_record(post: dict, media_dir: Path | None, out_dir: Path, label_field: st
     A label is set only from ``label_field``; a value outside the five classes (after
     ``label_map``) is kept raw so that validation quarantines it with a reason.
     """
-    title, body = post.get("title") or "", post.get("selftext") or ""
+    # Reddit's API and dumps HTML-escape text (&amp; &lt; &gt;), as they do URLs: the model reads it plain
+    title, body = html.unescape(post.get("title") or ""), html.unescape(post.get("selftext") or "")
     if body in REMOVED_TEXT:
         body = ""
     rec: dict = {"id": str(post["id"]), "text": f"{title}\n\n{body}".strip()}
@@ -160,7 +161,7 @@ def to_record(post: dict, media_dir: Path | None, out_dir: Path, label_field: st
         if post.get(key) is not None:
             rec[key] = post[key]
     if post.get("link_flair_text"):
-        rec["flair"] = post["link_flair_text"]
+        rec["flair"] = html.unescape(post["link_flair_text"])
     kind, _ = media_urls(post)
     found = find_media(media_dir, rec["id"]) if media_dir is not None else None
     if found is not None:

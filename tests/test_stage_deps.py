@@ -1,0 +1,112 @@
+"""Every DVC stage depends on exactly the `emocare/` code it runs: the files its script imports, transitively
+(lazy imports inside functions included), read from the source with `ast`, against its `deps` in dvc.yaml."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_file(name: str) -> Path | None:
+    """The file of module ``emocare.x.y`` (a module or a package's ``__init__``), or None if none exists."""
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _package(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts[:-1])
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The ``emocare`` modules named by every import statement in ``path``, wherever it stands."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = _package(path).split(".")
+                pkg = pkg[: len(pkg) - node.level + 1]
+                base = ".".join([*pkg, base] if base else pkg)
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    found = set()
+    for name in names:
+        if name.split(".")[0] != "emocare":
+            continue
+        parts = name.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # parent packages run first
+    return {n for n in found if module_file(n)}
+
+
+def closure(script: Path, entry_modules: list[str]) -> set[Path]:
+    """Every ``emocare/`` file that running ``script`` (through ``entry_modules``, e.g. ``-m``) may execute."""
+    todo = [script, *(module_file(m) for m in entry_modules)]
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo.extend(module_file(m) for m in imported_modules(path))
+    return {p for p in seen if p.is_relative_to(ROOT / "emocare")}
+
+
+def stages() -> dict[str, dict]:
+    """dvc.yaml's stages with ``foreach`` expanded (``name@item``; ``${item}`` substituted)."""
+    out = {}
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        for item in stage["foreach"]:
+            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+            out[f"{name}@{item}"] = yaml.safe_load(text)
+    return out
+
+
+def declared(stage: dict) -> set[Path]:
+    """The ``emocare/`` Python files among a stage's deps (a folder stands for every file under it)."""
+    files: set[Path] = set()
+    for dep in stage.get("deps", []):
+        path = ROOT / dep
+        if path.is_dir():
+            files.update(path.rglob("*.py"))
+        elif path.suffix == ".py":
+            files.add(path)
+    return {p for p in files if p.is_relative_to(ROOT / "emocare") and "__pycache__" not in p.parts}
+
+
+def ran(stage: dict) -> set[Path]:
+    cmd = stage["cmd"]
+    script = re.search(r"(stages/\w+\.py)", cmd)
+    assert script, f"no stage script in {cmd!r}"
+    return closure(ROOT / script.group(1), re.findall(r"-m (emocare[\w.]*)", cmd))
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_stage_deps_are_exactly_its_imports(name):
+    stage = stages()[name]
+    imports, deps = ran(stage), declared(stage)
+    rel = lambda paths: sorted(p.relative_to(ROOT).as_posix() for p in paths)  # noqa: E731
+    assert not imports - deps, f"stage {name} imports modules it does not depend on: {rel(imports - deps)}"
+    assert not deps - imports, f"stage {name} depends on modules it never imports: {rel(deps - imports)}"
+
+
+def test_closure_follows_lazy_imports(tmp_path):
+    """The import reader sees imports inside functions, ``from pkg import submodule`` and parent packages."""
+    found = imported_modules(ROOT / "emocare" / "cli.py")
+    assert "emocare.reddit.cli" in found  # a top-level `from emocare.reddit import cli`
+    assert "emocare.bulk" in found  # imported inside cmd_predict only
+    assert "emocare.data" in found  # the parent package of emocare.data.demo
