@@ -4,6 +4,7 @@ and unlabelled posts through validate, split and predict."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -207,6 +208,9 @@ def test_fetch_media_outcomes(media_server: MediaServer, tmp_path: Path):
     assert files == ["busy.jpg", "fetch-log.jsonl", "flaky.jpg", "gal-2.png", "gal.jpg", "ok.jpg", "prev.jpg",
                      "redirect.jpg", "vid.mp4", "xpost.mp4"]  # nothing partial, nothing rejected kept
     assert [g["file"] for g in log["gal"]["gallery"]] == ["gal.jpg", "gal-2.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {(p.stat().st_mode & 0o777) for p in media.iterdir()} == {0o666 & ~umask}  # as any new file, not 0600
     busy = media_server.hits["/busy/i.redd.it/joy.jpg"]
     assert len(busy) == 2 and busy[1] - busy[0] >= 0.9  # Retry-After: 1 honoured, not the 0.05 s backoff
     assert media_server.user_agents == {cfg.user_agent}

@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import httpx
 from tqdm import tqdm
 
-from emocare.io import jsonl_writer
+from emocare.io import FILE_MODE, jsonl_writer
 from emocare.media.image import check_image
 from emocare.media.sniff import HEAD_BYTES, sniff
 from emocare.media.video import check_video
@@ -162,6 +162,7 @@ class Fetcher:
                             return "too_large", f"over {self.cfg.max_bytes} bytes (no or wrong Content-Length)", \
                                 None, None
                         f.write(chunk)
+                os.chmod(tmp, FILE_MODE)
                 return (*_keep(Path(tmp), self.media_dir, stem, kind), None)
             finally:
                 if os.path.exists(tmp):
