@@ -42,11 +42,9 @@ def imported_modules(path: Path) -> set[str]:
             names.add(base)
             names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import submodule`
     found = set()
-    for name in names:
-        if name.split(".")[0] != "emocare":
-            continue
-        parts = name.split(".")
-        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # parent packages run first
+    for parts in (name.split(".") for name in names):
+        if parts[0] == "emocare":
+            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # parent packages run first
     return {n for n in found if module_file(n)}
 
 
@@ -95,16 +93,18 @@ def ran(stage: dict) -> set[Path]:
     return closure(ROOT / script.group(1), re.findall(r"-m (emocare[\w.]*)", cmd))
 
 
-@pytest.mark.parametrize("name", sorted(stages()))
-def test_stage_deps_are_exactly_its_imports(name):
-    stage = stages()[name]
+def _relative(paths: set[Path]) -> list[str]:
+    return sorted(p.relative_to(ROOT).as_posix() for p in paths)
+
+
+@pytest.mark.parametrize(("name", "stage"), sorted(stages().items()))
+def test_stage_deps_are_exactly_its_imports(name, stage):
     imports, deps = ran(stage), declared(stage)
-    rel = lambda paths: sorted(p.relative_to(ROOT).as_posix() for p in paths)  # noqa: E731
-    assert not imports - deps, f"stage {name} imports modules it does not depend on: {rel(imports - deps)}"
-    assert not deps - imports, f"stage {name} depends on modules it never imports: {rel(deps - imports)}"
+    assert not imports - deps, f"stage {name} imports modules it does not depend on: {_relative(imports - deps)}"
+    assert not deps - imports, f"stage {name} depends on modules it never imports: {_relative(deps - imports)}"
 
 
-def test_closure_follows_lazy_imports(tmp_path):
+def test_closure_follows_lazy_imports():
     """The import reader sees imports inside functions, ``from pkg import submodule`` and parent packages."""
     found = imported_modules(ROOT / "emocare" / "cli.py")
     assert "emocare.reddit.cli" in found  # a top-level `from emocare.reddit import cli`
