@@ -22,19 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emocare.bundle import specialist_path
 from emocare.cache import write_cache
-from emocare.data.datasets import specialist_dataset
 from emocare.data.manifest import load_posts
 from emocare.data.split import read_split
 from emocare.embed import encode_posts
 from emocare.labels import MODALITIES
 from emocare.models import load_checkpoint
-from emocare.train import autocast, choose_precision, resolve_device, resolve_workers, to_device
+from emocare.runtime import autocast, choose_precision, resolve_device, resolve_workers, to_device
 
 
 def bare_forward(model, posts, batch_size: int, device: torch.device) -> float:
     """Seconds for the encoder alone over pre-decoded batches."""
-    ds = specialist_dataset(model, posts)
+    ds = model.dataset(posts)
     items = [ds[i] for i in range(len(ds))]
     batches = [to_device(model.collate(items[i: i + batch_size]), device) for i in range(0, len(items), batch_size)]
     model.to(device).eval()
@@ -64,7 +64,7 @@ def main() -> None:
                "num_workers": resolve_workers(a.num_workers, device), "precision": choose_precision(device),
                "torch_threads": torch.get_num_threads(), "modalities": {}}
     for m in MODALITIES:
-        ckpt = Path(f"models/{m}_specialist/best_model.pt")
+        ckpt = specialist_path(m)
         model, payload = load_checkpoint(ckpt)
         have = [p for p in posts if m in p.modalities]
         if payload.get("no_data") or not have:

@@ -18,7 +18,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from emocare.train import resolve_device
+from emocare.runtime import resolve_device
 
 
 class Frames(Dataset):

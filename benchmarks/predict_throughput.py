@@ -25,12 +25,13 @@ from pathlib import Path
 import torch
 
 from emocare.bulk import default_workers, predict_manifest
+from emocare.bundle import specialist_path
 from emocare.data.manifest import load_posts
 from emocare.embed import encode_posts
 from emocare.labels import MODALITIES
 from emocare.models import load_checkpoint
 from emocare.params import load_params
-from emocare.train import resolve_device
+from emocare.runtime import resolve_device
 
 
 def repeated_manifest(src: Path, folder: Path, posts: int) -> Path:
@@ -55,7 +56,7 @@ def embed_seconds(manifest: Path, models: Path, batch_size: int, workers: int, d
     posts = load_posts(manifest)
     total = 0.0
     for m in MODALITIES:
-        model, _ = load_checkpoint(models / f"{m}_specialist" / "best_model.pt", device)
+        model, _ = load_checkpoint(specialist_path(m, models), device)
         mine = [p for p in posts if m in p.modalities]
         started = time.perf_counter()
         encode_posts(model, mine, batch_size, workers, device, desc=f"embed {m}")

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import torch
 
-from emocare.data.datasets import specialist_dataset
 from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
 from emocare.models import build_specialist
-from emocare.params import load_params
-from emocare.train import TrainConfig, fit
+from emocare.params import TrainConfig, load_params
+from emocare.training import fit
 
 
 def main() -> None:
@@ -50,9 +49,8 @@ def main() -> None:
     model = build_specialist(a.modality, cfg, params.get("offline", True))
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "frames" if a.frame_store == "on" else None
-        s = fit(model, specialist_dataset(model, train, train=True, augment=cfg.get("augment", True),
-                                          frame_store=store),
-                specialist_dataset(model, val, frame_store=store), tcfg, class_weights([p.label for p in train]),
+        s = fit(model, model.dataset(train, train=True, augment=cfg.get("augment", True), frame_store=store),
+                model.dataset(val, frame_store=store), tcfg, class_weights([p.label for p in train]),
                 Path(tmp) / "best.pt", collate=model.collate, desc=a.modality)
     print(json.dumps({"modality": a.modality, "backbone": cfg["backbone"], "device": s["device"],
                       "decoding": "frame store" if a.frame_store == "on" else "decode every epoch",

@@ -25,6 +25,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from emocare.bundle import fusion_path
 from emocare.data.manifest import parse_line
 from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, read_json, write_json
@@ -101,8 +102,29 @@ def _row(item: dict, out_dir: Path) -> dict:
     return row
 
 
+class _LogLines:
+    """A tqdm output for a log file or a pipe: each refresh on a line of its own, not overwritten with ``\r``."""
+
+    def write(self, s: str) -> None:
+        s = s.strip("\r\n ")
+        if s:
+            sys.stderr.write(s + "\n")
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _progress_output() -> dict:
+    """A live bar on a terminal; without one (nohup, a log file), a progress line every few seconds."""
+    return {} if sys.stderr.isatty() else {"file": _LogLines(), "mininterval": LOG_EVERY_S, "maxinterval": LOG_EVERY_S}
+
+
+LOG_EVERY_S = 5.0
+
+
 def score_batch(model: EmoCare, items: list[dict], media_errors: str, out_dir: Path) -> list[dict]:
-    """Rows for a batch of decoded posts: a prediction, or an ``error``; ``degraded`` names media skipped.
+    """Rows for a batch of decoded posts: a prediction, or an ``error``; ``degraded`` names media skipped and
+    ``degraded_reason`` says why.
 
     With ``media_errors="error"`` a post whose media fails to decode gets an error; with
     ``"text-only"`` it is scored on the modalities it still has.
@@ -121,6 +143,7 @@ def score_batch(model: EmoCare, items: list[dict], media_errors: str, out_dir: P
         else:
             if failed:
                 row["degraded"] = sorted(failed)
+                row["degraded_reason"] = "; ".join(failed[m] for m in sorted(failed))
             todo.append(row)
             decoded.append(item["inputs"])
     for row, result in zip(todo, model.score(decoded), strict=True):
@@ -135,7 +158,7 @@ def _fingerprint(manifest: Path, models_dir: Path, settings: dict) -> dict:
         return [st.st_size, st.st_mtime_ns]
 
     return {"manifest": str(manifest.resolve()), "manifest_stamp": stamp(manifest),
-            "models_stamp": stamp(models_dir / "fusion" / "best_model.pt"), **settings}
+            "models_stamp": stamp(fusion_path(models_dir)), **settings}
 
 
 def _resume_state(progress: Path, part: Path, fingerprint: dict) -> dict:
@@ -164,7 +187,7 @@ def predict_shard(model: EmoCare, manifest: Path, rows: range, part: Path, progr
     loader = DataLoader(ds, batch_size=batch_size, sampler=todo, collate_fn=list, num_workers=workers,
                         prefetch_factor=4 if workers else None, pin_memory=False)
     with open(part, "ab") as w, tqdm(total=len(rows), initial=state["rows_done"], desc="predict", unit="post",
-                                     smoothing=0.05, disable=rank_world()[0] != 0 or None) as bar:
+                                     smoothing=0.05, disable=rank_world()[0] != 0, **_progress_output()) as bar:
         for items in loader:
             out = score_batch(model, items, media_errors, out_dir)
             w.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out).encode())
@@ -203,7 +226,8 @@ def parquet_schema():
         ("url", pa.string()), ("flair", pa.string()), ("permalink", pa.string()), ("score", pa.int64()),
         ("true_label", pa.string()), ("label", pa.string()),
         ("probabilities", pa.struct([(c, pa.float64()) for c in LABELS])),
-        ("modalities", pa.list_(pa.string())), ("degraded", pa.list_(pa.string())), ("error", pa.string()),
+        ("modalities", pa.list_(pa.string())), ("degraded", pa.list_(pa.string())),
+        ("degraded_reason", pa.string()), ("error", pa.string()),
     ])
 
 

@@ -59,6 +59,21 @@ class Cache:
         """[N, len(modalities)] bool."""
         return torch.from_numpy(np.stack([self.present[m] for m in modalities], 1))
 
+    def rows_with(self, split: str, modalities: list[str]) -> np.ndarray:
+        """Rows of ``split`` that have at least one of ``modalities``: the posts a fusion model over them scores."""
+        has_any = np.stack([self.present[m] for m in modalities], 1).any(1)
+        return np.flatnonzero((self.splits == split) & has_any)
+
+    def dataset(self, modalities: list[str], rows: np.ndarray) -> CachedDataset:
+        """``rows`` as fusion-model input over ``modalities``."""
+        return CachedDataset({m: self.emb[m] for m in modalities}, self.present_matrix(modalities),
+                             torch.from_numpy(self.labels.astype(np.int64)), rows)
+
+    def trained_modalities(self, wanted: list[str] | None = None) -> list[str]:
+        """Modalities (of ``wanted``) that have embeddings for some training post."""
+        train = self.splits == "train"
+        return [m for m in (wanted or MODALITIES) if self.present[m][train].any()]
+
 
 def _decode(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
@@ -72,7 +87,7 @@ def load_cache(cache_dir: str | Path, modalities: list[str] = MODALITIES) -> Cac
     for m in modalities:
         path = cache_dir / f"{m}.h5"
         if not path.exists():
-            raise FileNotFoundError(f"embedding cache {path} is missing: run `dvc repro embed@{m}`")
+            raise FileNotFoundError(f"embedding cache {path} is missing: run `dvc repro embed_{m}`")
         with h5py.File(path, "r") as f:
             m_ids = _decode(f["id"][:])
             if ids is None:

@@ -8,7 +8,16 @@ import os
 import sys
 from pathlib import Path
 
+from emocare.bundle import MODELS_DIR, require_bundle
 from emocare.reddit import cli as reddit_cli
+from emocare.serving.config import ServeConfig
+
+MB = 1024 * 1024
+
+
+def _given(a: argparse.Namespace, *names: str) -> dict:
+    """The options among ``names`` the user gave: the library functions own the defaults."""
+    return {n: getattr(a, n) for n in names if getattr(a, n) is not None}
 
 
 def _print(obj) -> None:
@@ -18,7 +27,7 @@ def _print(obj) -> None:
 def cmd_demo_data(a: argparse.Namespace) -> None:
     from emocare.data.demo import generate, summary
 
-    _print(summary(generate(a.out_dir, a.posts, a.seed)))
+    _print(summary(generate(a.out_dir, **_given(a, "posts", "seed"))))
 
 
 def cmd_validate(a: argparse.Namespace) -> None:
@@ -27,7 +36,7 @@ def cmd_validate(a: argparse.Namespace) -> None:
 
     out = Path(a.out)
     result = validate_manifest(a.manifest, require_label=not a.allow_unlabelled,
-                               label_map=parse_label_map(a.label_map), max_pixels=a.max_pixels)
+                               label_map=parse_label_map(a.label_map), **_given(a, "max_pixels"))
     _print(write_validation(result, out / "posts.jsonl", out / "quarantine.jsonl", out / "validation.json"))
 
 
@@ -46,6 +55,7 @@ def cmd_cache_info(a: argparse.Namespace) -> None:
 
 
 def cmd_predict(a: argparse.Namespace) -> dict | None:
+    require_bundle(a.models)  # before torch loads: a wrong --models is reported at once
     if not a.manifest:
         from emocare.predict import EmoCare
 
@@ -59,7 +69,8 @@ def cmd_predict(a: argparse.Namespace) -> dict | None:
         return launch.run(a.nproc, a.torchrun_args, __file__, argv)
     from emocare.bulk import predict_manifest
 
-    return predict_manifest(a.models, a.manifest, a.out, a.batch_size, a.workers, a.media_errors, a.device)
+    return predict_manifest(a.models, a.manifest, a.out, device=a.device,
+                            **_given(a, "batch_size", "workers", "media_errors"))
 
 
 def cmd_models_convert(a: argparse.Namespace) -> list[dict]:
@@ -71,13 +82,15 @@ def cmd_models_convert(a: argparse.Namespace) -> list[dict]:
 def cmd_trends(a: argparse.Namespace) -> dict:
     from emocare.trends import trends
 
-    return trends(a.predictions, a.out, a.by, a.group, a.min_confidence, a.window, a.min_posts, a.top, a.examples)
+    return trends(a.predictions, a.out, **_given(a, "by", "group", "min_confidence", "window", "min_posts", "top",
+                                                 "examples_per_cell"))
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from emocare.serve import ServeConfig, serve
+    require_bundle(a.models)
+    from emocare.serving.app import serve
 
-    cfg = ServeConfig(max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_batch=a.max_batch,
+    cfg = ServeConfig(max_upload_bytes=int(a.max_upload_mb * MB), max_batch=a.max_batch,
                       max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, timeout_s=a.timeout_s, access_log=a.access_log)
     serve(a.models, a.host, a.port, cfg, a.device)
 
@@ -88,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo-data", help="write the synthetic demo set (manifest + PNG/MP4 media)")
     s.add_argument("out_dir")
-    s.add_argument("--posts", type=int, default=1250)
-    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--posts", type=int, help="how many posts")
+    s.add_argument("--seed", type=int)
     s.set_defaults(func=cmd_demo_data)
 
     s = sub.add_parser("validate", help="validate a manifest: writes posts.jsonl, quarantine.jsonl, validation.json")
@@ -97,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", required=True, help="output folder")
     s.add_argument("--label-map", help="e.g. disgust=neutral,fear=neutral")
     s.add_argument("--allow-unlabelled", action="store_true", help="accept posts without a label (prediction input)")
-    s.add_argument("--max-pixels", type=int, default=40_000_000)
+    s.add_argument("--max-pixels", type=int, help="larger images are quarantined (decompression bombs)")
     s.set_defaults(func=cmd_validate)
 
     imp = sub.add_parser("import", help="convert third-party data into a manifest").add_subparsers(
@@ -129,11 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--video")
     s.add_argument("--manifest", help="score every post of this manifest")
     s.add_argument("-o", "--out", help="predictions file with --manifest: .jsonl or .parquet")
-    s.add_argument("--models", default="models")
-    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--models", default=MODELS_DIR)
+    s.add_argument("--batch-size", type=int, help="posts scored together")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, help="DataLoader workers decoding media (default: the cores available)")
-    s.add_argument("--media-errors", choices=["error", "text-only"], default="error",
+    s.add_argument("--media-errors", choices=["error", "text-only"],
                    help="a post whose media cannot be decoded: an error row, or scored on what it still has")
     s.add_argument("--nproc", type=int, default=1, help="processes (GPUs) under torchrun, each a block of posts")
     s.add_argument("--torchrun-args", default="", help="extra torchrun arguments (several machines)")
@@ -142,25 +155,26 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("trends", help="emotion shares over time from predictions: trends.csv, trends.png, report.html")
     s.add_argument("predictions", help="the output of `emocare predict --manifest` (.jsonl or .parquet)")
     s.add_argument("-o", "--out", required=True, help="output folder")
-    s.add_argument("--by", choices=["day", "week", "month"], default="week")
+    s.add_argument("--by", choices=["day", "week", "month"], help="the period of each point")
     s.add_argument("--group", help="a column to chart separately, e.g. subreddit")
-    s.add_argument("--min-confidence", type=float, default=0.0, help="leave out predictions less sure than this")
-    s.add_argument("--window", type=int, default=4, help="periods in the trailing average that moves compare with")
-    s.add_argument("--min-posts", type=int, default=10, help="periods with fewer posts are not ranked as moves")
-    s.add_argument("--top", type=int, default=10, help="rows in the biggest-moves table")
-    s.add_argument("--examples", type=int, default=1, help="example posts per emotion and period")
+    s.add_argument("--min-confidence", type=float, help="leave out predictions less sure than this")
+    s.add_argument("--window", type=int, help="periods in the trailing average that moves compare with")
+    s.add_argument("--min-posts", type=int, help="periods with fewer posts are not ranked as moves")
+    s.add_argument("--top", type=int, help="rows in the biggest-moves table")
+    s.add_argument("--examples", type=int, dest="examples_per_cell", help="example posts per emotion and period")
     s.set_defaults(func=cmd_trends)
 
     s = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health /ready /metrics /labels, docs at /docs")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--models", default="models")
-    s.add_argument("--max-upload-mb", type=float, default=20.0, help="requests larger than this get 413")
-    s.add_argument("--max-batch", type=int, default=32, help="posts scored together in one model call")
-    s.add_argument("--max-wait-ms", type=float, default=20.0,
+    s.add_argument("--models", default=MODELS_DIR)
+    d = ServeConfig()  # the defaults' one owner
+    s.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / MB, help="requests larger get 413")
+    s.add_argument("--max-batch", type=int, default=d.max_batch, help="posts scored together in one model call")
+    s.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                    help="how long a batch may wait for posts still being read or decoded")
-    s.add_argument("--max-queue", type=int, default=256, help="requests in the service at once; then 503")
-    s.add_argument("--timeout-s", type=float, default=30.0, help="a request not answered by then gets 504")
+    s.add_argument("--max-queue", type=int, default=d.max_queue, help="requests in the service at once; then 503")
+    s.add_argument("--timeout-s", type=float, default=d.timeout_s, help="a request not answered by then gets 504")
     s.add_argument("--access-log", action="store_true", help="log every request (/metrics counts them anyway)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_serve)

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from emocare.cache import write_cache
-from emocare.data.datasets import label_index, specialist_dataset
 from emocare.data.manifest import Post
 from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path
-from emocare.labels import LABELS
+from emocare.labels import LABELS, label_index
 from emocare.models import load_checkpoint
-from emocare.train import autocast, choose_precision, resolve_device, resolve_workers, to_device
+from emocare.runtime import choose_precision, make_loader, resolve_device, resolve_workers
+from emocare.scoring import features
 
 
 def file_sha256(path: str | Path) -> str:
@@ -29,24 +28,19 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-@torch.inference_mode()
 def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: int | str = "auto",
                  device: torch.device | str = "cpu", desc: str = "embed",
                  frame_store: str | Path | None = None) -> np.ndarray:
     """Pooled specialist features [len(posts), dim] for posts that all have the model's modality."""
     device = torch.device(device)
     model.to(device).eval()
-    workers = resolve_workers(num_workers, device)
-    loader = DataLoader(specialist_dataset(model, posts, frame_store=frame_store), batch_size=batch_size,
-                        collate_fn=model.collate, num_workers=workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=(4 if device.type == "cuda" else 2) if workers else None)
+    loader = make_loader(model.dataset(posts, frame_store=frame_store), batch_size, model.collate, device,
+                         num_workers)
     out = np.zeros((len(posts), model.dim), np.float32)
     row = 0
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
-        batch = to_device(batch, device)
-        with autocast(device):
-            feats = model.encode(batch)
-        out[row: row + len(feats)] = feats.float().cpu().numpy()
+        feats = features(model, batch, device)
+        out[row: row + len(feats)] = feats.numpy()
         row += len(feats)
     return out
 

@@ -7,48 +7,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emocare.cache import Cache, CachedDataset
+from emocare.bundle import MODELS_DIR, fusion_path, specialist_path, subset_path
+from emocare.cache import Cache
 from emocare.data.manifest import Post
 from emocare.gallery import error_gallery
 from emocare.io import write_json, write_jsonl, write_text
 from emocare.labels import DISPLAY, LABELS, MODALITIES, SUBSETS, combo_name
-from emocare.models import FusionModel, load_checkpoint, read_checkpoint
+from emocare.metrics import confusion, report_dict
+from emocare.metrics import summary as _summary
+from emocare.models.checkpoint import read_checkpoint
+from emocare.models.fusion import FusionModel, load_fusion
 from emocare.plots import ablation_png, confusion_png
 from emocare.report import ablation_markdown
-from emocare.train import (
-    TrainConfig,
-    confusion,
-    fusion_dataset,
-    fusion_rows,
-    make_loader,
-    predict_logits,
-    report_dict,
-    resolve_device,
-    scores,
-    subset_path,
-)
+from emocare.runtime import resolve_device
+from emocare.scoring import fusion_logits, head_logits
 
 
-def fusion_logits(model: FusionModel, cache: Cache, rows: np.ndarray, shown: list[str] | None = None,
-                  device: str = "cpu") -> np.ndarray:
-    """Fusion logits for ``rows``, with modalities outside ``shown`` hidden (masked)."""
-    mods = model.modalities
-    ds = fusion_dataset(cache, mods, rows)
+def cached_fusion_logits(model: FusionModel, cache: Cache, rows: np.ndarray, shown: list[str] | None = None,
+                         device: str = "cpu") -> np.ndarray:
+    """Fusion logits for the cache's ``rows``, with modalities outside ``shown`` hidden (masked)."""
+    mods, idx = model.modalities, torch.as_tensor(rows, dtype=torch.long)
+    present = cache.present_matrix(mods)[idx]
     if shown is not None:
-        keep = torch.tensor([m in shown for m in mods])
-        ds.present = ds.present & keep
+        present = present & torch.tensor([m in shown for m in mods])
     dev = resolve_device(device)
-    loader = make_loader(ds, TrainConfig(batch_size=512, num_workers=0), CachedDataset.collate, False, dev)
-    logits, _ = predict_logits(model.to(dev), loader, dev)
-    return logits
-
-
-def _summary(labels: np.ndarray, logits: np.ndarray) -> dict:
-    if len(labels) == 0:
-        return {"n": 0, "macro_f1": None, "weighted_f1": None, "accuracy": None}
-    s = scores(logits, labels)
-    return {"n": int(len(labels)), "macro_f1": s["macro_f1"], "weighted_f1": s["weighted_f1"],
-            "accuracy": s["accuracy"]}
+    return fusion_logits(model.to(dev), {m: cache.emb[m][idx] for m in mods}, present, dev)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -56,15 +39,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def evaluate_test(fusion_ckpt: str | Path, specialist_ckpts: dict[str, str | Path], cache: Cache,
-                  posts: list[Post], out_dir: str | Path, n_errors: int = 50) -> dict:
-    """Score the test split; write summary.json, classification report, confusion csv/png and the errors."""
+def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors: int = 50,
+                  models_dir: str | Path = MODELS_DIR) -> dict:
+    """Score the test split with the fusion model and each specialist alone; write summary.json, the
+    classification report, the confusion csv/png and the most confident errors."""
     out_dir = Path(out_dir)
-    model, payload = load_checkpoint(fusion_ckpt)
+    model, _ = load_fusion(fusion_path(models_dir))
     test = cache.rows("test")
-    rows = fusion_rows(cache, "test", model.modalities)
+    rows = cache.rows_with("test", model.modalities)
     labels = cache.labels[rows]
-    logits = fusion_logits(model, cache, rows)
+    logits = cached_fusion_logits(model, cache, rows)
     pred, probs = logits.argmax(1), softmax(logits)
     report = report_dict(labels, pred)
     metrics = {**_summary(labels, logits), "test_posts": int(len(test)),
@@ -75,15 +59,14 @@ def evaluate_test(fusion_ckpt: str | Path, specialist_ckpts: dict[str, str | Pat
     metrics["by_combination"] = {c: _summary(labels[combos == c], logits[combos == c])
                                  for c in ("text", "text+image", "text+video") if (combos == c).any()}
     specialists = {}
-    for m, ckpt in specialist_ckpts.items():
-        spec = read_checkpoint(ckpt)  # only its classifier head is needed
+    for m in MODALITIES:
+        spec = read_checkpoint(specialist_path(m, models_dir))  # only its classifier head is needed
         m_rows = test[cache.present[m][test]]
         if spec.get("no_data") or len(m_rows) == 0:
             specialists[m] = {"n": int(len(m_rows)), "macro_f1": None, "accuracy": None, "no_data": True}
             continue
-        head = spec["state_dict"]
-        head_logits = (cache.emb[m][m_rows] @ head["head.weight"].T + head["head.bias"]).numpy()
-        specialists[m] = {**_summary(cache.labels[m_rows], head_logits), "no_data": False}
+        alone = head_logits(spec["state_dict"], cache.emb[m][m_rows])
+        specialists[m] = {**_summary(cache.labels[m_rows], alone), "no_data": False}
     metrics["specialists"] = specialists
     write_json(out_dir / "summary.json", metrics)
     write_json(out_dir / "classification_report.json", report)
@@ -126,31 +109,31 @@ def headline_metrics(test: dict, ablation: list[dict]) -> dict:
                          "all_retrained": rows.get(("text+image+video", "retrained"))}}
 
 
-def run_ablation(model_dir: str | Path, cache: Cache) -> list[dict]:
+def run_ablation(cache: Cache, models_dir: str | Path = MODELS_DIR) -> list[dict]:
     """Test macro-F1 of the seven modality subsets, ``masked`` and ``retrained``.
 
     ``masked`` hides the other modalities from the fusion model; ``retrained`` scores the subset's
-    own fusion model that :func:`emocare.train.train_fusion_models` wrote. Each row is evaluated on
+    own fusion model that :func:`emocare.fusion.train_fusion_models` wrote. Each row is evaluated on
     the test posts having at least one of the subset's modalities.
     """
-    model, _ = load_checkpoint(subset_path(model_dir, MODALITIES))
+    model, _ = load_fusion(fusion_path(models_dir))
     results = []
     for subset in SUBSETS:
         name = "+".join(subset)
         usable = [m for m in subset if m in model.modalities]
-        rows = fusion_rows(cache, "test", usable) if usable else np.array([], dtype=int)
-        logits = fusion_logits(model, cache, rows, shown=usable) if len(rows) else np.zeros((0, len(LABELS)))
+        rows = cache.rows_with("test", usable) if usable else np.array([], dtype=int)
+        logits = cached_fusion_logits(model, cache, rows, shown=usable) if len(rows) else np.zeros((0, len(LABELS)))
         results.append({"subset": name, "mode": "masked", **_summary(cache.labels[rows], logits)})
-        path = subset_path(model_dir, subset)
+        path = subset_path(subset, models_dir)
         if not path.exists():
             results.append({"subset": name, "mode": "retrained", "n": 0, "macro_f1": None, "weighted_f1": None,
                             "accuracy": None, "note": "not trained: no training or validation posts with "
                                                       "these modalities"})
             continue
-        sub_model, _ = load_checkpoint(path)
-        rows = fusion_rows(cache, "test", sub_model.modalities)
+        sub_model, _ = load_fusion(path)
+        rows = cache.rows_with("test", sub_model.modalities)
         results.append({"subset": name, "mode": "retrained",
-                        **_summary(cache.labels[rows], fusion_logits(sub_model, cache, rows))})
+                        **_summary(cache.labels[rows], cached_fusion_logits(sub_model, cache, rows))})
     return results
 
 

@@ -51,6 +51,11 @@ def normalise_label(raw: object, label_map: dict[str, str] | None = None) -> str
     return key if key in LABELS else None
 
 
+def label_index(label: str | None) -> int:
+    """Class index of ``label``; -1 for an unlabelled post."""
+    return LABELS.index(label) if label is not None else -1
+
+
 def combo_name(present: dict[str, bool] | list[str]) -> str:
     """Name of a modality combination, e.g. ``text+image``; modalities in canonical order."""
     names = [m for m in MODALITIES if (m in present if isinstance(present, list) else present.get(m))]

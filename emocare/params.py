@@ -1,14 +1,44 @@
-"""Reading ``params.yaml`` (the single source of every tunable value), refusing keys no stage reads."""
+"""Reading ``params.yaml``, the one owner of every tunable value of the pipeline, refusing keys no stage reads."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-_TRAINER = ["epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "patience"]
-_VISION = ["backbone", "pretrained", "dropout", *_TRAINER]
+
+@dataclass
+class TrainConfig:
+    """The trainer's settings: the ``train`` section (shared) merged with a model's section (its own)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    patience: int
+    seed: int
+    device: str
+    grad_clip: float
+    num_workers: int | str
+
+    @classmethod
+    def from_params(cls, *sections: dict) -> TrainConfig:
+        """Merge sections left to right (later wins) and keep the trainer's keys; a missing one is an error."""
+        merged: dict = {}
+        for s in sections:
+            merged.update(s or {})
+        missing = [f.name for f in fields(cls) if f.name not in merged]
+        if missing:
+            raise ValueError(f"params.yaml: the trainer needs {', '.join(missing)} (in train or the model's section)")
+        return cls(**{f.name: merged[f.name] for f in fields(cls)})
+
+
+SHARED_TRAINER_KEYS = ["seed", "device", "grad_clip", "num_workers"]  # the train section
+MODEL_TRAINER_KEYS = [f.name for f in fields(TrainConfig) if f.name not in SHARED_TRAINER_KEYS]
+_VISION = ["backbone", "pretrained", "dropout", *MODEL_TRAINER_KEYS]
 # Every key a stage reads, by section: a misspelt key would otherwise change nothing and say nothing.
 KNOWN_KEYS: dict[str, list[str] | None] = {
     "offline": None,
@@ -16,13 +46,13 @@ KNOWN_KEYS: dict[str, list[str] | None] = {
     "data": ["manifest", "root", "max_image_pixels", "allow_unlabelled"],
     "demo": ["posts", "seed"],
     "split": ["train", "val", "test", "seed"],
-    "train": ["seed", "device", "grad_clip", "num_workers"],
+    "train": SHARED_TRAINER_KEYS,
     "launch": ["nproc", "torchrun_args"],
-    "text": ["backbone", "pooling", "max_length", "dropout", *_TRAINER],
+    "text": ["backbone", "pooling", "max_length", "dropout", *MODEL_TRAINER_KEYS],
     "image": [*_VISION, "augment"],
     "video": [*_VISION, "frames"],
     "embed": ["batch_size", "num_workers"],
-    "fusion": ["kind", "dropout", "hidden_dropout", "d_model", "heads", "hidden", *_TRAINER],
+    "fusion": ["kind", "dropout", "hidden_dropout", "d_model", "heads", "hidden", *MODEL_TRAINER_KEYS],
     "evaluate": ["errors"],
 }
 

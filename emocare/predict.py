@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from emocare.data.datasets import decode_media
+from emocare.bundle import MODELS_DIR, require_bundle, specialist_path
 from emocare.labels import LABELS
 from emocare.models import load_checkpoint
-from emocare.models.vision import eval_transform
-from emocare.train import autocast, resolve_device, to_device
+from emocare.runtime import resolve_device
+from emocare.scoring import features, fusion_logits
 
 ImageInput = str | Path | bytes | Image.Image | None
 NO_MODALITY = "the post has no usable modality (no text, and no media this model was trained on)"
@@ -32,10 +32,9 @@ class EmoCare:
 
     def __init__(self, specialists: dict, fusion, device: torch.device):
         self.specialists, self.fusion, self.device = specialists, fusion, device
-        self.transforms = {m: eval_transform(s.preprocess) for m, s in specialists.items() if m != "text"}
         self._lock = threading.Lock()  # one forward pass at a time when shared between threads
 
-    def __getstate__(self) -> dict:  # picklable for a model process (emocare.model_worker): no lock
+    def __getstate__(self) -> dict:  # picklable for a model process (emocare.serving.worker): no lock
         return {k: v for k, v in self.__dict__.items() if k != "_lock"}
 
     def __setstate__(self, state: dict) -> None:
@@ -48,15 +47,11 @@ class EmoCare:
         return self
 
     @classmethod
-    def load(cls, models_dir: str | Path = "models", device: str = "auto") -> EmoCare:
-        """Load ``models_dir/fusion/best_model.pt`` and the specialists it was trained with."""
-        models_dir, dev = Path(models_dir), resolve_device(device)
-        path = models_dir / "fusion" / "best_model.pt"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: train the models first (`dvc repro`)")
-        fusion, _ = load_checkpoint(path, dev)
-        specialists = {m: load_checkpoint(models_dir / f"{m}_specialist" / "best_model.pt", dev)[0]
-                       for m in fusion.modalities}
+    def load(cls, models_dir: str | Path = MODELS_DIR, device: str = "auto") -> EmoCare:
+        """Load the bundle's fusion model and the specialists it was trained with (layout: :mod:`emocare.bundle`)."""
+        dev = resolve_device(device)
+        fusion, _ = load_checkpoint(require_bundle(models_dir), dev)
+        specialists = {m: load_checkpoint(specialist_path(m, models_dir), dev)[0] for m in fusion.modalities}
         return cls(specialists, fusion, dev)
 
     @property
@@ -73,12 +68,11 @@ class EmoCare:
             if post.get(m) is None or m not in self.specialists:
                 continue
             try:
-                inputs[m] = decode_media(m, post[m], self.transforms[m], self.specialists[m].frames)
+                inputs[m] = self.specialists[m].decode(post[m])
             except Exception as e:  # noqa: BLE001 - any decoder failure becomes the post's error
                 failed[m] = f"{m} could not be decoded: {e}"
         return inputs, failed
 
-    @torch.inference_mode()
     def _score(self, decoded: list[dict]) -> np.ndarray:
         n = len(decoded)
         mods = self.fusion.modalities
@@ -86,18 +80,12 @@ class EmoCare:
         for j, m in enumerate(mods):
             model = self.specialists[m]
             rows = [i for i, d in enumerate(decoded) if m in d]
-            feats = torch.zeros(n, model.dim)
+            emb[m] = torch.zeros(n, model.dim)
             if rows:
-                items = [(decoded[i][m], -1) for i in rows]
-                batch = to_device(model.collate(items), self.device)
-                with autocast(self.device):
-                    feats[rows] = model.encode(batch).float().cpu()
+                emb[m][rows] = features(model, model.collate([(decoded[i][m], -1) for i in rows]), self.device)
                 present[rows, j] = True
-            emb[m] = feats
-        batch = to_device({"emb": emb, "present": present}, self.device)
-        with autocast(self.device):
-            logits = self.fusion(batch).float()
-        return torch.softmax(logits, 1).cpu().numpy()
+        logits = fusion_logits(self.fusion, emb, present, self.device, batch_size=max(n, 1))
+        return torch.softmax(torch.from_numpy(logits), 1).numpy()
 
     def score(self, decoded: list[dict]) -> list[dict]:
         """Results (label, probabilities, modalities used) for already decoded posts, in one batch."""

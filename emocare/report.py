@@ -6,6 +6,7 @@ import platform
 from importlib.metadata import version
 from pathlib import Path
 
+from emocare.bundle import MODELS_DIR, fusion_path, specialist_path
 from emocare.io import read_json
 from emocare.labels import DISPLAY, LABELS, SUBSETS
 
@@ -64,7 +65,7 @@ def _specialist_section(n: int, modality: str, reports: Path) -> list[str]:
     out += [f"{DISPLAY[k]}: {v:.4f}" for k, v in m["class_weights"].items()] + ["```", ""]
     out += ["**Final results:**", f"- **Best validation macro-F1: {_f(m['best_val_macro_f1'])}**{_pretrained_note(m)}",
             f"- Validation loss: {_f(m['best_val_loss'])}", f"- Validation accuracy: {_f(m['best_val_accuracy'])}",
-            f"- Best model saved: `models/{modality}_specialist/best_model.pt`", "",
+            f"- Best model saved: `{specialist_path(modality).as_posix()}`", "",
             "**Per-class performance (best epoch, validation):**", ""]
     return out + _per_class_table(read_json(reports / modality / "classification_report.json")) + [""]
 
@@ -106,7 +107,7 @@ def build_results(reports: str | Path = "reports") -> str:
             f"{c['batch_size']}, learning rate {c['lr']}, weight decay {c['weight_decay']}, warmup {c['warmup_steps']}",
             f"- Trained on frozen specialist embeddings; device {fusion['device']}, time {fusion['wall_time_s']:.1f} s",
             "", "**Final results:**", f"- **Best validation macro-F1: {_f(fusion['best_val_macro_f1'])}**",
-            f"- Validation loss: {_f(fusion['best_val_loss'])}", "- Best model saved: `models/fusion/best_model.pt`",
+            f"- Validation loss: {_f(fusion['best_val_loss'])}", f"- Best model saved: `{fusion_path().as_posix()}`",
             "", "---", "", "## 5. Test Set Evaluation", "", "**Final system performance:**",
             f"- **Test macro-F1: {_f(test['macro_f1'])}**", f"- Test weighted-F1: {_f(test['weighted_f1'])}",
             f"- Test accuracy: {_f(test['accuracy'])}",
@@ -134,9 +135,9 @@ def build_results(reports: str | Path = "reports") -> str:
             for m, s in specialists.items()]
     out += [f"- Fusion model: {fusion['wall_time_s']:.1f} s on {fusion['device']}",
             f"- **Total training time: {total:.1f} s**", "", "---", "", "## 8. Model Checkpoints", "", "```",
-            "models/"]
-    out += [f"├── {m}_specialist/best_model.pt ("
+            f"{MODELS_DIR}/"]
+    out += [f"├── {specialist_path(m, '').as_posix()} ("
             + ("no data" if s.get("no_data") else f"val macro-F1 {_f(s['best_val_macro_f1'])}") + ")"
             for m, s in specialists.items()]
-    out += [f"└── fusion/best_model.pt (val macro-F1 {_f(fusion['best_val_macro_f1'])})", "```", ""]
+    out += [f"└── {fusion_path('').as_posix()} (val macro-F1 {_f(fusion['best_val_macro_f1'])})", "```", ""]
     return "\n".join(out)

@@ -1,7 +1,8 @@
-"""DVC stage embed@<modality>: best specialist -> cache/embeddings/<modality>.h5 (params: embed)."""
+"""DVC stage embed_<modality>: best specialist -> cache/embeddings/<modality>.h5 (params: embed)."""
 
 import sys
 
+from emocare.bundle import specialist_path
 from emocare.data.manifest import load_posts
 from emocare.data.split import read_split
 from emocare.embed import embed_modality
@@ -10,6 +11,6 @@ from emocare.params import load_params
 if __name__ == "__main__":
     modality, params = sys.argv[1], load_params()
     p = params["embed"]
-    print(embed_modality(modality, f"models/{modality}_specialist/best_model.pt", load_posts("data/posts.jsonl"),
+    print(embed_modality(modality, specialist_path(modality), load_posts("data/posts.jsonl"),
                          read_split("data/split.json"), f"cache/embeddings/{modality}.h5", p["batch_size"],
                          p["num_workers"], params["train"]["device"], params.get("frame_store")))

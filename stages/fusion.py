@@ -6,19 +6,17 @@ time was interpreters starting and importing torch."""
 from emocare.cache import load_cache
 from emocare.data.manifest import load_posts
 from emocare.evaluate import evaluate_test, headline_metrics, run_ablation, write_ablation
+from emocare.fusion import train_fusion_models
 from emocare.io import write_json
-from emocare.labels import MODALITIES
 from emocare.params import load_params
-from emocare.train import train_fusion_models
 
 if __name__ == "__main__":
     params, cache = load_params(), load_cache("cache/embeddings")
-    results = train_fusion_models(cache, params["fusion"], params["train"], "models/fusion", "reports/fusion")
+    results = train_fusion_models(cache, params["fusion"], params["train"], "reports/fusion")
     for name, r in results.items():
         print(name, r.get("skipped") or {k: r[k] for k in ("modalities", "best_val_macro_f1", "best_epoch")})
-    test = evaluate_test("models/fusion/best_model.pt", {m: f"models/{m}_specialist/best_model.pt" for m in MODALITIES},
-                         cache, load_posts("data/posts.jsonl"), "reports/test", params["evaluate"]["errors"])
-    rows = run_ablation("models/fusion", cache)
+    test = evaluate_test(cache, load_posts("data/posts.jsonl"), "reports/test", params["evaluate"]["errors"])
+    rows = run_ablation(cache)
     write_ablation(rows, "reports")
     metrics = headline_metrics(test, rows)
     write_json("reports/metrics.json", metrics)

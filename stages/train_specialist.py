@@ -1,12 +1,13 @@
-"""DVC stage train@<modality>: fine-tune one specialist (params: train, <modality>, offline)."""
+"""DVC stage train_<modality>: fine-tune one specialist (params: train, <modality>, offline)."""
 
 import sys
 
+from emocare.bundle import specialist_path
 from emocare.params import load_params
-from emocare.train import train_specialist
+from emocare.specialists import train_specialist
 
 if __name__ == "__main__":
     modality = sys.argv[1]
     metrics = train_specialist(modality, load_params(), "data/posts.jsonl", "data/split.json",
-                               f"models/{modality}_specialist/best_model.pt", f"reports/{modality}")
+                               specialist_path(modality), f"reports/{modality}")
     print({k: metrics.get(k) for k in ("no_data", "best_val_macro_f1", "best_epoch", "wall_time_s")})

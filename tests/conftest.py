@@ -53,7 +53,10 @@ def validated_split(demo_dir: Path, root: Path) -> tuple[list, dict[str, str]]:
     return result.kept, split
 
 
-TINY_TRAIN = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "patience": 2}
+TINY_TRAIN = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 2, "patience": 2}
+TRAIN = {"device": "cpu", "seed": 0, "grad_clip": 1.0, "num_workers": "auto"}  # params.yaml's train section
+TEXT = {"pooling": "mean", "dropout": 0.3, "max_length": 24}  # the rest of a text section
+VISION = {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, "dropout": 0.3}
 
 
 @pytest.fixture(scope="session")
@@ -61,15 +64,14 @@ def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> P
     """A models/ folder trained in-process on the tiny demo with the pipeline's own functions."""
     from emocare.cache import load_cache
     from emocare.embed import embed_modality
+    from emocare.fusion import train_fusion
     from emocare.labels import MODALITIES
-    from emocare.train import train_fusion, train_specialist
+    from emocare.specialists import train_specialist
 
     root = tmp_path_factory.mktemp("bundle")
     posts, split = validated_split(demo_dir, root)
-    params = {"offline": True, "train": {"device": "cpu", "seed": 0},
-              "text": {"backbone": str(tiny_distilbert), "max_length": 24, **TINY_TRAIN},
-              "image": {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, **TINY_TRAIN},
-              "video": {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, "frames": 4, **TINY_TRAIN}}
+    params = {"offline": True, "train": TRAIN, "text": {"backbone": str(tiny_distilbert), **TEXT, **TINY_TRAIN},
+              "image": {**VISION, **TINY_TRAIN}, "video": {**VISION, "frames": 4, **TINY_TRAIN}}
     models = root / "models"
     for m in MODALITIES:
         ckpt = models / f"{m}_specialist" / "best_model.pt"

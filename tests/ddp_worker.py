@@ -9,7 +9,7 @@ from emocare.data.manifest import load_posts
 from emocare.data.split import read_split
 from emocare.distributed import rank_world
 from emocare.embed import embed_modality
-from emocare.train import train_specialist
+from emocare.specialists import train_specialist
 
 if __name__ == "__main__":
     mode, root = sys.argv[1], Path(sys.argv[2])

@@ -50,9 +50,12 @@ def test_rows_carry_metadata_and_bad_media_is_handled(trained_bundle: Path, demo
     manifest = make_manifest(demo_dir, tmp_path / "m")
     out = tmp_path / "pred.jsonl"
     assert cli(predict(trained_bundle, manifest, out, "--workers", "2")) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
     assert summary["records"] == 123 == summary["predicted"] + summary["errors"]
     assert summary["errors"] == 3 and summary["degraded"] == 0 and summary["workers"] == 2
+    progress = [line for line in captured.err.splitlines() if line.startswith("predict:")]  # no terminal here
+    assert progress and "123/123" in progress[-1] and "\r" not in captured.err
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["line"] for r in rows[:6]] == [1, 2, 3, 4, 6, 7]  # manifest order; the blank line 5 is no record
     by_id = {r["id"]: r for r in rows if r["id"]}
@@ -69,6 +72,7 @@ def test_rows_carry_metadata_and_bad_media_is_handled(trained_bundle: Path, demo
     assert summary["errors"] == 2 and summary["degraded"] == 1  # bad-only has nothing left: still an error
     rows2 = {r["id"]: r for r in map(json.loads, out.read_text().splitlines()) if r["id"]}
     assert rows2["bad-image"]["degraded"] == ["image"] and rows2["bad-image"]["modalities"] == ["text"]
+    assert rows2["bad-image"]["degraded_reason"].startswith("image could not be decoded: ")
     assert "image could not be decoded" in rows2["bad-only"]["error"]
     assert rows2[good["id"]] == good  # workers do not change results
 

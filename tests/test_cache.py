@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import TEXT, VISION
 
 from emocare import cache as cache_mod
 from emocare.cache import load_cache
@@ -26,7 +27,7 @@ def embedded(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> tuple[P
     split = stratified_split(posts, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
     ckpts = {}
     for m in MODALITIES:
-        cfg = {"backbone": str(tiny_distilbert)} if m == "text" else {"backbone": "EmoCare-ViT-Tiny-64", "frames": 4}
+        cfg = ({"backbone": str(tiny_distilbert), **TEXT} if m == "text" else {**VISION, "frames": 4})
         ckpts[m] = out / f"{m}.pt"
         save_checkpoint(ckpts[m], build_specialist(m, cfg), backbone=cfg["backbone"], pretrained=m == "text")
         embed_modality(m, ckpts[m], posts, split, out / "embeddings" / f"{m}.h5", batch_size=16, device="cpu")

@@ -11,12 +11,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN, validated_split
+from conftest import TINY_TRAIN, TRAIN, VISION, validated_split
 
 from emocare.embed import embed_modality
 from emocare.io import write_json
 from emocare.launch import command
-from emocare.train import train_specialist
+from emocare.specialists import train_specialist
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -25,9 +25,8 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 def workdir(demo_dir: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
     validated_split(demo_dir, root)
-    params = {"offline": True, "train": {"device": "cpu", "seed": 0},
-              "image": {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, **TINY_TRAIN, "epochs": 3,
-                        "patience": 1, "batch_size": 8}}
+    params = {"offline": True, "train": TRAIN,
+              "image": {**VISION, **TINY_TRAIN, "epochs": 3, "patience": 1, "batch_size": 8}}
     write_json(root / "params.json", params)
     return root
 

@@ -71,6 +71,9 @@ def test_every_reason_is_reported_and_counts_add_up(bad_dataset: Path, tmp_path:
     counts = result.counts
     assert counts["read"] == 15 == counts["kept"] + counts["quarantined"]
     assert sum(counts["reasons"].values()) >= counts["quarantined"]
+    assert {"zero_byte_file", "undecodable_image", "video_unopenable"} <= set(counts["reasons"])  # generic keys
+    assert all(" " not in key for key in counts["reasons"])
+    assert "zero_byte_file: image media/empty.png" in reasons["zero"]
 
     out = tmp_path / "out"
     write_validation(result, out / "posts.jsonl", out / "quarantine.jsonl", out / "validation.json")

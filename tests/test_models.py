@@ -11,12 +11,14 @@ import torch
 
 import emocare.models.vision  # noqa: F401  (importing it registers EmoCare-ViT-Tiny-64 with open_clip)
 from emocare.media.video import read_frames, sample_indices, write_video
-from emocare.models import BackboneNotFound, build_specialist, load_checkpoint, save_checkpoint
+from emocare.models import build_specialist, load_checkpoint, save_checkpoint
+from emocare.models.errors import BackboneNotFound
 from emocare.models.text import MINILM, load_text_backbone, text_backbone_source
 
 
 def test_tiny_distilbert_loads_from_a_save_pretrained_folder(tiny_distilbert: Path):
-    model = build_specialist("text", {"backbone": str(tiny_distilbert), "pooling": "cls", "max_length": 16})
+    cfg = {"backbone": str(tiny_distilbert), "pooling": "cls", "dropout": 0.3, "max_length": 16}
+    model = build_specialist("text", cfg)
     assert model.backbone.config.model_type == "distilbert" and model.dim == 32
     batch = model.collate([("finally got leon", 1), ("me rn:", 0)])
     assert model(batch).shape == (2, 5) and model.encode(batch).shape == (2, 32)
@@ -41,7 +43,7 @@ def test_tiny_open_clip_checkpoint_loads_through_pretrained_path(tmp_path: Path)
     reference = open_clip.create_model("EmoCare-ViT-Tiny-64")
     ckpt = tmp_path / "tiny_clip.pt"
     torch.save(reference.state_dict(), ckpt)
-    model = build_specialist("image", {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": str(ckpt)})
+    model = build_specialist("image", {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": str(ckpt), "dropout": 0.3})
     for name, tensor in reference.visual.state_dict().items():
         assert torch.equal(model.tower.state_dict()[name], tensor), name
     assert model.dim == 512
@@ -77,8 +79,8 @@ def test_read_frames_decodes_the_sampled_frames(tmp_path: Path):
 
 @pytest.mark.parametrize("modality", ["text", "video"])
 def test_checkpoint_rebuilds_the_same_model(modality: str, tiny_distilbert: Path, tmp_path: Path):
-    cfg = {"backbone": str(tiny_distilbert)} if modality == "text" else {"backbone": "EmoCare-ViT-Tiny-64",
-                                                                         "frames": 4}
+    cfg = ({"backbone": str(tiny_distilbert), "pooling": "mean", "dropout": 0.3, "max_length": 16}
+           if modality == "text" else {"backbone": "EmoCare-ViT-Tiny-64", "dropout": 0.3, "frames": 4})
     model = build_specialist(modality, cfg).eval()
     save_checkpoint(tmp_path / "m.pt", model, backbone=cfg["backbone"])
     save_checkpoint(tmp_path / "again.pt", model, backbone=cfg["backbone"])
@@ -124,9 +126,11 @@ def test_an_older_checkpoint_is_converted_then_loads(tmp_path: Path, capsys):
     import torch
 
     from emocare.cli import main as cli
-    from emocare.models import FusionModel, UnsafeCheckpoint, load_checkpoint, save_checkpoint
+    from emocare.models import UnsafeCheckpoint, load_checkpoint, save_checkpoint
+    from emocare.models.fusion import FusionModel
 
-    model = FusionModel({"text": 8, "image": 4}, kind="attention", d_model=8, heads=2, hidden=8)
+    model = FusionModel({"text": 8, "image": 4}, kind="attention", d_model=8, heads=2, hidden=8, dropout=0.1,
+                        modality_dropout=0.3, n_classes=5)
     save_checkpoint(tmp_path / "new.pt", model, val_macro_f1=np.float64(0.5), source=tmp_path)  # made plain
     assert load_checkpoint(tmp_path / "new.pt")[1]["val_macro_f1"] == 0.5
     legacy = torch.load(tmp_path / "new.pt", weights_only=True)

@@ -68,7 +68,7 @@ def clone(tmp_path_factory, tiny_distilbert: Path) -> Path:
     params = {**TINY, "text": {**TINY["text"], "backbone": str(tiny_distilbert)}}
     dest = make_clone(tmp_path_factory.mktemp("clone"), params)
     out = dvc(dest, "repro").stdout
-    assert {"demo_data", "validate", "split", "train@text", "embed@video", "fusion", "report"} <= stages_run(out)
+    assert {"demo_data", "validate", "split", "train_text", "embed_video", "fusion", "report"} <= stages_run(out)
     run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
     run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
     return dest
@@ -159,16 +159,16 @@ def test_plots_and_gallery_open_offline(clone: Path, tmp_path: Path):
 
 
 def test_specialist_param_change_re_embeds_only_that_modality(clone: Path):
-    """Runs after the fusion experiment: retrain the image specialist, then only embed@image is stale."""
+    """Runs after the fusion experiment: retrain the image specialist, then only embed_image is stale."""
     params = clone / "params.yaml"
     p = yaml.safe_load(params.read_text())
     p["image"]["lr"] = 1e-5
     params.write_text(yaml.safe_dump(p, sort_keys=False))
-    assert "train@image" in dvc(clone, "status").stdout
-    dvc(clone, "repro", "--single-item", "train@image")
+    assert "train_image" in dvc(clone, "status").stdout
+    dvc(clone, "repro", "--single-item", "train_image")
     status = dvc(clone, "status").stdout
-    assert "embed@image" in status
-    assert "embed@text" not in status and "embed@video" not in status and "train@text" not in status
+    assert "embed_image" in status
+    assert "embed_text" not in status and "embed_video" not in status and "train_text" not in status
 
 
 def _json_from(text: str) -> dict:

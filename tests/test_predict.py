@@ -77,3 +77,12 @@ def test_cli_predict_manifest_keeps_going_past_bad_records(trained_bundle: Path,
     assert len(rows) == 42 and rows[0]["id"] == json.loads(lines[0])["id"] and "true_label" in rows[0]
     assert "image could not be decoded" in rows[40]["error"] and rows[41]["line"] == 42
     assert "not valid JSON" in rows[41]["error"]
+
+
+@pytest.mark.parametrize("command", [["predict", "--text", "hi"], ["serve"]])
+def test_a_missing_bundle_is_reported_before_loading_anything(command, tmp_path: Path, capsys):
+    """A wrong --models fails at once, naming the folder, the missing file and the way out."""
+    assert cli([*command, "--models", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert f"no trained models in {tmp_path / 'nowhere'}" in err and "fusion/best_model.pt" in err
+    assert "dvc repro" in err and "--models" in err

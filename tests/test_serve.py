@@ -234,7 +234,7 @@ def test_sigterm_drains_the_queue(trained_bundle: Path, demo_dir: Path, tmp_path
 def test_batcher_answers_each_caller_and_stops_cleanly():
     import asyncio
 
-    from emocare.batcher import Batcher
+    from emocare.serving.batcher import Batcher
 
     sizes: list[int] = []
     batcher = Batcher(lambda xs: [{"echo": x["n"]} for x in xs], max_batch=8, max_wait_s=0.01, on_batch=sizes.append)
@@ -273,7 +273,7 @@ def test_batcher_waits_only_for_posts_on_their_way():
     """With ``arriving``, a batch goes as soon as nothing more is coming, and waits while something is."""
     import asyncio
 
-    from emocare.batcher import Batcher
+    from emocare.serving.batcher import Batcher
 
     sizes: list[int] = []
     coming = {"n": 0}

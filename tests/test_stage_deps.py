@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emocare.models import MODEL_MODULES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,16 +64,8 @@ def closure(script: Path, entry_modules: list[str]) -> set[Path]:
 
 
 def stages() -> dict[str, dict]:
-    """dvc.yaml's stages with ``foreach`` expanded (``name@item``; ``${item}`` substituted)."""
-    out = {}
-    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        if "foreach" not in stage:
-            out[name] = stage
-            continue
-        for item in stage["foreach"]:
-            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
-            out[f"{name}@{item}"] = yaml.safe_load(text)
-    return out
+    """dvc.yaml's stages (none uses ``foreach``: stages of one script differ in the modules they import)."""
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def declared(stage: dict) -> set[Path]:
@@ -87,10 +81,16 @@ def declared(stage: dict) -> set[Path]:
 
 
 def ran(stage: dict) -> set[Path]:
+    """The files a stage's command runs. A stage script given a modality (``train_specialist.py image``) builds
+    or loads that modality's model through :data:`emocare.models.MODEL_MODULES`: its module counts too."""
     cmd = stage["cmd"]
-    script = re.search(r"(stages/\w+\.py)", cmd)
+    script = re.search(r"(stages/\w+\.py)(?: (\w+))?", cmd)
     assert script, f"no stage script in {cmd!r}"
-    return closure(ROOT / script.group(1), re.findall(r"-m (emocare[\w.]*)", cmd))
+    entry = re.findall(r"-m (emocare[\w.]*)", cmd)
+    files = closure(ROOT / script.group(1), entry)
+    if script.group(2) in MODEL_MODULES and module_file("emocare.models") in files:
+        files |= closure(module_file(MODEL_MODULES[script.group(2)]), [])
+    return files
 
 
 def _relative(paths: set[Path]) -> list[str]:
@@ -110,3 +110,18 @@ def test_closure_follows_lazy_imports():
     assert "emocare.reddit.cli" in found  # a top-level `from emocare.reddit import cli`
     assert "emocare.bulk" in found  # imported inside cmd_predict only
     assert "emocare.data" in found  # the parent package of emocare.data.demo
+
+
+def test_the_import_graph_keeps_concerns_apart():
+    """Exact deps are cheap only if a stage imports little: specialists never import the fusion model, inference
+    never imports the trainer, and no stage imports the edges (serving, bulk prediction, trends, Reddit, the CLI)."""
+    by_stage = {name: ran(stage) for name, stage in stages().items()}
+    fusion_model, vision = ROOT / "emocare/models/fusion.py", ROOT / "emocare/models/vision.py"
+    assert [n for n, files in by_stage.items() if fusion_model in files] == ["fusion"]
+    assert sorted(n for n, files in by_stage.items() if vision in files) == [
+        "embed_image", "embed_video", "train_image", "train_video"]
+    inference = set().union(*(closure(ROOT / f"emocare/{m}.py", []) for m in ("predict", "bulk", "serving/app")))
+    assert not inference & {ROOT / "emocare/training.py", ROOT / "emocare/specialists.py", ROOT / "emocare/fusion.py"}
+    edges = {p for p in (ROOT / "emocare").rglob("*.py") if p.name in ("cli.py", "bulk.py", "trends.py", "predict.py")
+             or {"serving", "reddit"} & set(p.parts)}
+    assert not set().union(*by_stage.values()) & edges

@@ -12,7 +12,9 @@ from torch.utils.data import Dataset
 
 from emocare.curves import Curves
 from emocare.models.fusion import FusionModel
-from emocare.train import TrainConfig, fit, resolve_device
+from emocare.params import TrainConfig
+from emocare.runtime import resolve_device
+from emocare.training import fit
 
 
 class Blobs(Dataset):
@@ -32,11 +34,18 @@ class Blobs(Dataset):
 
 
 def _model(**kw) -> FusionModel:
-    return FusionModel({"text": 8}, kind="concat", d_model=16, hidden=16, dropout=0.0, modality_dropout=0.0, **kw)
+    return FusionModel({"text": 8}, kind="concat", d_model=16, heads=1, hidden=16, dropout=0.0, modality_dropout=0.0,
+                       n_classes=5, **kw)
+
+
+def _cfg(**kw) -> TrainConfig:
+    """A trainer configuration: params.yaml's train section and a model section's trainer keys, with ``kw``."""
+    return TrainConfig(**{"epochs": 4, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 0,
+                          "patience": 3, "seed": 42, "device": "cpu", "grad_clip": 1.0, "num_workers": "auto", **kw})
 
 
 def test_trainer_learns_and_keeps_the_best_epoch(tmp_path: Path):
-    cfg = TrainConfig(epochs=15, batch_size=32, lr=1e-2, warmup_steps=5, patience=15, device="cpu")
+    cfg = _cfg(epochs=15, batch_size=32, lr=1e-2, warmup_steps=5, patience=15)
     summary = fit(_model(), Blobs(400, 1), Blobs(100, 2), cfg, [1.0] * 5, tmp_path / "best.pt",
                   live_dir=tmp_path / "live")
     losses = [h["train_loss"] for h in summary["history"]]
@@ -67,7 +76,7 @@ def test_curves_replace_an_earlier_runs(tmp_path: Path):
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path: Path):
-    cfg = TrainConfig(epochs=20, batch_size=64, lr=0.0, patience=3, device="cpu")  # lr 0: F1 never improves
+    cfg = _cfg(epochs=20, batch_size=64, lr=0.0, patience=3)  # lr 0: F1 never improves
     summary = fit(_model(), Blobs(100, 1), Blobs(50, 2), cfg, [1.0] * 5, tmp_path / "best.pt")
     assert summary["best_epoch"] == 1 and summary["epochs_run"] == 1 + 3
 
@@ -75,7 +84,7 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path: Path
 def test_class_weights_reach_the_loss(tmp_path: Path):
     torch.manual_seed(0)
     train, val = Blobs(50, 1), Blobs(25, 2)
-    cfg = TrainConfig(epochs=1, batch_size=100, lr=0.0, device="cpu", seed=3)
+    cfg = _cfg(epochs=1, batch_size=100, lr=0.0, seed=3)
     weights = [5.0, 1.0, 1.0, 1.0, 0.1]
     model = _model()
     with torch.no_grad():  # make per-class losses differ so that weighting matters
@@ -100,7 +109,7 @@ def test_device_setting():
 @pytest.mark.parametrize(("capability", "expected"), [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16"),
                                                       ((6, 1), "fp16")])
 def test_precision_follows_the_gpu(monkeypatch, capability, expected):
-    from emocare.train import AUTOCAST_DTYPES, choose_precision
+    from emocare.runtime import AUTOCAST_DTYPES, choose_precision
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert choose_precision(torch.device("cuda", 0)) == expected  # an RTX 2080 is 7.5: no native bf16
@@ -111,7 +120,7 @@ def test_precision_follows_the_gpu(monkeypatch, capability, expected):
 def test_workers_auto_by_device(monkeypatch):
     import os
 
-    from emocare.train import resolve_workers
+    from emocare.runtime import resolve_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -130,7 +139,7 @@ def test_metrics_equal_scikit_learns():
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
     from emocare.labels import DISPLAY, LABELS
-    from emocare.train import report_dict, scores
+    from emocare.metrics import report_dict, scores
 
     rng = np.random.default_rng(0)
     for n, classes in ((200, 5), (30, 3), (7, 2), (1, 1)):

@@ -74,8 +74,9 @@ def _check_record(rec: dict, root: Path, seen: set[str], require_label: bool,
             reasons.append(f"missing_file: {key} {value} not found")
             continue
         problem = check(path)
-        if problem:
-            reasons.append(f"{problem} ({key} {value})")
+        if problem:  # "code" or "code: detail"; the code alone is the summary's key, the file goes in the detail
+            code, _, detail = problem.partition(": ")
+            reasons.append(f"{code}: {key} {value}" + (f" ({detail})" if detail else ""))
             continue
     if not text.strip() and not any(rec.get(k) for k in ("image", "video")):
         reasons.append("empty_post: no text and no media")

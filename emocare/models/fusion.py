@@ -15,8 +15,12 @@ Kinds:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from emocare.models.checkpoint import load_model
 
 KINDS = ("attention", "gated", "concat")
 
@@ -39,8 +43,10 @@ def modality_dropout(present: torch.Tensor, p: float) -> torch.Tensor:
 class FusionModel(nn.Module):
     """Cross-modal fusion of specialist embeddings; see the module docstring for the kinds."""
 
-    def __init__(self, dims: dict[str, int], kind: str = "attention", d_model: int = 256, heads: int = 4,
-                 hidden: int = 256, dropout: float = 0.1, modality_dropout: float = 0.3, n_classes: int = 5):
+    checkpoint_kind = "fusion"
+
+    def __init__(self, dims: dict[str, int], *, kind: str, d_model: int, heads: int, hidden: int, dropout: float,
+                 modality_dropout: float, n_classes: int):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"fusion.kind must be one of {KINDS}, got {kind!r}")
@@ -81,9 +87,27 @@ class FusionModel(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         return self.head(self.fuse(batch))
 
+    @classmethod
+    def from_params(cls, dims: dict[str, int], cfg: dict, n_classes: int) -> FusionModel:
+        """The model the ``fusion`` section of ``params.yaml`` describes, over modalities of ``dims``."""
+        return cls(dims, kind=cfg["kind"], d_model=cfg["d_model"], heads=cfg["heads"], hidden=cfg["hidden"],
+                   dropout=cfg["hidden_dropout"], modality_dropout=cfg["dropout"], n_classes=n_classes)
+
     def spec(self) -> dict:
         return dict(self.config)
 
     @classmethod
     def from_spec(cls, spec: dict) -> FusionModel:
-        return cls(**spec)
+        return cls(spec["dims"], **{k: v for k, v in spec.items() if k != "dims"})
+
+
+def rebuild(kind: str, spec: dict, n_classes: int) -> FusionModel:
+    """The fusion model a checkpoint's ``spec`` describes (its weights are loaded next)."""
+    if kind != "fusion":
+        raise ValueError(f"expected a fusion model's checkpoint, got a {kind} specialist's")
+    return FusionModel.from_spec(spec)
+
+
+def load_fusion(path: str | Path, device: str | torch.device = "cpu") -> tuple[FusionModel, dict]:
+    """A fusion checkpoint's model (eval mode) and payload."""
+    return load_model(path, rebuild, device)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from emocare.labels import label_index
 from emocare.models.errors import BackboneNotFound
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -67,10 +69,23 @@ def tokenizer_from_files(files: dict[str, bytes]):
         return AutoTokenizer.from_pretrained(tmp, local_files_only=True)
 
 
+class PostTexts(Dataset):
+    """Posts' text and label index, tokenized a batch at a time by :meth:`TextSpecialist.collate`."""
+
+    def __init__(self, posts: list):
+        self.posts = posts
+
+    def __len__(self) -> int:
+        return len(self.posts)
+
+    def __getitem__(self, i: int) -> tuple[str, int]:
+        return self.posts[i].text, label_index(self.posts[i].label)
+
+
 class TextSpecialist(nn.Module):
     """Backbone -> first-token or mean pooling -> dropout -> Linear(hidden -> classes)."""
 
-    modality = "text"
+    modality = checkpoint_kind = "text"
 
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str = "mean", dropout: float = 0.3,
                  max_length: int = 128, n_classes: int = 5):
@@ -82,6 +97,11 @@ class TextSpecialist(nn.Module):
         self.dim = backbone.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.dim, n_classes)
+
+    def dataset(self, posts: list, train: bool = False, augment: bool = True,
+                frame_store: str | Path | None = None) -> Dataset:
+        """The posts' text as this model's input (text needs no augmentation or frame store)."""
+        return PostTexts(posts)
 
     def collate(self, items: list[tuple[str, int]]) -> dict:
         texts, labels = zip(*items, strict=True)
@@ -114,3 +134,19 @@ class TextSpecialist(nn.Module):
         backbone = AutoModel.from_config(config)
         return cls(backbone, tokenizer_from_files(spec["tokenizer_files"]), spec["pooling"], 0.0,
                    spec["max_length"], n_classes)
+
+
+def pretrained_source(cfg: dict) -> str:
+    """Text backbones are always pretrained: say where from, the same way on every machine."""
+    return text_backbone_source(cfg["backbone"])
+
+
+def build(modality: str, cfg: dict, offline: bool, n_classes: int) -> TextSpecialist:
+    """The text specialist its ``params.yaml`` section describes."""
+    backbone, tokenizer = load_text_backbone(cfg["backbone"], offline)
+    return TextSpecialist(backbone, tokenizer, cfg["pooling"], cfg["dropout"], cfg["max_length"], n_classes)
+
+
+def rebuild(kind: str, spec: dict, n_classes: int) -> TextSpecialist:
+    """The specialist a checkpoint's ``spec`` describes (its weights are loaded next)."""
+    return TextSpecialist.from_spec(spec, n_classes)

@@ -12,14 +12,14 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import torch
-from PIL import Image
 from torch import nn
-from torchvision import transforms as T
+from torch.utils.data import Dataset
 
+from emocare.data.datasets import decode_media, media_dataset
 from emocare.models.errors import BackboneNotFound
+from emocare.transforms import eval_transform
 
 open_clip.add_model_config(Path(__file__).parent / "configs")
 
@@ -49,29 +49,6 @@ def load_vision_tower(arch: str, pretrained: str | None, offline: bool = True) -
     return model.visual, cfg, dim
 
 
-def eval_transform(cfg: dict) -> T.Compose:
-    """open_clip's evaluation preprocessing for this tower."""
-    return open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
-                                     resize_mode=cfg.get("resize_mode"), interpolation=cfg.get("interpolation"))
-
-
-def train_transform(cfg: dict) -> T.Compose:
-    """Training augmentation: random resized crop, horizontal flip, colour jitter (no hue shift)."""
-    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
-        T.RandomHorizontalFlip(),
-        T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-        T.ToTensor(),
-        T.Normalize(cfg["mean"], cfg["std"]),
-    ])
-
-
-def frames_to_tensor(frames: list[np.ndarray], transform) -> torch.Tensor:
-    """Stack transformed RGB frames into [T, 3, H, W]."""
-    return torch.stack([transform(Image.fromarray(f)) for f in frames])
-
-
 class VisionSpecialist(nn.Module):
     """open_clip visual tower -> (mean over frames for video) -> dropout -> Linear(dim -> classes)."""
 
@@ -82,11 +59,25 @@ class VisionSpecialist(nn.Module):
             raise ValueError(f"vision modality must be image or video, got {modality!r}")
         self.tower, self.modality, self.arch = tower, modality, arch
         self.preprocess, self.dim, self.frames = preprocess, dim, frames
+        self._eval_transform = eval_transform(preprocess)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(dim, n_classes)
         # eval_transform's Normalize, for uint8 pixels normalised on the model's device (not saved: from preprocess)
         self.register_buffer("mean", torch.tensor(preprocess["mean"], dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("std", torch.tensor(preprocess["std"], dtype=torch.float32).view(-1, 1, 1), False)
+
+    @property
+    def checkpoint_kind(self) -> str:
+        return self.modality
+
+    def dataset(self, posts: list, train: bool = False, augment: bool = True,
+                frame_store: str | Path | None = None) -> Dataset:
+        """The posts' media as this tower's input (:func:`emocare.data.datasets.media_dataset`)."""
+        return media_dataset(self.modality, self.preprocess, self.frames, posts, train, augment, frame_store)
+
+    def decode(self, source) -> torch.Tensor:
+        """One post's media (a path, bytes or a PIL image) as this tower's evaluation input."""
+        return decode_media(self.modality, source, self._eval_transform, self.frames)
 
     @staticmethod
     def collate(items: list[tuple[torch.Tensor, int]]) -> dict:
@@ -126,3 +117,20 @@ class VisionSpecialist(nn.Module):
         finally:
             logging.disable(logging.NOTSET)
         return cls(tower, modality, spec["arch"], spec["preprocess"], spec["dim"], 0.0, spec["frames"], n_classes)
+
+
+def pretrained_source(cfg: dict) -> str | None:
+    """The open_clip tag or checkpoint file of the tower's weights; ``None``: trained from scratch."""
+    return cfg.get("pretrained")
+
+
+def build(modality: str, cfg: dict, offline: bool, n_classes: int) -> VisionSpecialist:
+    """The ``image`` or ``video`` specialist its ``params.yaml`` section describes."""
+    tower, preprocess, dim = load_vision_tower(cfg["backbone"], cfg.get("pretrained"), offline)
+    return VisionSpecialist(tower, modality, cfg["backbone"], preprocess, dim, cfg["dropout"],
+                            cfg.get("frames", 8), n_classes)
+
+
+def rebuild(kind: str, spec: dict, n_classes: int) -> VisionSpecialist:
+    """The specialist a checkpoint's ``spec`` describes (its weights are loaded next)."""
+    return VisionSpecialist.from_spec(kind, spec, n_classes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emocare.reddit.config import FetchConfig
+
 
 def _add_input_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("posts", nargs="+", help="post objects: .jsonl, .json (list or API listing) or .zst dumps")
@@ -31,10 +33,13 @@ def cmd_import_reddit(a: argparse.Namespace) -> dict:
                          parse_label_map(a.label_map), a.save_posts)
 
 
-def cmd_fetch_media(a: argparse.Namespace) -> dict:
-    from emocare.reddit.fetch import FetchConfig, fetch_media
+MB = 1024 * 1024
 
-    cfg = FetchConfig(concurrency=a.concurrency, per_host_rps=a.rate, max_bytes=int(a.max_mb * 1024 * 1024),
+
+def cmd_fetch_media(a: argparse.Namespace) -> dict:
+    from emocare.reddit.fetch import fetch_media
+
+    cfg = FetchConfig(concurrency=a.concurrency, per_host_rps=a.rate, max_bytes=int(a.max_mb * MB),
                       retries=a.retries, connect_timeout_s=a.connect_timeout, read_timeout_s=a.read_timeout,
                       user_agent=a.user_agent, all_gallery=a.all_gallery)
     return fetch_media(a.posts, a.media_dir, cfg, _filter(a), a.limit)
@@ -42,8 +47,7 @@ def cmd_fetch_media(a: argparse.Namespace) -> dict:
 
 def register(sub, imp) -> None:
     """Add ``import reddit`` to the ``import`` subparsers and ``fetch-media`` to the top level."""
-    from emocare.reddit.fetch import USER_AGENT
-
+    d = FetchConfig()  # the defaults' one owner
     s = imp.add_parser("reddit", help="Reddit post objects (API JSON, JSON Lines, Pushshift/Arctic Shift .zst dumps)")
     _add_input_args(s)
     s.add_argument("-o", "--out", required=True, help="manifest to write")
@@ -56,12 +60,12 @@ def register(sub, imp) -> None:
     s = sub.add_parser("fetch-media", help="download each post's image or video into --media-dir")
     _add_input_args(s)
     s.add_argument("--media-dir", required=True)
-    s.add_argument("--concurrency", type=int, default=8, help="parallel downloads")
-    s.add_argument("--rate", type=float, default=4.0, help="requests per second per host")
-    s.add_argument("--max-mb", type=float, default=50.0, help="largest file to keep")
-    s.add_argument("--retries", type=int, default=4, help="retries on 429, 5xx and network errors")
-    s.add_argument("--connect-timeout", type=float, default=10.0)
-    s.add_argument("--read-timeout", type=float, default=30.0)
-    s.add_argument("--user-agent", default=USER_AGENT)
+    s.add_argument("--concurrency", type=int, default=d.concurrency, help="parallel downloads")
+    s.add_argument("--rate", type=float, default=d.per_host_rps, help="requests per second per host")
+    s.add_argument("--max-mb", type=float, default=d.max_bytes / MB, help="largest file to keep")
+    s.add_argument("--retries", type=int, default=d.retries, help="retries on 429, 5xx and network errors")
+    s.add_argument("--connect-timeout", type=float, default=d.connect_timeout_s)
+    s.add_argument("--read-timeout", type=float, default=d.read_timeout_s)
+    s.add_argument("--user-agent", default=d.user_agent)
     s.add_argument("--all-gallery", action="store_true", help="every gallery image, not only the first")
     s.set_defaults(func=cmd_fetch_media)

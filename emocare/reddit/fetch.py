@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,26 +30,10 @@ from emocare.io import FILE_MODE, jsonl_writer
 from emocare.media.image import check_image
 from emocare.media.sniff import HEAD_BYTES, sniff
 from emocare.media.video import check_video
+from emocare.reddit.config import FetchConfig
 from emocare.reddit.posts import PostFilter, find_media, iter_posts, media_urls
 
-USER_AGENT = "emocare-fetch-media/0.1 (research; emotion classification of posts)"
 FETCHED = ("ok", "present")  # outcomes that leave a valid file on disk
-
-
-@dataclass
-class FetchConfig:
-    """Download settings (the `fetch-media` flags)."""
-
-    concurrency: int = 8
-    per_host_rps: float = 4.0
-    max_bytes: int = 50 * 1024 * 1024
-    retries: int = 4
-    backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
-    user_agent: str = USER_AGENT
-    all_gallery: bool = False
 
 
 class HostRateLimiter:

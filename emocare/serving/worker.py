@@ -3,7 +3,7 @@
 In one process, the event loop (HTTP parsing, probes, admission, responses) and a model thread
 share one interpreter lock: a forward pass holds it between its tensor operations, so under load
 a probe or a new request waits behind the model. Here a spawned child process scores the batches
-that :class:`emocare.batcher.Batcher` collects, sent over a pipe; the parent keeps the event loop
+that :class:`emocare.serving.batcher.Batcher` collects, sent over a pipe; the parent keeps the event loop
 and the media decoding. The weights are not copied: they are moved to shared memory and the
 child maps them (torch's multiprocessing reductions). The child runs at a lower priority
 (``nice``), so the short, latency-bound work of the event loop gets a core first whenever it

@@ -8,7 +8,7 @@ a batch of everything that is coming goes at once, and a lone post is never held
 caller awaits its own future, so every answer is its own request's. A caller that stopped waiting
 (timed out) is skipped if the worker has not reached it yet.
 ``score`` may run the model in this thread or hand the batch to a model process
-(:class:`emocare.model_worker.ModelWorker`, as the service does).
+(:class:`emocare.serving.worker.ModelWorker`, as the service does).
 """
 
 from __future__ import annotations

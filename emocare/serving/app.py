@@ -4,8 +4,8 @@
 JSON ``{"text": ...}``. Under load it holds up:
 
 - the event loop never runs the model: media are decoded in a thread pool, and posts are scored
-  in dynamic micro-batches (:mod:`emocare.batcher`) by a process of their own that holds the
-  model (:mod:`emocare.model_worker`), so the model never holds this process's interpreter lock;
+  in dynamic micro-batches (:mod:`emocare.serving.batcher`) by a process of their own that holds the
+  model (:mod:`emocare.serving.worker`), so the model never holds this process's interpreter lock;
 - at most ``max_queue`` requests are in the service at once; the next gets 503 with
   ``Retry-After``; one that is not answered within ``timeout_s`` gets 504;
 - the body is counted as it arrives, chunked or not, and cut off with 413 at the limit;
@@ -20,12 +20,10 @@ naming the problem, never a 500.
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -34,22 +32,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from emocare.labels import DISPLAY
 from emocare.media.sniff import HEAD_BYTES, sniff
-from emocare.model_worker import ModelProcessExited, ModelWorker
 from emocare.predict import NO_MODALITY, EmoCare
-
-
-@dataclass
-class ServeConfig:
-    """Service limits (the `emocare serve` flags)."""
-
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_batch: int = 32
-    max_wait_ms: float = 20.0  # waited only while admitted posts are still being read or decoded
-    max_queue: int = 256
-    timeout_s: float = 30.0
-    access_log: bool = False
-    worker_nice: int = 10  # the model process yields the CPU to the event loop (probes, admission, I/O)
-    decode_threads: int = max(1, min(4, len(os.sched_getaffinity(0))))
+from emocare.serving.config import ServeConfig
+from emocare.serving.worker import ModelProcessExited, ModelWorker
 
 
 class RequestError(Exception):
@@ -178,7 +163,7 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        from emocare.batcher import Batcher
+        from emocare.serving.batcher import Batcher
 
         state["worker"] = worker = ModelWorker(model, cfg.worker_nice)
         state["batcher"] = Batcher(worker.score, cfg.max_batch, cfg.max_wait_ms / 1000, metrics.batch.observe,

@@ -1,0 +1,106 @@
+"""Pipeline step ``fusion`` (training half): the fusion model and the ablation's one model per modality subset,
+trained on the cached embeddings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from emocare.bundle import MODELS_DIR, fusion_path, subset_path, subsets_dir
+from emocare.cache import Cache, CachedDataset
+from emocare.data.split import class_weights
+from emocare.labels import LABELS, MODALITIES, SUBSETS
+from emocare.models.fusion import FusionModel
+from emocare.params import TrainConfig
+from emocare.runtime import count_parameters, resolve_device, seed_everything
+from emocare.training import fit, write_reports
+
+
+def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: str | Path,
+                 modalities: list[str] | None = None, report_dir: str | Path | None = None,
+                 desc: str = "fusion") -> dict:
+    """Train a fusion model on cached embeddings (``modalities`` defaults to all available).
+
+    With ``report_dir``, the training curves, ``metrics.json`` and ``classification_report.json`` go there.
+    """
+    mods = cache.trained_modalities(modalities)
+    if not mods:
+        raise ValueError(f"{desc}: none of {modalities or MODALITIES} has embeddings for training posts")
+    tcfg = TrainConfig.from_params(train_cfg, fusion_cfg, {"num_workers": 0})  # cached tensors: no decoding
+    seed_everything(tcfg.seed)  # initial weights from the seeded RNG
+    model = FusionModel.from_params({m: cache.emb[m].shape[1] for m in mods}, fusion_cfg, len(LABELS))
+    train_rows, val_rows = cache.rows_with("train", mods), cache.rows_with("val", mods)
+    weights = class_weights([LABELS[i] for i in cache.labels[train_rows]])
+    summary = fit(model, cache.dataset(mods, train_rows), cache.dataset(mods, val_rows), tcfg,
+                  weights, model_path, collate=CachedDataset.collate,
+                  live_dir=Path(report_dir) / "live" if report_dir else None, desc=desc,
+                  checkpoint_extra={"modalities": mods, "backbones": {m: cache.attrs[m]["backbone"] for m in mods}})
+    report = summary.pop("classification_report")
+    summary.pop("history")
+    metrics = {"modalities": mods, **{k: fusion_cfg[k] for k in ("kind", "d_model", "heads", "hidden")},
+               "modality_dropout": model.p_drop, "parameters": count_parameters(model),
+               "unlabelled_set_aside": int((cache.labels < 0).sum()), **summary,
+               "class_weights": dict(zip(LABELS, weights, strict=True)), "config": asdict(tcfg)}
+    if report_dir is not None:
+        write_reports(Path(report_dir), metrics, report)
+    return metrics
+
+
+_FUSION_JOBS: dict = {}  # what every fusion job shares: the cache and the configs (inherited by forked workers)
+
+
+def _share(cache: Cache, fusion_cfg: dict, train_cfg: dict, single_thread: bool) -> None:
+    _FUSION_JOBS.update(cache=cache, fusion_cfg=fusion_cfg, train_cfg=train_cfg)
+    if single_thread:  # side by side with other jobs, one core each
+        torch.set_num_threads(1)
+        os.environ["TQDM_DISABLE"] = "1"  # the parent shows one bar over the jobs
+
+
+def _fusion_job(path: Path, subset: list[str] | None, report_dir: str | Path | None) -> dict:
+    try:
+        return train_fusion(_FUSION_JOBS["cache"], _FUSION_JOBS["fusion_cfg"], _FUSION_JOBS["train_cfg"], path,
+                            modalities=subset, report_dir=report_dir,
+                            desc=f"ablation {'+'.join(subset)}" if subset else "fusion")
+    except ValueError as e:  # this subset's modalities have no training or validation posts
+        return {"skipped": str(e)}
+
+
+def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_dir: str | Path,
+                        models_dir: str | Path = MODELS_DIR, subsets: list[list[str]] = SUBSETS) -> dict[str, dict]:
+    """Train the fusion model and the ablation's one-per-subset models; returns each one's summary.
+
+    The fusion model (all available modalities) goes to :func:`~emocare.bundle.fusion_path` with its
+    reports in ``report_dir``; each subset's model to :func:`~emocare.bundle.subset_path`
+    (``{"skipped": reason}`` where the subset has no training data). They are independent, so on a
+    CPU they train side by side in forked single-threaded processes, one per core (the model is too
+    small to use two cores well); on a GPU one after another. Keys: ``fusion`` and the subset names.
+    """
+    for stale in subsets_dir(models_dir).glob("*.pt"):
+        stale.unlink()
+    device = resolve_device(train_cfg["device"])
+    jobs = {"fusion": (fusion_path(models_dir), None, report_dir)}
+    for s in sorted(subsets, key=len, reverse=True):  # the longest first: the cores finish together
+        path = subset_path(s, models_dir)
+        if path != jobs["fusion"][0]:  # all modalities: the fusion model itself
+            jobs["+".join(s)] = (path, s, None)
+    workers = 1 if device.type == "cuda" else min(len(jobs), len(os.sched_getaffinity(0)))
+    shared = (cache, fusion_cfg, train_cfg, workers > 1)
+    if workers == 1:
+        _share(*shared)
+        results = [_fusion_job(*job) for job in jobs.values()]
+    else:  # forked workers inherit the loaded cache and imports
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), initializer=_share,
+                                 initargs=shared) as pool:
+            futures = [pool.submit(_fusion_job, *job) for job in jobs.values()]
+            results = [f.result() for f in tqdm(futures, desc="fusion models", unit="model")]
+    results = dict(zip(jobs, results, strict=True))
+    if "skipped" in results["fusion"]:
+        raise ValueError(results["fusion"]["skipped"])
+    return results

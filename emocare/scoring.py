@@ -1,0 +1,61 @@
+"""The one scoring path: specialist features, fusion logits and specialist-head logits for a batch of posts.
+
+Embedding (:mod:`emocare.embed`), evaluation (:mod:`emocare.evaluate`), prediction, bulk prediction
+and the service (all through :class:`emocare.predict.EmoCare`) and the trainer's validation score
+posts with these functions, so a change in how a model is run reaches all of them at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from emocare.runtime import autocast, to_device
+
+FUSION_BATCH = 512  # cached embeddings are small: big batches, one per call for the service
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
+                   desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over ``loader``; returns (float32 logits [N, C], labels [N])."""
+    model.eval()
+    logits, labels = [], []
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+        batch = to_device(batch, device)
+        with autocast(device):
+            out = model(batch)
+        logits.append(out.float().cpu())
+        labels.append(batch["label"].cpu())
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+@torch.inference_mode()
+def features(specialist: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+    """A specialist's pooled features for one collated batch: float32 [B, dim] on the CPU."""
+    with autocast(device):
+        return specialist.encode(to_device(batch, device)).float().cpu()
+
+
+@torch.inference_mode()
+def fusion_logits(fusion: nn.Module, emb: dict[str, torch.Tensor], present: torch.Tensor, device: torch.device,
+                  batch_size: int = FUSION_BATCH) -> np.ndarray:
+    """Fusion logits [N, C] for embeddings ``emb[m]`` [N, D_m] and the ``present`` mask [N, M]
+    (modalities in ``fusion.modalities`` order; an absent modality's row is ignored)."""
+    fusion.eval()
+    out = []
+    for start in range(0, len(present), batch_size):
+        rows = slice(start, start + batch_size)
+        batch = to_device({"emb": {m: emb[m][rows] for m in fusion.modalities}, "present": present[rows]}, device)
+        with autocast(device):
+            out.append(fusion(batch).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, fusion.config["n_classes"]), np.float32)
+
+
+def head_logits(state_dict: dict[str, torch.Tensor], feats: torch.Tensor) -> np.ndarray:
+    """A specialist's classifier on its cached features: its forward pass in eval mode (dropout is off),
+    without building the backbone."""
+    return nn.functional.linear(feats, state_dict["head.weight"], state_dict["head.bias"]).numpy()

@@ -1,0 +1,20 @@
+"""The service's settings, apart from the app so that the CLI reads their defaults without importing FastAPI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class ServeConfig:
+    """Service limits: the one owner of their defaults (the `emocare serve` flags read them here)."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_batch: int = 32
+    max_wait_ms: float = 20.0  # waited only while admitted posts are still being read or decoded
+    max_queue: int = 256
+    timeout_s: float = 30.0
+    access_log: bool = False
+    worker_nice: int = 10  # the model process yields the CPU to the event loop (probes, admission, I/O)
+    decode_threads: int = max(1, min(4, len(os.sched_getaffinity(0))))

@@ -1,0 +1,62 @@
+"""Pipeline step ``train_<modality>``: fine-tune one specialist on the posts that have its modality."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from emocare.data.manifest import load_posts
+from emocare.data.split import class_weights, read_split
+from emocare.distributed import init_distributed, is_main
+from emocare.io import write_json
+from emocare.labels import LABELS
+from emocare.models import build_specialist, pretrained_source
+from emocare.models.checkpoint import save_checkpoint
+from emocare.params import TrainConfig
+from emocare.runtime import count_parameters, seed_everything
+from emocare.training import fit, write_reports
+
+
+def backbone_info(modality: str, cfg: dict, model) -> dict:
+    """Which backbone a specialist runs and whether, and from where, it was pretrained: the run's metrics say so."""
+    pretrained = pretrained_source(modality, cfg)
+    return {"modality": modality, "backbone": cfg["backbone"], "pretrained": pretrained is not None,
+            "pretrained_source": pretrained, "parameters": count_parameters(model), "embedding_dim": model.dim}
+
+
+def train_specialist(modality: str, params: dict, posts_path: str | Path, split_path: str | Path,
+                     model_path: str | Path, report_dir: str | Path) -> dict:
+    """Fine-tune one specialist on the posts that have its modality; write checkpoint and reports.
+
+    With no training or validation posts for the modality, the (untrained) model is saved with
+    ``no_data: true`` and the metrics say so; later stages then treat the modality as absent.
+    """
+    cfg, report_dir = params[modality], Path(report_dir)
+    init_distributed(params["train"]["device"])
+    split = read_split(split_path)
+    posts = [p for p in load_posts(posts_path) if modality in p.modalities]
+    train_posts = [p for p in posts if split.get(p.id) == "train"]
+    val_posts = [p for p in posts if split.get(p.id) == "val"]
+    unlabelled = sum(p.label is None for p in posts)  # never in the split: set aside
+    tcfg = TrainConfig.from_params(params["train"], cfg)
+    seed_everything(tcfg.seed)  # the new classifier head's initial weights come from the seeded RNG
+    model = build_specialist(modality, cfg, params.get("offline", True))  # fails here if weights are absent
+    info = {**backbone_info(modality, cfg, model), "unlabelled_set_aside": unlabelled}
+    if not train_posts or not val_posts:
+        if is_main():
+            save_checkpoint(model_path, model, no_data=True, **info)
+            write_json(report_dir / "live" / "metrics.json", {"no_data": True})
+        metrics = {**info, "no_data": True, "train_posts": len(train_posts), "val_posts": len(val_posts)}
+        write_reports(report_dir, metrics, {})
+        return metrics
+    weights = class_weights([p.label for p in train_posts])
+    store = params.get("frame_store")  # decoded pixels kept across epochs (and for the embed stage)
+    summary = fit(model, model.dataset(train_posts, train=True, augment=cfg.get("augment", True), frame_store=store),
+                  model.dataset(val_posts, frame_store=store), tcfg, weights, model_path, collate=model.collate,
+                  live_dir=report_dir / "live", checkpoint_extra=info, desc=modality)
+    report = summary.pop("classification_report")
+    summary.pop("history")
+    metrics = {**info, "no_data": False, **summary, "class_weights": dict(zip(LABELS, weights, strict=True)),
+               "config": asdict(tcfg)}
+    write_reports(report_dir, metrics, report)
+    return metrics
