@@ -57,7 +57,8 @@ def prepare(df: pd.DataFrame, by: str, group: str | None, min_confidence: float)
         ok &= df["error"].isna()
     counts["errors"] = int((~ok).sum())
     df = df[ok].copy()
-    when = pd.to_datetime(pd.to_numeric(df.get("created_utc"), errors="coerce"), unit="s", utc=True)
+    dates = df["created_utc"] if "created_utc" in df else pd.Series(np.nan, index=df.index)  # a column may be absent
+    when = pd.to_datetime(pd.to_numeric(dates, errors="coerce"), unit="s", utc=True)
     counts["undated"] = int(when.isna().sum())
     df = df[when.notna()].copy()
     df["period"] = when[when.notna()].dt.tz_localize(None).dt.to_period(PERIODS[by]).dt.start_time

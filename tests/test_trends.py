@@ -103,3 +103,14 @@ def test_report_in_a_browser_names_the_spike(tmp_path: Path, capsys):
     assert near > 0.005, f"the chart's anger area is not on screen ({near:.4f} of the pixels)"
     chart = np.asarray(Image.open(out / "trends.png").convert("RGB"))
     assert not_blank(chart)
+
+
+def test_predictions_without_any_date_are_a_clear_error(tmp_path: Path, capsys):
+    """No created_utc column at all (a manifest without dates): exit 1 with the counts, no traceback."""
+    probs = {c: 0.2 for c in LABELS}
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": str(i), "label": "joy", "probabilities": probs}) + "\n"
+                             for i in range(5)))
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "no dated predictions" in err and "'undated': 5" in err and "Traceback" not in err
