@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 from emocare.bundle import MODELS_DIR, require_bundle
+from emocare.io import MB
 from emocare.reddit import cli as reddit_cli
 from emocare.serving.config import ServeConfig
-
-MB = 1024 * 1024
 
 
 def _given(a: argparse.Namespace, *names: str) -> dict:

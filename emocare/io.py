@@ -12,6 +12,7 @@ from typing import Any
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+MB = 1024 * 1024  # the byte size behind every --max-*-mb option
 FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file; mkstemp's 0600 is replaced by it before the rename
 
 

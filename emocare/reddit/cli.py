@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from emocare.io import MB
 from emocare.reddit.config import FetchConfig
 
 
@@ -31,9 +32,6 @@ def cmd_import_reddit(a: argparse.Namespace) -> dict:
         raise ValueError("--label-map needs --label-field: labels come only from a field you name")
     return import_reddit(a.posts, a.out, a.media_dir, _filter(a), a.limit, a.label_field,
                          parse_label_map(a.label_map), a.save_posts)
-
-
-MB = 1024 * 1024
 
 
 def cmd_fetch_media(a: argparse.Namespace) -> dict:
