@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from emocare.bundle import fusion_path
-from emocare.data.manifest import parse_line
+from emocare.data.manifest import parse_line, unix_time
 from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, read_json, write_json
 from emocare.labels import LABELS
@@ -87,6 +87,21 @@ class ManifestPosts(Dataset):
         return item
 
 
+def _carried(rec: dict) -> tuple[dict, str | None]:
+    """The metadata a row carries, as its Parquet column types; or the first field that has no such value."""
+    out = {}
+    for key in CARRY:
+        value = rec.get(key)
+        if value is None:
+            continue
+        try:
+            out[key] = unix_time(value) if key == "created_utc" else int(value) if key == "score" else str(value)
+        except (TypeError, ValueError) as e:
+            what = str(e) if key == "created_utc" else f"{value!r} is not a whole number"
+            return out, f"post {rec['id']}: field '{key}' {what}"
+    return out, None
+
+
 def _row(item: dict, out_dir: Path) -> dict:
     """The output row for one post, before its prediction or error is added."""
     rec = item["record"] or {}
@@ -96,7 +111,10 @@ def _row(item: dict, out_dir: Path) -> dict:
         for key in ("image", "video"):
             if rec.get(key):
                 row[key] = os.path.relpath(rec[key], out_dir)
-        row.update({k: rec[k] for k in CARRY if rec.get(k) is not None})
+        carried, problem = _carried(rec)
+        row.update(carried)
+        if problem:  # found before scoring, so the post is an error row, not a failed Parquet file at the end
+            item["error"] = item["error"] or problem
         if rec.get("label") is not None:
             row["true_label"] = rec["label"]
     return row

@@ -30,12 +30,13 @@ def cmd_demo_data(a: argparse.Namespace) -> None:
 
 
 def cmd_validate(a: argparse.Namespace) -> None:
-    from emocare.data.validate import validate_manifest, write_validation
+    from emocare.data.validate import Rules, validate_manifest, write_validation
     from emocare.labels import parse_label_map
 
     out = Path(a.out)
-    result = validate_manifest(a.manifest, require_label=not a.allow_unlabelled,
-                               label_map=parse_label_map(a.label_map), **_given(a, "max_pixels"))
+    rules = Rules(require_label=not a.allow_unlabelled, label_map=parse_label_map(a.label_map),
+                  **_given(a, "max_pixels", "max_text_chars", "media_root"))
+    result = validate_manifest(a.manifest, rules)
     _print(write_validation(result, out / "posts.jsonl", out / "quarantine.jsonl", out / "validation.json"))
 
 
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-map", help="e.g. disgust=neutral,fear=neutral")
     s.add_argument("--allow-unlabelled", action="store_true", help="accept posts without a label (prediction input)")
     s.add_argument("--max-pixels", type=int, help="larger images are quarantined (decompression bombs)")
+    s.add_argument("--max-text-chars", type=int, help="longer texts are quarantined")
+    s.add_argument("--media-root", type=Path,
+                   help="media may lie inside the manifest's folder or this one (default: the working directory)")
     s.set_defaults(func=cmd_validate)
 
     imp = sub.add_parser("import", help="convert third-party data into a manifest").add_subparsers(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 MB = 1024 * 1024  # the byte size behind every --max-*-mb option
 FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file; mkstemp's 0600 is replaced by it before the rename
+# The longest line a reader holds. A Reddit post object, metadata included, is a few KB to a few hundred KB
+# (a title is at most 300 characters and a body 40,000); anything far beyond that is hostile or broken.
+MAX_LINE_BYTES = 4 * MB
 
 
 @contextmanager
@@ -74,6 +77,39 @@ def jsonl_writer(stack: ExitStack, path: str | os.PathLike) -> Callable[[dict], 
     tmp = stack.enter_context(atomic_path(path, suffix=".jsonl"))
     f = stack.enter_context(open(tmp, "w", encoding="utf-8"))
     return lambda rec: f.write(json.dumps(rec, ensure_ascii=False, default=_jsonable) + "\n")
+
+
+def bounded_lines(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None, bool]]:
+    """Split a byte stream (given in chunks) into ``(line number, line, ended)``, holding at most ``max_bytes``.
+
+    A line longer than ``max_bytes`` is yielded as ``None`` and never held whole; ``ended`` is
+    False only for a last line with no newline (a file that may have been cut off).
+    """
+    buf, too_long, line_no = bytearray(), False, 0  # buf: the start of a line that the next chunk continues
+    for chunk in chunks:
+        first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
+        if first >= 0:
+            line_no += 1
+            yield line_no, None if too_long or len(buf) + first > max_bytes else bytes(buf) + chunk[:first], True
+            buf.clear()
+            too_long = False
+            for line in chunk[first + 1:last].split(b"\n") if last > first else ():
+                line_no += 1
+                yield line_no, line if len(line) <= max_bytes else None, True
+        rest = memoryview(chunk)[last + 1:]
+        if too_long or len(buf) + len(rest) > max_bytes:
+            too_long = True
+            buf.clear()
+        else:
+            buf += rest
+    if buf or too_long:
+        yield line_no + 1, None if too_long else bytes(buf), False
+
+
+def file_chunks(f, size: int = 1 << 20) -> Iterator[bytes]:
+    """A binary file's bytes in chunks of ``size``."""
+    while chunk := f.read(size):
+        yield chunk
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -40,6 +40,27 @@ def make_manifest(demo_dir: Path, folder: Path, copies: int = 1, bad: bool = Tru
     return path
 
 
+def test_metadata_of_the_wrong_type_is_an_error_row_named_before_scoring(trained_bundle: Path, demo_dir: Path,
+                                                                          tmp_path: Path, capsys):
+    manifest = make_manifest(demo_dir, tmp_path / "m", bad=False)
+    lines = manifest.read_text().splitlines()
+    for i, (key, value) in enumerate((("created_utc", "1716768000"), ("created_utc", "2024-05-27"),
+                                      ("created_utc", "someday"), ("score", "lots"), ("author", 42))):
+        rec = json.loads(lines[i])
+        rec[key] = value
+        lines[i] = json.dumps(rec)
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "pred.parquet"
+    assert cli(predict(trained_bundle, manifest, out)) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["records"] == 120 == summary["predicted"] + summary["errors"] and summary["errors"] == 2
+    rows = pq.read_table(out).to_pylist()
+    assert rows[0]["created_utc"] == rows[1]["created_utc"] == 1716768000 and rows[4]["author"] == "42"
+    assert rows[2]["error"].startswith(f"post {rows[2]['id']}: field 'created_utc' 'someday' is not a Unix time")
+    assert rows[3]["error"] == f"post {rows[3]['id']}: field 'score' 'lots' is not a whole number"
+    assert rows[2]["label"] is None and not (tmp_path / "pred.parquet.parts").exists()
+
+
 def predict(bundle: Path, manifest: Path, out: Path, *extra: str) -> list[str]:
     args = ["predict", "--models", str(bundle), "--device", "cpu", "--manifest", str(manifest), "-o", str(out),
             "--batch-size", "8", "--workers", "0", *extra]

@@ -11,7 +11,7 @@ import pytest
 
 from emocare.cli import main as cli
 from emocare.data.manifest import ManifestError, load_posts
-from emocare.data.validate import validate_manifest, write_validation
+from emocare.data.validate import Rules, validate_manifest, write_validation
 from emocare.labels import normalise_label, parse_label_map
 from emocare.media.video import write_video
 
@@ -108,7 +108,7 @@ def test_cli_reports_a_broken_manifest_without_a_traceback(tmp_path: Path, capsy
 def test_image_pixel_limit(tmp_path: Path):
     _png(tmp_path / "big.png", size=200)
     (tmp_path / "m.jsonl").write_text(json.dumps({"id": "a", "text": "t", "image": "big.png", "label": "joy"}) + "\n")
-    result = validate_manifest(tmp_path / "m.jsonl", max_pixels=100 * 100)
+    result = validate_manifest(tmp_path / "m.jsonl", Rules(max_pixels=100 * 100))
     assert result.quarantined[0]["reasons"][0].startswith("image_too_large")
 
 
@@ -123,5 +123,40 @@ def test_label_aliases_and_maps():
 
 def test_unlabelled_posts_are_accepted_for_prediction(tmp_path: Path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"id": "a", "text": "t"}) + "\n")
-    assert len(validate_manifest(tmp_path / "m.jsonl", require_label=False).kept) == 1
+    assert len(validate_manifest(tmp_path / "m.jsonl", Rules(require_label=False)).kept) == 1
     assert validate_manifest(tmp_path / "m.jsonl").quarantined[0]["reasons"][0].startswith("missing_label")
+
+
+def test_text_length_and_dates_are_checked(tmp_path: Path):
+    recs = [{"id": "long", "text": "x" * 41_000, "label": "joy"},
+            {"id": "iso", "text": "t", "label": "joy", "created_utc": "2024-05-27T00:00:00+00:00"},
+            {"id": "str", "text": "t", "label": "joy", "created_utc": "1716768000"},
+            {"id": "bad", "text": "t", "label": "joy", "created_utc": "soon"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    result = validate_manifest(tmp_path / "m.jsonl")
+    assert [p.meta["created_utc"] for p in result.kept] == [1716768000, 1716768000]
+    reasons = {q["record"]["id"]: q["reasons"] for q in result.quarantined}
+    assert reasons["long"] == ["text_too_long: 41,000 characters, over the limit of 40,302"]
+    assert reasons["bad"][0].startswith("invalid_date: 'created_utc' 'soon' is not a Unix time")
+    assert len(validate_manifest(tmp_path / "m.jsonl", Rules(max_text_chars=50_000)).kept) == 3
+
+
+def test_an_overlong_manifest_line_is_quarantined_not_read_whole(tmp_path: Path, monkeypatch):
+    import emocare.data.manifest as manifest
+
+    monkeypatch.setattr(manifest, "MAX_LINE_BYTES", 1000)
+    lines = [json.dumps({"id": "a", "text": "t", "label": "joy"}), json.dumps({"id": "b", "text": "y" * 5000})]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    result = validate_manifest(tmp_path / "m.jsonl")
+    assert result.counts == {"read": 2, "kept": 1, "quarantined": 1, "reasons": {"too_long": 1}}
+    assert result.quarantined[0]["line"] == 2
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 64])
+def test_bounded_lines_splits_any_chunking_the_same(size: int):
+    from emocare.io import bounded_lines
+
+    data = b"ab\n\ncdefgh\nij\nklmnopqrstu\nlast"
+    chunks = [data[i:i + size] for i in range(0, len(data), size)]
+    assert list(bounded_lines(chunks, max_bytes=6)) == [
+        (1, b"ab", True), (2, b"", True), (3, b"cdefgh", True), (4, b"ij", True), (5, None, True), (6, b"last", False)]

@@ -17,8 +17,8 @@ from emocare.data.manifest import load_posts
 from emocare.data.split import dataset_stats, stratified_split
 from emocare.data.validate import validate_manifest
 from emocare.reddit.fetch import FetchConfig, HostRateLimiter, fetch_media, retry_after
-from emocare.reddit.posts import media_urls, to_record
-from emocare.reddit.read import iter_objects
+from emocare.reddit.posts import import_reddit, media_urls, to_record
+from emocare.reddit.read import ReadLimits, iter_objects
 
 DAY = 86400
 T0 = 1714521600  # 2024-05-01T00:00:00Z
@@ -69,6 +69,90 @@ def test_reddit_html_escapes_are_undone_in_text_and_flair(tmp_path: Path):
             "link_flair_text": "Tips &amp; Tricks"}
     rec, status = to_record(post, None, tmp_path)
     assert rec["text"] == "Q&A: 1 < 2\n\na > b && c" and rec["flair"] == "Tips & Tricks" and status == "text"
+
+
+def test_an_overlong_line_is_too_long_and_never_held_whole(tmp_path: Path):
+    import tracemalloc
+
+    huge = json.dumps(post("huge", selftext="x" * (64 << 20)))  # one 64 MB line; the cap is 1 MB
+    dump = write_zst(tmp_path / "RS.zst", [json.dumps(post("a")), huge, json.dumps(post("b"))])
+    tracemalloc.start()
+    items = list(iter_objects(dump, max_line_bytes=1 << 20))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [i.obj["id"] if i.obj else i.error.split(":")[0] for i in items] == ["a", "too_long", "b"]
+    assert items[1].line_no == 2 and peak < 24 << 20  # a 1 MB line buffer and chunks of a few MB
+
+    out = tmp_path / "m.jsonl"
+    assert import_reddit([dump], out, limits=ReadLimits(max_line_bytes=1 << 20))["malformed_by"] == {"too_long": 1}
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a", "b"]
+
+
+def test_a_truncated_dump_is_an_error_unless_allowed(tmp_path: Path, capsys):
+    dump = write_zst(tmp_path / "RS.zst", [json.dumps(post(f"p{i}", selftext=f"{i} " * 50)) for i in range(2000)])
+    data = dump.read_bytes()
+    out = tmp_path / "m.jsonl"
+    for cut in (int(len(data) * 0.6), 9):  # most of a file; and just past the frame header
+        (tmp_path / "cut.zst").write_bytes(data[:cut])
+        assert cli(["import", "reddit", str(tmp_path / "cut.zst"), "-o", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "cut.zst" in err and "ends inside a frame" in err and "last complete line" in err
+        assert "--allow-truncated" in err and not out.exists()
+
+    (tmp_path / "cut.zst").write_bytes(data[: int(len(data) * 0.6)])
+    assert cli(["import", "reddit", str(tmp_path / "cut.zst"), "-o", str(out), "--allow-truncated"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["malformed_by"] == {"truncated": 1} and 0 < summary["imported"] < 2000
+    assert summary["read"] == summary["imported"] + summary["malformed"]
+    logged = json.loads(Path(summary["malformed_log"]).read_text())
+    assert logged["line"] == summary["imported"] + 1 and f"line {summary['imported']} is the last" in logged["error"]
+    ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert ids == [f"p{i}" for i in range(summary["imported"])]  # every complete line, in order; none cut off
+
+
+def test_dates_are_normalised_at_import_and_a_bad_one_is_named(tmp_path: Path):
+    posts = [post("n", created_utc=1716768000.0), post("s", created_utc="1716768000"),
+             post("iso", created_utc="2024-05-27T00:00:00Z"), post("bad", created_utc="last tuesday")]
+    out = tmp_path / "m.jsonl"
+    summary = import_reddit([write_zst(tmp_path / "RS.zst", [json.dumps(p) for p in posts])], out)
+    recs = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert {k: r["created_utc"] for k, r in recs.items()} == {"n": 1716768000, "s": 1716768000, "iso": 1716768000}
+    assert summary["malformed_by"] == {"bad_date": 1}
+    error = summary["malformed_first"][0]["error"]
+    assert "post bad" in error and "created_utc" in error and "last tuesday" in error
+
+
+def test_media_beside_the_manifest_folder_passes_validation_again_and_again(tmp_path: Path, monkeypatch, capsys):
+    """The README's recipe: media in brawl/media, the labelled manifest in brawl-labelled/."""
+    monkeypatch.chdir(tmp_path)
+    media = Path("brawl/media")
+    media.mkdir(parents=True)
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(media / "img1.jpg"), np.full((32, 32, 3), 90, np.uint8))
+    posts = Path("brawl/sample.jsonl")
+    posts.write_text(json.dumps(post("img1", emotion="joy")) + "\n" + json.dumps(post("txt1", emotion="anger")) + "\n")
+    assert cli(["import", "reddit", str(posts), "--media-dir", str(media), "--label-field", "emotion",
+                "-o", "brawl-labelled/manifest.jsonl"]) == 0
+    capsys.readouterr()
+    assert json.loads(Path("brawl-labelled/manifest.jsonl").read_text().splitlines()[0])["image"] == \
+        "../brawl/media/img1.jpg"
+    assert cli(["validate", "brawl-labelled/manifest.jsonl", "-o", "checked"]) == 0
+    assert json.loads(capsys.readouterr().out)["kept"] == 2
+    assert cli(["validate", "checked/posts.jsonl", "-o", "checked-again"]) == 0  # validated output validates
+    assert json.loads(capsys.readouterr().out)["kept"] == 2
+    assert Path("checked-again/posts.jsonl").read_text().count("img1.jpg") == 1
+
+    # outside both the manifest's folder and the working directory: refused before anything is written
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-media"
+    elsewhere.mkdir()
+    assert cli(["import", "reddit", str(posts), "--media-dir", str(elsewhere), "-o", "x/manifest.jsonl"]) == 1
+    assert "outside the manifest's folder" in capsys.readouterr().err and not Path("x/manifest.jsonl").exists()
+    escaping = Path("brawl-labelled/escape.jsonl")
+    escaping.write_text(json.dumps({"id": "e", "text": "t", "label": "joy", "image": f"../../{elsewhere.name}/a.jpg"}))
+    assert cli(["validate", str(escaping), "-o", "checked-escape"]) == 0
+    assert json.loads(capsys.readouterr().out)["reasons"] == {"path_escapes": 1}
 
 
 # --- media URLs --------------------------------------------------------------------------------

@@ -2,7 +2,13 @@
 
 Fields: ``id`` (unique string), ``text`` (may be empty only when the post has media),
 ``image`` and ``video`` (paths relative to the manifest's folder, optional), ``label``
-(optional for prediction input); any other field is kept as metadata.
+(optional for prediction input); any other field is kept as metadata, ``created_utc`` as a
+Unix time.
+
+One path rule for every manifest, imported, hand-written or written by `validate`: a media path
+is relative to the manifest's folder, never absolute, and lies inside the manifest's folder or the
+media root (by default the working directory: your project). So a manifest whose media sit in a
+sibling folder (``../media/a.jpg``) is valid, and ``../../etc/passwd`` from a project is not.
 """
 
 from __future__ import annotations
@@ -11,11 +17,16 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from emocare.io import MAX_LINE_BYTES, bounded_lines, file_chunks
 from emocare.labels import MODALITIES
 
 CORE_FIELDS = ("id", "text", "image", "video", "label")
+# Longer texts are quarantined: Reddit allows a 300-character title and a 40,000-character body (joined by a
+# blank line on import), and the text encoder reads only the first few hundred tokens of any text.
+MAX_TEXT_CHARS = 40_302
 
 
 class ManifestError(ValueError):
@@ -89,9 +100,13 @@ def iter_manifest(path: str | Path, strict: bool = True) -> Iterator[RawLine]:
 
     A line that is not JSON, or not a JSON object, raises :class:`ManifestError` naming its line
     number, or with ``strict=False`` is yielded with that message as its error.
+    A line over ``MAX_LINE_BYTES`` is never held whole: it is yielded with a ``too_long`` error.
     """
     with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
+        for line_no, raw, _ in bounded_lines(file_chunks(f), MAX_LINE_BYTES):
+            if raw is None:
+                yield RawLine(line_no, None, f"too_long: line {line_no} is over {MAX_LINE_BYTES} bytes")
+                continue
             if not raw.strip():
                 continue
             line, unreadable = parse_line(raw, path, line_no)
@@ -100,14 +115,38 @@ def iter_manifest(path: str | Path, strict: bool = True) -> Iterator[RawLine]:
             yield line
 
 
-def resolve_media(root: Path, value: str) -> Path:
-    """Resolve a manifest media path against ``root``; reject absolute paths and escapes."""
+def resolve_media(manifest_dir: Path, value: str, media_root: Path | None = None) -> Path:
+    """Resolve a manifest media path by the module's path rule; a ``ValueError`` says how it breaks it.
+
+    ``media_root`` defaults to the working directory.
+    """
     if os.path.isabs(value):
         raise ValueError(f"absolute path not allowed: {value}")
-    resolved = (root / value).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise ValueError(f"path escapes the manifest folder: {value}")
+    resolved = (manifest_dir / value).resolve()
+    root = Path(media_root or os.getcwd()).resolve()
+    if not (resolved.is_relative_to(manifest_dir.resolve()) or resolved.is_relative_to(root)):
+        raise ValueError(f"path escapes the manifest folder and the media root {root}: {value}")
     return resolved
+
+
+def unix_time(value) -> int | float:
+    """A date as a Unix time: a number, a numeric string or an ISO 8601 string (UTC unless it says otherwise).
+
+    Whole seconds come back as an ``int``; anything else raises a ``ValueError``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is not a Unix time or an ISO date")
+    try:
+        t = float(value)
+    except ValueError:
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a Unix time or an ISO date (e.g. 1716768000 or 2024-05-27)") from None
+        t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    if t != t or t in (float("inf"), float("-inf")):
+        raise ValueError(f"{value!r} is not a Unix time or an ISO date")
+    return int(t) if t.is_integer() else t
 
 
 def post_from_record(record: dict, root: Path | None = None) -> Post:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from emocare.data.manifest import Post, iter_manifest, post_from_record, resolve_media
+from emocare.data.manifest import MAX_TEXT_CHARS, Post, iter_manifest, post_from_record, resolve_media, unix_time
 from emocare.io import write_json, write_jsonl
 from emocare.labels import normalise_label
 from emocare.media.image import DEFAULT_MAX_PIXELS, check_image
@@ -30,8 +30,18 @@ class ValidationResult:
                 "reasons": dict(sorted(reasons.items()))}
 
 
-def _check_record(rec: dict, root: Path, seen: set[str], require_label: bool,
-                  label_map: dict[str, str] | None, max_pixels: int) -> tuple[list[str], dict]:
+@dataclass
+class Rules:
+    """What a record must satisfy beyond the schema (the defaults are ``emocare validate``'s)."""
+
+    require_label: bool = True
+    label_map: dict[str, str] | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_text_chars: int = MAX_TEXT_CHARS
+    media_root: Path | None = None  # see emocare.data.manifest: None is the working directory
+
+
+def _check_record(rec: dict, root: Path, seen: set[str], rules: Rules) -> tuple[list[str], dict]:
     """Return (reasons, cleaned record) for one manifest record."""
     reasons: list[str] = []
     clean = dict(rec)
@@ -49,15 +59,22 @@ def _check_record(rec: dict, root: Path, seen: set[str], require_label: bool,
     if not isinstance(text, str):
         reasons.append("invalid_schema: 'text' must be a string")
         text = ""
+    if len(text) > rules.max_text_chars:
+        reasons.append(f"text_too_long: {len(text):,} characters, over the limit of {rules.max_text_chars:,}")
     clean["text"] = text
+    if rec.get("created_utc") is not None:
+        try:
+            clean["created_utc"] = unix_time(rec["created_utc"])
+        except ValueError as e:
+            reasons.append(f"invalid_date: 'created_utc' {e}")
     if "label" in rec and rec["label"] is not None:
-        label = normalise_label(rec["label"], label_map)
+        label = normalise_label(rec["label"], rules.label_map)
         if label is None:
             reasons.append(f"unknown_label: {rec['label']!r}")
         clean["label"] = label
-    elif require_label:
+    elif rules.require_label:
         reasons.append("missing_label: a label is required for training data")
-    for key, check in (("image", lambda p: check_image(p, max_pixels)), ("video", check_video)):
+    for key, check in (("image", lambda p: check_image(p, rules.max_pixels)), ("video", check_video)):
         value = rec.get(key)
         if value in (None, ""):
             clean.pop(key, None)
@@ -66,7 +83,7 @@ def _check_record(rec: dict, root: Path, seen: set[str], require_label: bool,
             reasons.append(f"invalid_schema: '{key}' must be a path string")
             continue
         try:
-            path = resolve_media(root, value)
+            path = resolve_media(root, value, rules.media_root)
         except ValueError as e:
             reasons.append(("absolute_path: " if "absolute" in str(e) else "path_escapes: ") + str(e))
             continue
@@ -83,10 +100,9 @@ def _check_record(rec: dict, root: Path, seen: set[str], require_label: bool,
     return reasons, clean
 
 
-def validate_manifest(manifest: str | Path, require_label: bool = True, label_map: dict[str, str] | None = None,
-                      max_pixels: int = DEFAULT_MAX_PIXELS) -> ValidationResult:
-    """Check every record of ``manifest`` (schema, ids, labels, paths, media integrity, emptiness)."""
-    manifest = Path(manifest)
+def validate_manifest(manifest: str | Path, rules: Rules | None = None) -> ValidationResult:
+    """Check every record of ``manifest`` (schema, ids, labels, text length, dates, paths, media, emptiness)."""
+    manifest, rules = Path(manifest), rules or Rules()
     root = manifest.parent
     result = ValidationResult()
     seen: set[str] = set()
@@ -95,7 +111,7 @@ def validate_manifest(manifest: str | Path, require_label: bool = True, label_ma
         if line.record is None:
             result.quarantined.append({"line": line.line_no, "raw": line.raw, "reasons": [line.error]})
             continue
-        reasons, clean = _check_record(line.record, root, seen, require_label, label_map, max_pixels)
+        reasons, clean = _check_record(line.record, root, seen, rules)
         if reasons:
             result.quarantined.append({"line": line.line_no, "record": line.record, "reasons": reasons})
         else:

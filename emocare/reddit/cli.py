@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from emocare.io import MB
+from emocare.io import MAX_LINE_BYTES, MB
 from emocare.reddit.config import FetchConfig
 
 
@@ -15,13 +15,24 @@ def _add_input_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--before", help="keep posts created before this date (UTC)")
     s.add_argument("--skip-removed", action="store_true", help="drop removed or deleted posts")
     s.add_argument("--limit", type=int, help="stop after this many posts pass the filters")
+    s.add_argument("--max-line-mb", type=float, default=MAX_LINE_BYTES / MB,
+                   help="longer lines are counted as malformed (too_long), never held whole")
+    s.add_argument("--allow-truncated", action="store_true",
+                   help="a dump that ends early keeps the posts read before the cut (default: an error)")
 
 
 def _filter(a: argparse.Namespace):
-    from emocare.reddit.posts import PostFilter, parse_date
+    from emocare.data.manifest import unix_time
+    from emocare.reddit.posts import PostFilter
 
-    return PostFilter(a.subreddit, parse_date(a.after) if a.after else None,
-                      parse_date(a.before) if a.before else None, a.skip_removed)
+    return PostFilter(a.subreddit, unix_time(a.after) if a.after else None,
+                      unix_time(a.before) if a.before else None, a.skip_removed)
+
+
+def _limits(a: argparse.Namespace):
+    from emocare.reddit.read import ReadLimits
+
+    return ReadLimits(max_line_bytes=int(a.max_line_mb * MB), allow_truncated=a.allow_truncated)
 
 
 def cmd_import_reddit(a: argparse.Namespace) -> dict:
@@ -31,7 +42,7 @@ def cmd_import_reddit(a: argparse.Namespace) -> dict:
     if a.label_map and not a.label_field:
         raise ValueError("--label-map needs --label-field: labels come only from a field you name")
     return import_reddit(a.posts, a.out, a.media_dir, _filter(a), a.limit, a.label_field,
-                         parse_label_map(a.label_map), a.save_posts)
+                         parse_label_map(a.label_map), a.save_posts, _limits(a))
 
 
 def cmd_fetch_media(a: argparse.Namespace) -> dict:
@@ -40,7 +51,7 @@ def cmd_fetch_media(a: argparse.Namespace) -> dict:
     cfg = FetchConfig(concurrency=a.concurrency, per_host_rps=a.rate, max_bytes=int(a.max_mb * MB),
                       retries=a.retries, connect_timeout_s=a.connect_timeout, read_timeout_s=a.read_timeout,
                       user_agent=a.user_agent, all_gallery=a.all_gallery)
-    return fetch_media(a.posts, a.media_dir, cfg, _filter(a), a.limit)
+    return fetch_media(a.posts, a.media_dir, cfg, _filter(a), a.limit, _limits(a))
 
 
 def register(sub, imp) -> None:

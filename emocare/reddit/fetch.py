@@ -32,6 +32,7 @@ from emocare.media.sniff import HEAD_BYTES, sniff
 from emocare.media.video import check_video
 from emocare.reddit.config import FetchConfig
 from emocare.reddit.posts import PostFilter, find_media, iter_posts, media_urls
+from emocare.reddit.read import ReadLimits
 
 FETCHED = ("ok", "present")  # outcomes that leave a valid file on disk
 
@@ -167,7 +168,8 @@ class Fetcher:
 
 
 def fetch_media(paths: Iterable[str | Path], media_dir: str | Path, cfg: FetchConfig | None = None,
-                post_filter: PostFilter | None = None, limit: int | None = None) -> dict:
+                post_filter: PostFilter | None = None, limit: int | None = None,
+                limits: ReadLimits | None = None) -> dict:
     """Download the media of every post read from ``paths``; write ``fetch-log.jsonl``; return counts.
 
     Counts add up: posts = with_media + no_media + malformed, and with_media = fetched + failed.
@@ -195,7 +197,7 @@ def fetch_media(paths: Iterable[str | Path], media_dir: str | Path, cfg: FetchCo
                     bar.set_postfix(ok=outcomes["ok"] + outcomes["present"],
                                     failed=sum(v for k, v in outcomes.items() if k not in (*FETCHED, "no_media")))
 
-        for post in iter_posts(paths, post_filter or PostFilter(), limit, counts, malformed, desc="read"):
+        for post in iter_posts(paths, post_filter or PostFilter(), limit, counts, malformed, "read", limits):
             pending.add(pool.submit(fetcher.fetch_post, post))
             drain(cfg.concurrency * 4)  # bounded: a dump of any size holds a few dozen posts in memory
         drain(0)

@@ -13,30 +13,21 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
 from tqdm import tqdm
 
+from emocare.data.manifest import resolve_media, unix_time
 from emocare.io import jsonl_writer
 from emocare.labels import normalise_label
-from emocare.reddit.read import iter_objects
+from emocare.reddit.read import ReadLimits, TruncatedInput, iter_objects
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
 VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 IMAGE_HOSTS = ("i.redd.it", "i.imgur.com")
 META_FIELDS = ("subreddit", "created_utc", "author", "url", "permalink", "score", "num_comments")
 REMOVED_TEXT = ("[removed]", "[deleted]")
-
-
-def parse_date(value: str) -> float:
-    """``2024-05-01`` or ``2024-05-01T12:00:00`` (UTC unless the value says otherwise) -> a Unix time."""
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError as e:
-        raise ValueError(f"date {value!r} is not ISO format (e.g. 2024-05-01 or 2024-05-01T12:00:00)") from e
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass
@@ -56,10 +47,9 @@ class PostFilter:
         if self._subs and str(post.get("subreddit", "")).lower() not in self._subs:
             return "subreddit"
         if self.after is not None or self.before is not None:
-            try:
-                t = float(post.get("created_utc"))
-            except (TypeError, ValueError):
+            if post.get("created_utc") is None:
                 return "no_date"
+            t = unix_time(post["created_utc"])  # checked by _problem before any filter
             if (self.after is not None and t < self.after) or (self.before is not None and t >= self.before):
                 return "date"
         if self.skip_removed and is_removed(post):
@@ -160,6 +150,8 @@ def to_record(post: dict, media_dir: Path | None, out_dir: Path, label_field: st
     for key in META_FIELDS:
         if post.get(key) is not None:
             rec[key] = post[key]
+    if "created_utc" in rec:  # dumps carry numbers, numeric strings or ISO dates; the manifest holds a Unix time
+        rec["created_utc"] = unix_time(rec["created_utc"])
     if post.get("link_flair_text"):
         rec["flair"] = html.unescape(post["link_flair_text"])
     kind, _ = media_urls(post)
@@ -173,30 +165,43 @@ def to_record(post: dict, media_dir: Path | None, out_dir: Path, label_field: st
 def _problem(post: dict) -> str | None:
     post_id = post.get("id")
     if not isinstance(post_id, str | int) or isinstance(post_id, bool) or str(post_id).strip() == "":
-        return "no 'id': not a Reddit post object"
+        return "not_a_post: no 'id'"
     if "title" not in post and "selftext" not in post:
-        return f"post {post_id}: no 'title' or 'selftext' (a comment, not a post?)"
+        return f"not_a_post: post {post_id}: no 'title' or 'selftext' (a comment, not a post?)"
+    if post.get("created_utc") is not None:
+        try:
+            unix_time(post["created_utc"])
+        except ValueError as e:
+            return f"bad_date: post {post_id}: 'created_utc' {e}"
     return None
 
 
 def iter_posts(paths: Iterable[str | Path], post_filter: PostFilter, limit: int | None, counts: Counter,
-               on_malformed: Callable[[dict], None], desc: str = "read") -> Iterator[dict]:
+               on_malformed: Callable[[dict], None], desc: str = "read",
+               limits: ReadLimits | None = None) -> Iterator[dict]:
     """Stream the posts that pass ``post_filter`` (at most ``limit``), counting every object read.
 
-    ``counts`` gains ``read``, ``malformed`` and ``filtered_<reason>``; each malformed object is
-    passed to ``on_malformed`` as ``{"file", "line", "error"}``.
+    ``counts`` gains ``read``, ``malformed``, ``malformed_<code>`` and ``filtered_<reason>``; each
+    malformed object is passed to ``on_malformed`` as ``{"file", "line", "error"}``. A dump that
+    ends early raises :class:`TruncatedInput` unless ``limits.allow_truncated``, where its cut-off
+    line counts as malformed.
     """
+    limits = limits or ReadLimits()
     kept = 0
     with tqdm(desc=desc, unit=" posts", smoothing=0.1, mininterval=0.5) as bar:
         for path in paths:
-            for item in iter_objects(path):
+            for item in iter_objects(path, limits.max_line_bytes):
                 if limit is not None and kept >= limit:
                     return
+                if item.error and item.error.startswith("truncated:") and not limits.allow_truncated:
+                    raise TruncatedInput(f"{item.error.removeprefix('truncated: ')}; stopped there "
+                                         "(--allow-truncated keeps the posts read before the cut)")
                 counts["read"] += 1
                 bar.update()
                 problem = item.error or _problem(item.obj)
                 if problem:
                     counts["malformed"] += 1
+                    counts[f"malformed_{problem.partition(':')[0]}"] += 1
                     on_malformed({"file": str(path), "line": item.line_no, "error": problem})
                     continue
                 reason = post_filter.reason(item.obj)
@@ -209,7 +214,8 @@ def iter_posts(paths: Iterable[str | Path], post_filter: PostFilter, limit: int 
 
 def import_reddit(paths: list[str | Path], out: str | Path, media_dir: str | Path | None = None,
                   post_filter: PostFilter | None = None, limit: int | None = None, label_field: str | None = None,
-                  label_map: dict[str, str] | None = None, save_posts: str | Path | None = None) -> dict:
+                  label_map: dict[str, str] | None = None, save_posts: str | Path | None = None,
+                  limits: ReadLimits | None = None) -> dict:
     """Stream Reddit post objects into a manifest; returns counts per outcome.
 
     ``save_posts`` also writes the raw objects that passed the filters (JSON Lines), so that
@@ -218,6 +224,13 @@ def import_reddit(paths: list[str | Path], out: str | Path, media_dir: str | Pat
     """
     out = Path(out)
     media = Path(media_dir) if media_dir is not None else None
+    if media is not None:
+        try:  # the manifest's path rule, checked once for the folder every media path will point into
+            resolve_media(out.parent, os.path.relpath(media.resolve(), out.parent.resolve()))
+        except ValueError:
+            raise ValueError(f"--media-dir {media} is outside the manifest's folder ({out.parent}) and the working "
+                             "directory, so validate would reject its paths: run from a folder that holds both, "
+                             "or write the manifest beside the media") from None
     counts: Counter = Counter()
     malformed_path = out.with_name(out.name + ".malformed.jsonl")
     first_malformed: list[dict] = []
@@ -232,7 +245,7 @@ def import_reddit(paths: list[str | Path], out: str | Path, media_dir: str | Pat
             if len(first_malformed) < 3:
                 first_malformed.append(rec)
 
-        for post in iter_posts(paths, post_filter or PostFilter(), limit, counts, on_malformed, desc="import"):
+        for post in iter_posts(paths, post_filter or PostFilter(), limit, counts, on_malformed, "import", limits):
             rec, status = to_record(post, media, out.parent, label_field, label_map)
             counts["imported"] += 1
             counts[f"media_{status}"] += 1
@@ -245,8 +258,9 @@ def import_reddit(paths: list[str | Path], out: str | Path, media_dir: str | Pat
         malformed_path.unlink()
     elapsed = time.perf_counter() - started
     filtered = {k.removeprefix("filtered_"): v for k, v in sorted(counts.items()) if k.startswith("filtered_")}
+    malformed_by = {k.removeprefix("malformed_"): v for k, v in sorted(counts.items()) if k.startswith("malformed_")}
     summary = {"read": counts["read"], "imported": counts["imported"], "filtered": sum(filtered.values()),
-               "malformed": counts["malformed"], "filtered_by": filtered,
+               "malformed": counts["malformed"], "filtered_by": filtered, "malformed_by": malformed_by,
                "media": {"video": counts["media_video"], "image": counts["media_image"],
                          "text_only": counts["media_text"], "media_missing_text_only": counts["media_media_missing"]},
                "posts_per_s": round(counts["read"] / elapsed, 1) if elapsed > 0 else None}
