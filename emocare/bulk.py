@@ -31,6 +31,7 @@ from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, read_json, write_json
 from emocare.labels import LABELS
 from emocare.predict import NO_MODALITY, EmoCare
+from emocare.runtime import die_with_parent
 
 CARRY = ("subreddit", "created_utc", "author", "url", "flair", "permalink", "score")
 MEDIA_ERRORS = ("error", "text-only")
@@ -203,7 +204,7 @@ def predict_shard(model: EmoCare, manifest: Path, rows: range, part: Path, progr
     todo = range(rows.start + state["rows_done"], rows.stop)
     ds = ManifestPosts(manifest, *index, model)
     loader = DataLoader(ds, batch_size=batch_size, sampler=todo, collate_fn=list, num_workers=workers,
-                        prefetch_factor=4 if workers else None, pin_memory=False)
+                        prefetch_factor=4 if workers else None, pin_memory=False, worker_init_fn=die_with_parent)
     with open(part, "ab") as w, tqdm(total=len(rows), initial=state["rows_done"], desc="predict", unit="post",
                                      smoothing=0.05, disable=rank_world()[0] != 0, **_progress_output()) as bar:
         for items in loader:

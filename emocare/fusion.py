@@ -16,7 +16,7 @@ from emocare.data.split import class_weights
 from emocare.labels import LABELS, MODALITIES, SUBSETS
 from emocare.models.fusion import FusionModel
 from emocare.params import TrainConfig
-from emocare.runtime import count_parameters, resolve_device, seed_everything
+from emocare.runtime import count_parameters, die_with_parent, resolve_device, seed_everything
 from emocare.training import fit, write_reports
 
 
@@ -55,7 +55,8 @@ _FUSION_JOBS: dict = {}  # what every fusion job shares: the cache and the confi
 
 def _share(cache: Cache, fusion_cfg: dict, train_cfg: dict, single_thread: bool) -> None:
     _FUSION_JOBS.update(cache=cache, fusion_cfg=fusion_cfg, train_cfg=train_cfg)
-    if single_thread:  # side by side with other jobs, one core each
+    if single_thread:  # side by side with other jobs, one core each, each in a forked worker
+        die_with_parent()
         torch.set_num_threads(1)
         os.environ["TQDM_DISABLE"] = "1"  # the parent shows one bar over the jobs
 

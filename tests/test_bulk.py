@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from procs import children, running
 
 from emocare.cli import main as cli
 from emocare.labels import LABELS
@@ -152,6 +153,28 @@ def test_resume_after_kill_9_gives_the_uninterrupted_result(trained_bundle: Path
     assert cli(predict(trained_bundle, manifest, out, "--batch-size", "4")) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["records"] == 360 and out.read_bytes() == whole.read_bytes()
+
+
+def test_no_dataloader_worker_outlives_a_killed_predict(trained_bundle: Path, demo_dir: Path, tmp_path: Path):
+    # big batches: each worker holds 4 x 128 queued posts to decode, and without a parent-death signal it decodes
+    # them all before it looks for its parent
+    manifest = make_manifest(demo_dir, tmp_path / "m", copies=8, bad=False)
+    cmd = [sys.executable, "-m", "emocare.cli", *predict(trained_bundle, manifest, tmp_path / "p.jsonl", "--batch-size",
+                                                          "128", "--workers", "2")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    deadline, workers = time.time() + 120, []
+    while time.time() < deadline and proc.poll() is None and len(workers) < 2:
+        workers = children(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2 and proc.poll() is None, "predict did not start its two workers"
+    time.sleep(1)  # the workers have their posts queued
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(map(running, workers)):
+        time.sleep(0.05)
+    assert not [w for w in workers if running(w)], "DataLoader workers outlived their parent"
 
 
 def test_bad_arguments(trained_bundle: Path, tmp_path: Path, capsys):

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from procs import children, running
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -161,3 +167,34 @@ def test_metrics_equal_scikit_learns():
                     assert np.isclose(ours[key][k], v), (n, key, k)
             else:
                 assert np.isclose(ours[key], value)
+
+
+SLOW_LOADER = """
+import time, torch
+from torch.utils.data import Dataset
+from emocare.runtime import make_loader
+
+class Slow(Dataset):
+    def __len__(self): return 1000
+    def __getitem__(self, i):
+        time.sleep(1.0)
+        return torch.zeros(1)
+
+for batch in make_loader(Slow(), 8, None, torch.device("cpu"), num_workers=2):
+    print("batch", flush=True)
+"""
+
+
+def test_loader_workers_die_with_their_parent():
+    """A worker looks for its parent only between batches, and a batch here takes 8 s: without a parent-death
+    signal the workers live on for seconds after the kill (minutes, with real batches of videos)."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_LOADER], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "batch\n"
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(map(running, workers)):
+        time.sleep(0.05)
+    assert not [w for w in workers if running(w)], "DataLoader workers outlived their parent"
