@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 
@@ -25,3 +29,13 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def kill_and_wait(proc: subprocess.Popen, pids: list[int], within_s: float) -> list[int]:
+    """``kill -9`` ``proc``; the ``pids`` still running ``within_s`` seconds later."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + within_s
+    while time.time() < deadline and any(map(running, pids)):
+        time.sleep(0.05)
+    return [p for p in pids if running(p)]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from procs import children, running
+from procs import children, kill_and_wait
 
 from emocare.cli import main as cli
 from emocare.labels import LABELS
@@ -169,12 +169,7 @@ def test_no_dataloader_worker_outlives_a_killed_predict(trained_bundle: Path, de
         time.sleep(0.05)
     assert len(workers) >= 2 and proc.poll() is None, "predict did not start its two workers"
     time.sleep(1)  # the workers have their posts queued
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 5
-    while time.time() < deadline and any(map(running, workers)):
-        time.sleep(0.05)
-    assert not [w for w in workers if running(w)], "DataLoader workers outlived their parent"
+    assert kill_and_wait(proc, workers, within_s=5) == [], "DataLoader workers outlived their parent"
 
 
 def test_bad_arguments(trained_bundle: Path, tmp_path: Path, capsys):

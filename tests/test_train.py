@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from procs import children, running
+from procs import children, kill_and_wait
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -124,7 +122,6 @@ def test_precision_follows_the_gpu(monkeypatch, capability, expected):
 
 
 def test_workers_auto_by_device(monkeypatch):
-    import os
 
     from emocare.runtime import resolve_workers
 
@@ -192,9 +189,4 @@ def test_loader_workers_die_with_their_parent():
     assert proc.stdout.readline() == "batch\n"
     workers = children(proc.pid)
     assert len(workers) == 2
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 5
-    while time.time() < deadline and any(map(running, workers)):
-        time.sleep(0.05)
-    assert not [w for w in workers if running(w)], "DataLoader workers outlived their parent"
+    assert kill_and_wait(proc, workers, within_s=5) == [], "DataLoader workers outlived their parent"
