@@ -25,7 +25,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from emocare.bundle import fusion_path
+from emocare.bundle import fusion_path, provenance_path
 from emocare.data.manifest import parse_line, unix_time
 from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, read_json, write_json
@@ -287,6 +287,8 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     workers = default_workers(local_world) if workers is None else workers
     model = EmoCare.load(models_dir, device)
+    if rank == 0 and model.demo_warning:
+        tqdm.write(model.demo_warning, file=sys.stderr)
     index = line_offsets(manifest)
     n = len(index[0])
     bounds = [n * r // world for r in range(world + 1)]
@@ -306,6 +308,7 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
         states = [read_json(parts_dir / f"rank{r}-of-{world}.progress.json") for r in range(world)]
         parts = [parts_dir / f"rank{r}-of-{world}.jsonl" for r in range(world)]
         _merge(parts, out)
+        write_json(provenance_path(out), {"models": str(models_dir), "training_data": model.training_data})
         summary = {"records": sum(s["rows_done"] for s in states), "predicted": sum(s["predicted"] for s in states),
                    "errors": sum(s["errors"] for s in states), "degraded": sum(s["degraded"] for s in states),
                    "out": str(out), "processes": world, "workers": workers}

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from emocare.labels import MODALITIES
@@ -55,3 +56,32 @@ def subset_path(subset: list[str], models_dir: str | Path = MODELS_DIR) -> Path:
     if sorted(subset) == sorted(MODALITIES):
         return fusion_path(models_dir)
     return subsets_dir(models_dir) / f"{'+'.join(subset)}.pt"
+
+
+def training_record(posts: list, cache, manifest: str, posts_path: str | Path) -> dict:
+    """What the bundle was trained on, stored in the fusion checkpoint: the manifest, the validated posts file
+    (path and SHA-256), how many posts it held and trained on, and how many of those the demo generator made."""
+    train_ids = {cache.ids[i] for i in cache.rows("train")}
+    train = [p for p in posts if p.id in train_ids]
+    digest = hashlib.sha256()
+    with open(posts_path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return {"manifest": str(manifest), "posts_file": str(posts_path), "sha256": digest.hexdigest(),
+            "posts": len(posts), "train_posts": len(train),
+            "synthetic_train_posts": sum(bool(p.meta.get("synthetic")) for p in train)}
+
+
+def demo_warning(record: dict | None) -> str | None:
+    """A warning when most of the bundle's training posts are the synthetic demo set's, else None."""
+    if not record or record["synthetic_train_posts"] * 2 <= record["train_posts"]:
+        return None
+    return (f"warning: these models were trained on EmoCare's synthetic demo set ({record['synthetic_train_posts']} "
+            f"of {record['train_posts']} training posts, from {record['manifest']}): on real posts their answers, "
+            "however confident, mean nothing. Train on your own labelled posts first (README: Bring your own data).")
+
+
+def provenance_path(predictions: str | Path) -> Path:
+    """Beside a predictions file: the training record of the bundle that wrote it (``<file>.models.json``)."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.name + ".models.json")

@@ -59,7 +59,10 @@ def cmd_predict(a: argparse.Namespace) -> dict | None:
     if not a.manifest:
         from emocare.predict import EmoCare
 
-        return EmoCare.load(a.models, a.device).predict(text=a.text or "", image=a.image, video=a.video)
+        model = EmoCare.load(a.models, a.device)
+        if model.demo_warning:
+            print(model.demo_warning, file=sys.stderr)
+        return model.predict(text=a.text or "", image=a.image, video=a.video)
     if not a.out:
         raise ValueError("--manifest needs -o/--out for the predictions file (.jsonl or .parquet)")
     if (a.nproc > 1 or a.torchrun_args) and "WORLD_SIZE" not in os.environ:  # re-run this command under torchrun

@@ -22,10 +22,11 @@ from emocare.training import fit, write_reports
 
 def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: str | Path,
                  modalities: list[str] | None = None, report_dir: str | Path | None = None,
-                 desc: str = "fusion") -> dict:
+                 desc: str = "fusion", training_data: dict | None = None) -> dict:
     """Train a fusion model on cached embeddings (``modalities`` defaults to all available).
 
     With ``report_dir``, the training curves, ``metrics.json`` and ``classification_report.json`` go there.
+    ``training_data`` (:func:`~emocare.bundle.training_record`) is stored in the checkpoint.
     """
     mods = cache.trained_modalities(modalities)
     if not mods:
@@ -38,7 +39,8 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     summary = fit(model, cache.dataset(mods, train_rows), cache.dataset(mods, val_rows), tcfg,
                   weights, model_path, collate=CachedDataset.collate,
                   live_dir=Path(report_dir) / "live" if report_dir else None, desc=desc,
-                  checkpoint_extra={"modalities": mods, "backbones": {m: cache.attrs[m]["backbone"] for m in mods}})
+                  checkpoint_extra={"modalities": mods, "backbones": {m: cache.attrs[m]["backbone"] for m in mods},
+                                    "training_data": training_data})
     report = summary.pop("classification_report")
     summary.pop("history")
     metrics = {"modalities": mods, **{k: fusion_cfg[k] for k in ("kind", "d_model", "heads", "hidden")},
@@ -53,8 +55,8 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
 _FUSION_JOBS: dict = {}  # what every fusion job shares: the cache and the configs (inherited by forked workers)
 
 
-def _share(cache: Cache, fusion_cfg: dict, train_cfg: dict, single_thread: bool) -> None:
-    _FUSION_JOBS.update(cache=cache, fusion_cfg=fusion_cfg, train_cfg=train_cfg)
+def _share(cache: Cache, fusion_cfg: dict, train_cfg: dict, training_data: dict | None, single_thread: bool) -> None:
+    _FUSION_JOBS.update(cache=cache, fusion_cfg=fusion_cfg, train_cfg=train_cfg, training_data=training_data)
     if single_thread:  # side by side with other jobs, one core each, each in a forked worker
         die_with_parent()
         torch.set_num_threads(1)
@@ -65,13 +67,15 @@ def _fusion_job(path: Path, subset: list[str] | None, report_dir: str | Path | N
     try:
         return train_fusion(_FUSION_JOBS["cache"], _FUSION_JOBS["fusion_cfg"], _FUSION_JOBS["train_cfg"], path,
                             modalities=subset, report_dir=report_dir,
-                            desc=f"ablation {'+'.join(subset)}" if subset else "fusion")
+                            desc=f"ablation {'+'.join(subset)}" if subset else "fusion",
+                            training_data=None if subset else _FUSION_JOBS["training_data"])
     except ValueError as e:  # this subset's modalities have no training or validation posts
         return {"skipped": str(e)}
 
 
 def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_dir: str | Path,
-                        models_dir: str | Path = MODELS_DIR, subsets: list[list[str]] = SUBSETS) -> dict[str, dict]:
+                        models_dir: str | Path = MODELS_DIR, subsets: list[list[str]] = SUBSETS,
+                        training_data: dict | None = None) -> dict[str, dict]:
     """Train the fusion model and the ablation's one-per-subset models; returns each one's summary.
 
     The fusion model (all available modalities) goes to :func:`~emocare.bundle.fusion_path` with its
@@ -89,7 +93,7 @@ def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_
         if path != jobs["fusion"][0]:  # all modalities: the fusion model itself
             jobs["+".join(s)] = (path, s, None)
     workers = 1 if device.type == "cuda" else min(len(jobs), len(os.sched_getaffinity(0)))
-    shared = (cache, fusion_cfg, train_cfg, workers > 1)
+    shared = (cache, fusion_cfg, train_cfg, training_data, workers > 1)
     if workers == 1:
         _share(*shared)
         results = [_fusion_job(*job) for job in jobs.values()]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from emocare.bundle import MODELS_DIR, require_bundle, specialist_path
+from emocare.bundle import MODELS_DIR, demo_warning, require_bundle, specialist_path
 from emocare.labels import LABELS
 from emocare.models import load_checkpoint
 from emocare.runtime import resolve_device
@@ -30,8 +30,9 @@ NO_MODALITY = "the post has no usable modality (no text, and no media this model
 class EmoCare:
     """The specialists and the fusion model, loaded once."""
 
-    def __init__(self, specialists: dict, fusion, device: torch.device):
+    def __init__(self, specialists: dict, fusion, device: torch.device, training_data: dict | None = None):
         self.specialists, self.fusion, self.device = specialists, fusion, device
+        self.training_data = training_data  # emocare.bundle.training_record: what the bundle was trained on
         self._lock = threading.Lock()  # one forward pass at a time when shared between threads
 
     def __getstate__(self) -> dict:  # picklable for a model process (emocare.serving.worker): no lock
@@ -50,9 +51,14 @@ class EmoCare:
     def load(cls, models_dir: str | Path = MODELS_DIR, device: str = "auto") -> EmoCare:
         """Load the bundle's fusion model and the specialists it was trained with (layout: :mod:`emocare.bundle`)."""
         dev = resolve_device(device)
-        fusion, _ = load_checkpoint(require_bundle(models_dir), dev)
+        fusion, payload = load_checkpoint(require_bundle(models_dir), dev)
         specialists = {m: load_checkpoint(specialist_path(m, models_dir), dev)[0] for m in fusion.modalities}
-        return cls(specialists, fusion, dev)
+        return cls(specialists, fusion, dev, payload.get("training_data"))
+
+    @property
+    def demo_warning(self) -> str | None:
+        """A warning to show when the bundle was trained on the synthetic demo set."""
+        return demo_warning(self.training_data)
 
     @property
     def labels(self) -> list[str]:

@@ -3,6 +3,7 @@ subset (models/fusion/, reports/fusion/), then score them and the specialists on
 reports/ablation.*, reports/metrics.json). One interpreter for both halves: most of a fusion experiment's
 time was interpreters starting and importing torch."""
 
+from emocare.bundle import training_record
 from emocare.cache import load_cache
 from emocare.data.manifest import load_posts
 from emocare.evaluate import evaluate_test, headline_metrics, run_ablation, write_ablation
@@ -11,11 +12,12 @@ from emocare.io import write_json
 from emocare.params import load_params
 
 if __name__ == "__main__":
-    params, cache = load_params(), load_cache("cache/embeddings")
-    results = train_fusion_models(cache, params["fusion"], params["train"], "reports/fusion")
+    params, cache, posts = load_params(), load_cache("cache/embeddings"), load_posts("data/posts.jsonl")
+    trained_on = training_record(posts, cache, params["data"]["manifest"], "data/posts.jsonl")
+    results = train_fusion_models(cache, params["fusion"], params["train"], "reports/fusion", training_data=trained_on)
     for name, r in results.items():
         print(name, r.get("skipped") or {k: r[k] for k in ("modalities", "best_val_macro_f1", "best_epoch")})
-    test = evaluate_test(cache, load_posts("data/posts.jsonl"), "reports/test", params["evaluate"]["errors"])
+    test = evaluate_test(cache, posts, "reports/test", params["evaluate"]["errors"])
     rows = run_ablation(cache)
     write_ablation(rows, "reports")
     metrics = headline_metrics(test, rows)

@@ -62,6 +62,7 @@ VISION = {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, "dropout": 0.3}
 @pytest.fixture(scope="session")
 def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> Path:
     """A models/ folder trained in-process on the tiny demo with the pipeline's own functions."""
+    from emocare.bundle import fusion_path, training_record
     from emocare.cache import load_cache
     from emocare.embed import embed_modality
     from emocare.fusion import train_fusion
@@ -79,5 +80,7 @@ def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> P
         embed_modality(m, ckpt, posts, split, root / "cache" / f"{m}.h5", device="cpu")
     fusion = {"kind": "attention", "dropout": 0.3, "hidden_dropout": 0.1, "d_model": 32, "heads": 4, "hidden": 32,
               **TINY_TRAIN, "epochs": 4}
-    train_fusion(load_cache(root / "cache"), fusion, params["train"], models / "fusion" / "best_model.pt")
+    cache = load_cache(root / "cache")
+    trained_on = training_record(posts, cache, str(demo_dir / "manifest.jsonl"), root / "posts.jsonl")
+    train_fusion(cache, fusion, params["train"], fusion_path(models), training_data=trained_on)
     return models

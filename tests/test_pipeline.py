@@ -14,6 +14,8 @@ import pytest
 import yaml
 from conftest import REPO
 
+from emocare.models.checkpoint import read_checkpoint
+
 pytestmark = pytest.mark.pipeline
 
 TINY = {
@@ -93,6 +95,9 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     assert set(headline) == {"test", "by_modalities", "specialist_alone", "ablation"}
     confusion = (r / "test" / "confusion.csv").read_text().strip().splitlines()
     assert len(confusion) - 1 == test["n"]
+    trained_on = read_checkpoint(clone / "models" / "fusion" / "best_model.pt")["training_data"]
+    assert trained_on["posts"] == validation["kept"] and trained_on["manifest"] == "data/demo/manifest.jsonl"
+    assert trained_on["train_posts"] == stats["splits"]["train"]["count"] == trained_on["synthetic_train_posts"]
     for m in ("text", "image", "video", "fusion"):
         assert set(_json(r / m / "metrics.json")) == {"best_val_macro_f1", "best_epoch"}  # decisions only
     for m in ("text", "image", "video"):
@@ -152,6 +157,12 @@ def test_plots_and_gallery_open_offline(clone: Path, tmp_path: Path):
     charts = len(re.findall(r'class="vega-embed', html))
     assert charts >= 6 and len(re.findall(r"<canvas|<svg", html)) >= charts  # curves x4, confusion, ablation
     assert not_blank(screenshot(out / "index.html", tmp_path / "plots.png", size=(1400, 2400), wait_ms=5000))
+    ablation = _json_from(dvc(clone, "plots", "show", "--json", "reports/ablation.csv").stdout)
+    spec = ablation["data"]["reports/ablation.csv"][0]["content"]
+    rows = {(r["subset"], r["mode"]) for r in spec["data"]["values"]}
+    assert len(rows) == 14 == len(spec["data"]["values"])  # 7 subsets x (masked, retrained), one bar each
+    x = spec["encoding"]["x"]
+    assert x["stack"] is None and x["scale"]["domain"] == [0, 1] and spec["encoding"]["yOffset"]["field"] == "series"
     gallery = clone / "reports" / "test" / "errors.html"
     cards = len((clone / "reports" / "test" / "errors.jsonl").read_text().splitlines())
     assert dom(gallery).count('class="card"') == cards

@@ -57,7 +57,20 @@ def test_batch_equals_single_and_records_errors(model: EmoCare, demo_dir: Path):
 
 def test_cli_predict_single_post(trained_bundle: Path, capsys):
     assert cli(["predict", "--models", str(trained_bundle), "--device", "cpu", "--text", "so happy"]) == 0
-    _check(json.loads(capsys.readouterr().out), ["text"])
+    captured = capsys.readouterr()
+    _check(json.loads(captured.out), ["text"])
+    assert "trained on EmoCare's synthetic demo set" in captured.err  # the bundle's own record says so
+
+
+def test_the_bundle_records_what_it_was_trained_on(model: EmoCare, demo_dir: Path):
+    from emocare.bundle import demo_warning
+
+    record = model.training_data
+    assert record["manifest"] == str(demo_dir / "manifest.jsonl") and len(record["sha256"]) == 64
+    assert record["posts"] == 120 and 0 < record["train_posts"] == record["synthetic_train_posts"] < 120
+    assert f"{record['train_posts']} of {record['train_posts']} training posts" in model.demo_warning
+    assert demo_warning({**record, "synthetic_train_posts": record["train_posts"] // 2}) is None  # mostly real
+    assert demo_warning(None) is None  # a bundle from before the record: nothing to claim
 
 
 def test_cli_predict_manifest_keeps_going_past_bad_records(trained_bundle: Path, demo_dir: Path, tmp_path: Path,
@@ -70,9 +83,13 @@ def test_cli_predict_manifest_keeps_going_past_bad_records(trained_bundle: Path,
     out = tmp_path / "pred.jsonl"
     assert cli(["predict", "--models", str(trained_bundle), "--device", "cpu", "--manifest",
                 str(tmp_path / "m.jsonl"), "-o", str(out), "--batch-size", "8"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
     assert {k: summary[k] for k in ("records", "predicted", "errors", "degraded")} == \
         {"records": 42, "predicted": 40, "errors": 2, "degraded": 0}
+    assert "synthetic demo set" in captured.err
+    provenance = json.loads((tmp_path / "pred.jsonl.models.json").read_text())
+    assert provenance["models"] == str(trained_bundle) and provenance["training_data"]["synthetic_train_posts"] > 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 42 and rows[0]["id"] == json.loads(lines[0])["id"] and "true_label" in rows[0]
     assert "image could not be decoded" in rows[40]["error"] and rows[41]["line"] == 42

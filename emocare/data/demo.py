@@ -188,7 +188,8 @@ def generate(out_dir: str | Path, posts: int = 1250, seed: int = 7) -> Path:
         informative = combo == "text" or rng.random() < P_INFORMATIVE_TEXT
         post_id = f"demo{i:05d}"
         rec = {"id": post_id, "text": _text(rng, content, informative), "label": label,
-               "subreddit": "Brawlstars", "created_utc": _created(i, posts, label), "author": f"user{i % 97}"}
+               "subreddit": "Brawlstars", "created_utc": _created(i, posts, label), "author": f"user{i % 97}",
+               "synthetic": True}  # what a bundle trained on this set warns about
         if combo == "text+image":
             rec["image"] = f"media/{post_id}.png"
             with atomic_path(media / f"{post_id}.png", suffix=".png") as tmp:
