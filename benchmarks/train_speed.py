@@ -19,6 +19,7 @@ import torch
 
 from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
+from emocare.labels import LabelSet
 from emocare.models import build_specialist
 from emocare.params import TrainConfig, load_params
 from emocare.training import fit
@@ -46,11 +47,12 @@ def main() -> None:
     posts = [p for p in load_posts("data/posts.jsonl") if a.modality in p.modalities]
     train = [p for p in posts if split.get(p.id) == "train"]
     val = [p for p in posts if split.get(p.id) == "val"]
-    model = build_specialist(a.modality, cfg, params.get("offline", True))
+    classes = LabelSet.from_params(params)
+    model = build_specialist(a.modality, cfg, classes, params.get("offline", True))
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "frames" if a.frame_store == "on" else None
         s = fit(model, model.dataset(train, train=True, augment=cfg.get("augment", True), frame_store=store),
-                model.dataset(val, frame_store=store), tcfg, class_weights([p.label for p in train]),
+                model.dataset(val, frame_store=store), tcfg, class_weights([p.label for p in train], classes),
                 Path(tmp) / "best.pt", collate=model.collate, desc=a.modality)
     print(json.dumps({"modality": a.modality, "backbone": cfg["backbone"], "device": s["device"],
                       "decoding": "frame store" if a.frame_store == "on" else "decode every epoch",

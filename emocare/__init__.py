@@ -1,6 +1,6 @@
 """EmoCare: multimodal emotion classification for social-media posts."""
 
-from emocare.labels import LABELS, MODALITIES
+from emocare.labels import MODALITIES, LabelSet
 
-__all__ = ["LABELS", "MODALITIES"]
+__all__ = ["MODALITIES", "LabelSet"]
 __version__ = "0.1.0"

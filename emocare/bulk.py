@@ -29,7 +29,6 @@ from emocare.bundle import fusion_path, provenance_path
 from emocare.data.manifest import parse_line, unix_time
 from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, read_json, write_json
-from emocare.labels import LABELS
 from emocare.predict import NO_MODALITY, EmoCare
 from emocare.runtime import die_with_parent
 
@@ -222,11 +221,11 @@ def predict_shard(model: EmoCare, manifest: Path, rows: range, part: Path, progr
     return state
 
 
-def _merge(parts: list[Path], out: Path) -> None:
+def _merge(parts: list[Path], out: Path, labels: list[str]) -> None:
     """Concatenate the rank parts (JSON Lines) in rank order into ``out`` (.jsonl or .parquet), atomically."""
     with atomic_path(out, suffix=out.suffix) as tmp:
         if out.suffix == ".parquet":
-            _to_parquet(parts, tmp)
+            _to_parquet(parts, tmp, labels)
         else:
             with open(tmp, "wb") as w:
                 for part in parts:
@@ -235,8 +234,8 @@ def _merge(parts: list[Path], out: Path) -> None:
                             w.write(chunk)
 
 
-def parquet_schema():
-    """The Parquet schema of a predictions file (one column per row field)."""
+def parquet_schema(labels: list[str]):
+    """The Parquet schema of a predictions file (one column per row field; a probability per class)."""
     import pyarrow as pa
 
     return pa.schema([
@@ -244,17 +243,17 @@ def parquet_schema():
         ("video", pa.string()), ("subreddit", pa.string()), ("created_utc", pa.float64()), ("author", pa.string()),
         ("url", pa.string()), ("flair", pa.string()), ("permalink", pa.string()), ("score", pa.int64()),
         ("true_label", pa.string()), ("label", pa.string()),
-        ("probabilities", pa.struct([(c, pa.float64()) for c in LABELS])),
+        ("probabilities", pa.struct([(c, pa.float64()) for c in labels])),
         ("modalities", pa.list_(pa.string())), ("degraded", pa.list_(pa.string())),
         ("degraded_reason", pa.string()), ("error", pa.string()),
     ])
 
 
-def _to_parquet(parts: list[Path], path: Path, rows_per_group: int = 50_000) -> None:
+def _to_parquet(parts: list[Path], path: Path, labels: list[str], rows_per_group: int = 50_000) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = parquet_schema()
+    schema = parquet_schema(labels)
     with pq.ParquetWriter(path, schema) as writer:
         for part in parts:
             with open(part, encoding="utf-8") as f:
@@ -307,8 +306,9 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
     if rank == 0:
         states = [read_json(parts_dir / f"rank{r}-of-{world}.progress.json") for r in range(world)]
         parts = [parts_dir / f"rank{r}-of-{world}.jsonl" for r in range(world)]
-        _merge(parts, out)
-        write_json(provenance_path(out), {"models": str(models_dir), "training_data": model.training_data})
+        _merge(parts, out, model.labels)
+        write_json(provenance_path(out), {"models": str(models_dir), "label_set": model.label_set.to_dict(),
+                                          "training_data": model.training_data})
         summary = {"records": sum(s["rows_done"] for s in states), "predicted": sum(s["predicted"] for s in states),
                    "errors": sum(s["errors"] for s in states), "degraded": sum(s["degraded"] for s in states),
                    "out": str(out), "processes": world, "workers": workers}

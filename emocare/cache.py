@@ -51,6 +51,7 @@ class Cache:
     emb: dict[str, torch.Tensor]
     present: dict[str, np.ndarray]
     attrs: dict[str, dict]
+    label_names: list[str]  # the classes, as the specialists that wrote the files were trained on
 
     def rows(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
@@ -100,7 +101,11 @@ def load_cache(cache_dir: str | Path, modalities: list[str] = MODALITIES) -> Cac
             emb[m] = torch.from_numpy(f["emb"][:])
             present[m] = f["present"][:].astype(bool)
             attrs[m] = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.attrs.items()}
-    return Cache(ids or [], labels, splits, emb, present, attrs)
+            first = attrs[modalities[0]]["labels"]
+            if attrs[m]["labels"] != first:
+                raise ValueError(f"{path}: the {m} specialist was trained on the classes {attrs[m]['labels']}, but "
+                                 f"the {modalities[0]} specialist on {first}: re-run `dvc repro`")
+    return Cache(ids or [], labels, splits, emb, present, attrs, list(attrs[modalities[0]]["labels"]))
 
 
 def cache_info(cache_dir: str | Path) -> str:

@@ -32,9 +32,11 @@ def cmd_demo_data(a: argparse.Namespace) -> None:
 def cmd_validate(a: argparse.Namespace) -> None:
     from emocare.data.validate import Rules, validate_manifest, write_validation
     from emocare.labels import parse_label_map
+    from emocare.params import project_labels
 
     out = Path(a.out)
-    rules = Rules(require_label=not a.allow_unlabelled, label_map=parse_label_map(a.label_map),
+    rules = Rules(labels=project_labels(a.labels), require_label=not a.allow_unlabelled,
+                  label_map=parse_label_map(a.label_map),
                   **_given(a, "max_pixels", "max_text_chars", "media_root"))
     result = validate_manifest(a.manifest, rules)
     _print(write_validation(result, out / "posts.jsonl", out / "quarantine.jsonl", out / "validation.json"))
@@ -43,9 +45,10 @@ def cmd_validate(a: argparse.Namespace) -> None:
 def cmd_import_csv(a: argparse.Namespace) -> None:
     from emocare.data.importers import import_csv
     from emocare.labels import parse_label_map
+    from emocare.params import project_labels
 
     _print(import_csv(a.file, a.out, a.text_col, a.label_col, parse_label_map(a.label_map), a.id_col,
-                      a.image_col, a.video_col))
+                      a.image_col, a.video_col, project_labels(a.labels)))
 
 
 def cmd_cache_info(a: argparse.Namespace) -> None:
@@ -112,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("manifest")
     s.add_argument("-o", "--out", required=True, help="output folder")
     s.add_argument("--label-map", help="e.g. disgust=neutral,fear=neutral")
+    s.add_argument("--labels", help="the classes, e.g. neutral,joy,fear (default: params.yaml's labels, else the five)")
     s.add_argument("--allow-unlabelled", action="store_true", help="accept posts without a label (prediction input)")
     s.add_argument("--max-pixels", type=int, help="larger images are quarantined (decompression bombs)")
     s.add_argument("--max-text-chars", type=int, help="longer texts are quarantined")
@@ -126,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text-col", required=True)
     s.add_argument("--label-col")
     s.add_argument("--label-map", help="e.g. disgust=neutral,fear=neutral")
+    s.add_argument("--labels", help="the classes, e.g. neutral,joy,fear (default: params.yaml's labels, else the five)")
     s.add_argument("--id-col")
     s.add_argument("--image-col")
     s.add_argument("--video-col")

@@ -14,7 +14,7 @@ from emocare.cache import write_cache
 from emocare.data.manifest import Post
 from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path
-from emocare.labels import LABELS, label_index
+from emocare.labels import label_index
 from emocare.models import load_checkpoint
 from emocare.runtime import choose_precision, make_loader, resolve_device, resolve_workers
 from emocare.scoring import features
@@ -76,12 +76,12 @@ def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], spl
             for r in range(world):
                 with np.load(shards / f"{r}.npz") as shard:
                     emb[shard["rows"]] = shard["emb"]
-    attrs = {"modality": modality, "labels": LABELS, "backbone": payload.get("backbone", ""),
+    attrs = {"modality": modality, "labels": list(model.labels), "backbone": payload.get("backbone", ""),
              "pretrained": bool(payload.get("pretrained", False)), "dim": emb.shape[1], "no_data": no_data,
              "checkpoint_sha256": file_sha256(checkpoint)}
     if rank == 0:
-        write_cache(out, emb, present, [p.id for p in posts], np.array([label_index(p.label) for p in posts]),
-                    [split.get(p.id, "") for p in posts], attrs)
+        labels = np.array([label_index(p.label, model.labels) for p in posts])
+        write_cache(out, emb, present, [p.id for p in posts], labels, [split.get(p.id, "") for p in posts], attrs)
         if world > 1:
             shutil.rmtree(f"{out}.shards")
     barrier()

@@ -12,7 +12,7 @@ from emocare.cache import Cache
 from emocare.data.manifest import Post
 from emocare.gallery import error_gallery
 from emocare.io import write_json, write_jsonl, write_text
-from emocare.labels import DISPLAY, LABELS, MODALITIES, SUBSETS, combo_name
+from emocare.labels import MODALITIES, SUBSETS, LabelSet, combo_name
 from emocare.metrics import confusion, report_dict
 from emocare.metrics import summary as _summary
 from emocare.models.checkpoint import read_checkpoint
@@ -44,17 +44,20 @@ def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors
     """Score the test split with the fusion model and each specialist alone; write summary.json, the
     classification report, the confusion csv/png and the most confident errors."""
     out_dir = Path(out_dir)
-    model, _ = load_fusion(fusion_path(models_dir))
+    model, payload = load_fusion(fusion_path(models_dir))
+    classes = LabelSet.from_payload(payload)
+    classes.require_same(cache.label_names, "the embedding cache", "the fusion model")
+    names = [classes.display[c] for c in classes]
     test = cache.rows("test")
     rows = cache.rows_with("test", model.modalities)
     labels = cache.labels[rows]
     logits = cached_fusion_logits(model, cache, rows)
     pred, probs = logits.argmax(1), softmax(logits)
-    report = report_dict(labels, pred)
+    report = report_dict(labels, pred, list(classes))
     metrics = {**_summary(labels, logits), "test_posts": int(len(test)),
                "unscored_posts": int(len(test) - len(rows)), "unlabelled_set_aside": int((cache.labels < 0).sum()),
                "modalities": model.modalities,
-               "per_class_f1": {c: report[DISPLAY[c]]["f1-score"] for c in LABELS}}
+               "per_class_f1": {c: report[c]["f1-score"] for c in classes}}
     combos = np.array([combo_name({m: bool(cache.present[m][r]) for m in MODALITIES}) for r in rows])
     metrics["by_combination"] = {c: _summary(labels[combos == c], logits[combos == c])
                                  for c in ("text", "text+image", "text+video") if (combos == c).any()}
@@ -70,22 +73,23 @@ def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors
     metrics["specialists"] = specialists
     write_json(out_dir / "summary.json", metrics)
     write_json(out_dir / "classification_report.json", report)
-    names = [DISPLAY[c] for c in LABELS]
     write_text(out_dir / "confusion.csv", "actual,predicted\n" + "".join(
         f"{names[a]},{names[p]}\n" for a, p in zip(labels, pred, strict=True)))
-    confusion_png(confusion(labels, pred), names, out_dir / "confusion.png")
+    confusion_png(confusion(labels, pred, len(classes)), names, out_dir / "confusion.png")
     by_id = {p.id: p for p in posts}
     wrong = np.flatnonzero(pred != labels)
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:n_errors]
-    errors = [_error_record(by_id[cache.ids[rows[i]]], labels[i], pred[i], probs[i], combos[i]) for i in wrong]
+    errors = [_error_record(by_id[cache.ids[rows[i]]], classes, labels[i], pred[i], probs[i], combos[i])
+              for i in wrong]
     write_jsonl(out_dir / "errors.jsonl", errors)
-    write_text(out_dir / "errors.html", error_gallery(errors, len(rows)))
+    write_text(out_dir / "errors.html", error_gallery(errors, len(rows), classes))
     return metrics
 
 
-def _error_record(post: Post, true: int, pred: int, probs: np.ndarray, combo: str) -> dict:
-    return {"id": post.id, "true": LABELS[true], "predicted": LABELS[pred], "probability": round(float(probs[pred]), 4),
-            "probabilities": {c: round(float(p), 4) for c, p in zip(LABELS, probs, strict=True)},
+def _error_record(post: Post, classes: LabelSet, true: int, pred: int, probs: np.ndarray, combo: str) -> dict:
+    names = classes.names
+    return {"id": post.id, "true": names[true], "predicted": names[pred], "probability": round(float(probs[pred]), 4),
+            "probabilities": {c: round(float(p), 4) for c, p in zip(names, probs, strict=True)},
             "modalities": combo, "text": post.text[:200], "image": _portable(post.image),
             "video": _portable(post.video)}
 
@@ -122,7 +126,8 @@ def run_ablation(cache: Cache, models_dir: str | Path = MODELS_DIR) -> list[dict
         name = "+".join(subset)
         usable = [m for m in subset if m in model.modalities]
         rows = cache.rows_with("test", usable) if usable else np.array([], dtype=int)
-        logits = cached_fusion_logits(model, cache, rows, shown=usable) if len(rows) else np.zeros((0, len(LABELS)))
+        logits = cached_fusion_logits(model, cache, rows, shown=usable) if len(rows) else \
+            np.zeros((0, len(model.labels)))
         results.append({"subset": name, "mode": "masked", **_summary(cache.labels[rows], logits)})
         path = subset_path(subset, models_dir)
         if not path.exists():

@@ -13,40 +13,43 @@ from tqdm import tqdm
 from emocare.bundle import MODELS_DIR, fusion_path, subset_path, subsets_dir
 from emocare.cache import Cache, CachedDataset
 from emocare.data.split import class_weights
-from emocare.labels import LABELS, MODALITIES, SUBSETS
+from emocare.labels import MODALITIES, SUBSETS, LabelSet
 from emocare.models.fusion import FusionModel
 from emocare.params import TrainConfig
 from emocare.runtime import count_parameters, die_with_parent, resolve_device, seed_everything
 from emocare.training import fit, write_reports
 
 
-def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: str | Path,
+def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: str | Path, classes: LabelSet,
                  modalities: list[str] | None = None, report_dir: str | Path | None = None,
                  desc: str = "fusion", training_data: dict | None = None) -> dict:
-    """Train a fusion model on cached embeddings (``modalities`` defaults to all available).
+    """Train a fusion model on cached embeddings (``modalities`` defaults to all available) for ``classes``,
+    which must be the classes the cache's specialists were trained on.
 
     With ``report_dir``, the training curves, ``metrics.json`` and ``classification_report.json`` go there.
-    ``training_data`` (:func:`~emocare.bundle.training_record`) is stored in the checkpoint.
+    The checkpoint stores ``classes`` (display names and colours included) and ``training_data``
+    (:func:`~emocare.bundle.training_record`).
     """
+    classes.require_same(cache.label_names, "the embedding cache (its specialists)", "params.yaml's labels")
     mods = cache.trained_modalities(modalities)
     if not mods:
         raise ValueError(f"{desc}: none of {modalities or MODALITIES} has embeddings for training posts")
     tcfg = TrainConfig.from_params(train_cfg, fusion_cfg, {"num_workers": 0})  # cached tensors: no decoding
     seed_everything(tcfg.seed)  # initial weights from the seeded RNG
-    model = FusionModel.from_params({m: cache.emb[m].shape[1] for m in mods}, fusion_cfg, len(LABELS))
+    model = FusionModel.from_params({m: cache.emb[m].shape[1] for m in mods}, fusion_cfg, list(classes))
     train_rows, val_rows = cache.rows_with("train", mods), cache.rows_with("val", mods)
-    weights = class_weights([LABELS[i] for i in cache.labels[train_rows]])
+    weights = class_weights([classes.names[i] for i in cache.labels[train_rows]], classes)
     summary = fit(model, cache.dataset(mods, train_rows), cache.dataset(mods, val_rows), tcfg,
                   weights, model_path, collate=CachedDataset.collate,
                   live_dir=Path(report_dir) / "live" if report_dir else None, desc=desc,
                   checkpoint_extra={"modalities": mods, "backbones": {m: cache.attrs[m]["backbone"] for m in mods},
-                                    "training_data": training_data})
+                                    "label_set": classes.to_dict(), "training_data": training_data})
     report = summary.pop("classification_report")
     summary.pop("history")
     metrics = {"modalities": mods, **{k: fusion_cfg[k] for k in ("kind", "d_model", "heads", "hidden")},
                "modality_dropout": model.p_drop, "parameters": count_parameters(model),
                "unlabelled_set_aside": int((cache.labels < 0).sum()), **summary,
-               "class_weights": dict(zip(LABELS, weights, strict=True)), "config": asdict(tcfg)}
+               "class_weights": dict(zip(classes, weights, strict=True)), "config": asdict(tcfg)}
     if report_dir is not None:
         write_reports(Path(report_dir), metrics, report)
     return metrics
@@ -55,8 +58,10 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
 _FUSION_JOBS: dict = {}  # what every fusion job shares: the cache and the configs (inherited by forked workers)
 
 
-def _share(cache: Cache, fusion_cfg: dict, train_cfg: dict, training_data: dict | None, single_thread: bool) -> None:
-    _FUSION_JOBS.update(cache=cache, fusion_cfg=fusion_cfg, train_cfg=train_cfg, training_data=training_data)
+def _share(cache: Cache, fusion_cfg: dict, train_cfg: dict, classes: LabelSet, training_data: dict | None,
+           single_thread: bool) -> None:
+    _FUSION_JOBS.update(cache=cache, fusion_cfg=fusion_cfg, train_cfg=train_cfg, classes=classes,
+                        training_data=training_data)
     if single_thread:  # side by side with other jobs, one core each, each in a forked worker
         die_with_parent()
         torch.set_num_threads(1)
@@ -66,14 +71,14 @@ def _share(cache: Cache, fusion_cfg: dict, train_cfg: dict, training_data: dict 
 def _fusion_job(path: Path, subset: list[str] | None, report_dir: str | Path | None) -> dict:
     try:
         return train_fusion(_FUSION_JOBS["cache"], _FUSION_JOBS["fusion_cfg"], _FUSION_JOBS["train_cfg"], path,
-                            modalities=subset, report_dir=report_dir,
+                            _FUSION_JOBS["classes"], modalities=subset, report_dir=report_dir,
                             desc=f"ablation {'+'.join(subset)}" if subset else "fusion",
                             training_data=None if subset else _FUSION_JOBS["training_data"])
     except ValueError as e:  # this subset's modalities have no training or validation posts
         return {"skipped": str(e)}
 
 
-def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_dir: str | Path,
+def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_dir: str | Path, classes: LabelSet,
                         models_dir: str | Path = MODELS_DIR, subsets: list[list[str]] = SUBSETS,
                         training_data: dict | None = None) -> dict[str, dict]:
     """Train the fusion model and the ablation's one-per-subset models; returns each one's summary.
@@ -93,7 +98,7 @@ def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_
         if path != jobs["fusion"][0]:  # all modalities: the fusion model itself
             jobs["+".join(s)] = (path, s, None)
     workers = 1 if device.type == "cuda" else min(len(jobs), len(os.sched_getaffinity(0)))
-    shared = (cache, fusion_cfg, train_cfg, training_data, workers > 1)
+    shared = (cache, fusion_cfg, train_cfg, classes, training_data, workers > 1)
     if workers == 1:
         _share(*shared)
         results = [_fusion_job(*job) for job in jobs.values()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 
-from emocare.labels import CLASS_COLOURS, DISPLAY, LABELS
+from emocare.labels import LabelSet
 from emocare.media.thumbs import thumbnail
 
 THUMB_PX = 160
@@ -39,25 +39,27 @@ def _select(key: str, label: str, values: list[tuple[str, str]]) -> str:
     return f'<label>{label} <select data-key="{key}"><option value="">all</option>{options}</select></label>'
 
 
-def _card(err: dict) -> str:
+def _card(err: dict, classes: LabelSet) -> str:
     e = html.escape
     thumb = thumbnail(err.get("image"), err.get("video"), THUMB_PX)
     media = f'<img src="{thumb}" alt="{e(err["modalities"])}">' if thumb else '<div class="nomedia">text only</div>'
     bars = "".join(
-        f'<div class="bar"><span class="name">{DISPLAY[c]}</span><span class="track"><span class="fill" '
-        f'style="width:{100 * err["probabilities"][c]:.1f}%;background:{CLASS_COLOURS[c]}"></span></span>'
-        f'<span class="pct">{100 * err["probabilities"][c]:.0f}%</span></div>' for c in LABELS)
+        f'<div class="bar"><span class="name">{e(classes.display[c])}</span><span class="track"><span class="fill" '
+        f'style="width:{100 * err["probabilities"][c]:.1f}%;background:{classes.colours[c]}"></span></span>'
+        f'<span class="pct">{100 * err["probabilities"][c]:.0f}%</span></div>' for c in classes)
+    true, pred = e(classes.display[err["true"]]), e(classes.display[err["predicted"]])
     return (f'<div class="card" data-true="{err["true"]}" data-pred="{err["predicted"]}" '
             f'data-combo="{e(err["modalities"])}">{media}<p>{e(err["text"][:200])}</p>'
-            f'<div class="verdict">{DISPLAY[err["true"]]} &rarr; <b>{DISPLAY[err["predicted"]]}</b> '
+            f'<div class="verdict">{true} &rarr; <b>{pred}</b> '
             f'<small>{e(err["modalities"])} &middot; {e(err["id"])}</small></div>{bars}</div>')
 
 
-def error_gallery(errors: list[dict], total_test: int) -> str:
-    """The page for ``errors`` (records of ``errors.jsonl``: id, true, predicted, probabilities, text, media)."""
-    classes = [(c, DISPLAY[c]) for c in LABELS]
+def error_gallery(errors: list[dict], total_test: int, classes: LabelSet) -> str:
+    """The page for ``errors`` (records of ``errors.jsonl``: id, true, predicted, probabilities, text, media);
+    its filters offer the classes of ``classes``."""
+    options = [(c, classes.display[c]) for c in classes]
     combos = [(c, c) for c in sorted({err["modalities"] for err in errors})]
-    cards = "".join(_card(err) for err in errors)
+    cards = "".join(_card(err, classes) for err in errors)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>EmoCare: misclassified test posts</title>
 <style>
@@ -77,7 +79,7 @@ body {{ font-family: system-ui, sans-serif; margin: 20px; color: #202124; }}
 <h1>Misclassified test posts</h1>
 <p>The {len(errors)} most confident mistakes among {total_test} test posts
 (<code>evaluate.errors</code> in params.yaml); <span id="shown">{len(errors)}</span> shown.</p>
-<div class="filters">{_select("true", "true class", classes)}{_select("pred", "predicted", classes)}
+<div class="filters">{_select("true", "true class", options)}{_select("pred", "predicted", options)}
 {_select("combo", "modalities", combos)}</div>
 <div class="grid" id="gallery">{cards}</div>
 <script>{_SCRIPT}</script>

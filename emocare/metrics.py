@@ -9,10 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from emocare.labels import DISPLAY, LABELS
 
-
-def confusion(labels: np.ndarray, pred: np.ndarray, k: int = len(LABELS)) -> np.ndarray:
+def confusion(labels: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     """[k, k] counts: row = true class, column = predicted class."""
     return np.bincount(np.asarray(labels) * k + np.asarray(pred), minlength=k * k).reshape(k, k)
 
@@ -34,7 +32,7 @@ def scores(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None 
     """
     pred = logits.argmax(1)
     loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long(), weight=weights)
-    cm = confusion(labels, pred)
+    cm = confusion(labels, pred, logits.shape[1])
     _, _, f1, support = _per_class(cm)
     seen = (support > 0) | (cm.sum(0) > 0)
     n = int(cm.sum())
@@ -52,16 +50,17 @@ def summary(labels: np.ndarray, logits: np.ndarray) -> dict:
             "accuracy": s["accuracy"]}
 
 
-def report_dict(labels: np.ndarray, pred: np.ndarray) -> dict:
+def report_dict(labels: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
     """The classification report (per-class P/R/F1/support, accuracy, macro and weighted averages) as a dict,
-    in scikit-learn's ``classification_report(output_dict=True)`` layout, over all classes."""
-    cm = confusion(labels, pred)
+    in scikit-learn's ``classification_report(output_dict=True)`` layout, over all classes (named ``names``)."""
+    k = len(names)
+    cm = confusion(labels, pred, k)
     precision, recall, f1, support = _per_class(cm)
     n = int(support.sum())
-    out: dict = {DISPLAY[c]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1-score": float(f1[i]),
-                              "support": int(support[i])} for i, c in enumerate(LABELS)}
+    out: dict = {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1-score": float(f1[i]),
+                     "support": int(support[i])} for i, c in enumerate(names)}
     out["accuracy"] = float(np.trace(cm) / n) if n else 0.0
-    for name, w in (("macro avg", np.full(len(LABELS), 1 / len(LABELS))), ("weighted avg", support / max(n, 1))):
+    for name, w in (("macro avg", np.full(k, 1 / k)), ("weighted avg", support / max(n, 1))):
         out[name] = {"precision": float(precision @ w), "recall": float(recall @ w), "f1-score": float(f1 @ w),
                      "support": n}
     return out

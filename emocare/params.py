@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from emocare.labels import LabelSet
+
 
 @dataclass
 class TrainConfig:
@@ -41,6 +43,9 @@ MODEL_TRAINER_KEYS = [f.name for f in fields(TrainConfig) if f.name not in SHARE
 _VISION = ["backbone", "pretrained", "dropout", *MODEL_TRAINER_KEYS]
 # Every key a stage reads, by section: a misspelt key would otherwise change nothing and say nothing.
 KNOWN_KEYS: dict[str, list[str] | None] = {
+    "labels": None,  # the classes, checked by emocare.labels.LabelSet
+    "label_display": None,
+    "label_colours": None,
     "offline": None,
     "frame_store": None,
     "data": ["manifest", "root", "max_image_pixels", "allow_unlabelled"],
@@ -71,6 +76,10 @@ def check_params(params: dict[str, Any], source: str = "params.yaml") -> dict[st
         if unknown:
             raise ValueError(f"{source}: unknown key {section}.{unknown[0]}; the known keys of {section} are "
                              f"{', '.join(known)}")
+    try:
+        LabelSet.from_params(params)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
     return params
 
 
@@ -78,3 +87,11 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """Load and check the pipeline parameters."""
     with open(path, encoding="utf-8") as f:
         return check_params(yaml.safe_load(f) or {}, str(path))
+
+
+def project_labels(spec: str | None = None, path: str | Path = "params.yaml") -> LabelSet:
+    """The classes a command checks labels against: ``spec`` (``a,b,c``) when given, else those of the project's
+    ``params.yaml`` (in the working directory), else the five default ones."""
+    if spec:
+        return LabelSet.of([s.strip() for s in spec.split(",") if s.strip()])
+    return LabelSet.from_params(load_params(path)) if Path(path).is_file() else LabelSet.from_params({})

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from emocare.bundle import MODELS_DIR, demo_warning, require_bundle, specialist_path
-from emocare.labels import LABELS
+from emocare.labels import LabelSet
 from emocare.models import load_checkpoint
 from emocare.runtime import resolve_device
 from emocare.scoring import features, fusion_logits
@@ -30,8 +30,9 @@ NO_MODALITY = "the post has no usable modality (no text, and no media this model
 class EmoCare:
     """The specialists and the fusion model, loaded once."""
 
-    def __init__(self, specialists: dict, fusion, device: torch.device, training_data: dict | None = None):
-        self.specialists, self.fusion, self.device = specialists, fusion, device
+    def __init__(self, specialists: dict, fusion, device: torch.device, label_set: LabelSet,
+                 training_data: dict | None = None):
+        self.specialists, self.fusion, self.device, self.label_set = specialists, fusion, device, label_set
         self.training_data = training_data  # emocare.bundle.training_record: what the bundle was trained on
         self._lock = threading.Lock()  # one forward pass at a time when shared between threads
 
@@ -52,8 +53,12 @@ class EmoCare:
         """Load the bundle's fusion model and the specialists it was trained with (layout: :mod:`emocare.bundle`)."""
         dev = resolve_device(device)
         fusion, payload = load_checkpoint(require_bundle(models_dir), dev)
+        label_set = LabelSet.from_payload(payload)
         specialists = {m: load_checkpoint(specialist_path(m, models_dir), dev)[0] for m in fusion.modalities}
-        return cls(specialists, fusion, dev, payload.get("training_data"))
+        for m, model in specialists.items():
+            label_set.require_same(model.labels, f"the {m} specialist ({specialist_path(m, models_dir)})",
+                                   "the fusion model")
+        return cls(specialists, fusion, dev, label_set, payload.get("training_data"))
 
     @property
     def demo_warning(self) -> str | None:
@@ -62,7 +67,8 @@ class EmoCare:
 
     @property
     def labels(self) -> list[str]:
-        return list(LABELS)
+        """The bundle's classes, in the order of its outputs."""
+        return list(self.label_set)
 
     def decode(self, post: dict) -> tuple[dict, dict[str, str]]:
         """(model inputs per modality, {modality: why its media failed to decode}) for one post."""
@@ -99,8 +105,9 @@ class EmoCare:
             return []
         with self._lock:
             probs = self._score(decoded)
-        return [{"label": LABELS[int(p.argmax())],
-                 "probabilities": {c: round(float(x), 6) for c, x in zip(LABELS, p, strict=True)},
+        names = self.label_set.names
+        return [{"label": names[int(p.argmax())],
+                 "probabilities": {c: round(float(x), 6) for c, x in zip(names, p, strict=True)},
                  "modalities": [m for m in self.fusion.modalities if m in d]}
                 for d, p in zip(decoded, probs, strict=True)]
 

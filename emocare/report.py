@@ -8,7 +8,7 @@ from pathlib import Path
 
 from emocare.bundle import MODELS_DIR, fusion_path, specialist_path
 from emocare.io import read_json
-from emocare.labels import DISPLAY, LABELS, SUBSETS
+from emocare.labels import SUBSETS, LabelSet
 
 TITLES = {"text": "Text Specialist", "image": "Image Specialist", "video": "Video Specialist"}
 
@@ -21,13 +21,13 @@ def _pretrained_note(m: dict) -> str:
     return "" if m.get("pretrained") else " (backbone NOT pretrained: trained from scratch)"
 
 
-def _per_class_table(report: dict) -> list[str]:
+def _per_class_table(report: dict, classes: LabelSet) -> list[str]:
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
-    for name in [DISPLAY[c] for c in LABELS] + ["macro avg", "weighted avg"]:
+    for name in [*classes, "macro avg", "weighted avg"]:
         r = report.get(name)
         if r:
-            lines.append(f"| {name} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1-score']:.2f} | "
-                         f"{int(r['support'])} |")
+            lines.append(f"| {classes.display.get(name, name)} | {r['precision']:.2f} | {r['recall']:.2f} | "
+                         f"{r['f1-score']:.2f} | {int(r['support'])} |")
     if "accuracy" in report:
         lines.append(f"| accuracy | | | {report['accuracy']:.2f} | |")
     return lines
@@ -46,12 +46,12 @@ def ablation_markdown(rows: list[dict]) -> str:
 
 
 
-def _specialist_section(n: int, modality: str, reports: Path) -> list[str]:
+def _specialist_section(n: int, modality: str, reports: Path, classes: LabelSet) -> list[str]:
     m = read_json(reports / modality / "info.json")
     out = [f"## {n}. {TITLES[modality]} ({m['backbone']})", ""]
     out += ["**Model architecture:**", f"- Backbone: `{m['backbone']}`, pretrained: {m['pretrained']}"
             f"{_pretrained_note(m)}", f"- Embedding dimension: {m['embedding_dim']}",
-            f"- Parameters: {m['parameters']:,}", f"- Classifier: Linear({m['embedding_dim']} → {len(LABELS)})", ""]
+            f"- Parameters: {m['parameters']:,}", f"- Classifier: Linear({m['embedding_dim']} → {len(classes)})", ""]
     if m.get("no_data"):
         return out + [f"**No data:** the dataset has no {modality} posts in train ({m['train_posts']}) or val "
                       f"({m['val_posts']}); this specialist was not trained and {modality} is absent downstream.", ""]
@@ -62,16 +62,17 @@ def _specialist_section(n: int, modality: str, reports: Path) -> list[str]:
             f"- Training posts: {m['train_size']}, validation posts: {m['val_size']}", "",
             f"**Hardware:** device {m['device']}, training time {m['wall_time_s']:.1f} s", "",
             "**Class weights:**", "```"]
-    out += [f"{DISPLAY[k]}: {v:.4f}" for k, v in m["class_weights"].items()] + ["```", ""]
+    out += [f"{classes.display[k]}: {v:.4f}" for k, v in m["class_weights"].items()] + ["```", ""]
     out += ["**Final results:**", f"- **Best validation macro-F1: {_f(m['best_val_macro_f1'])}**{_pretrained_note(m)}",
             f"- Validation loss: {_f(m['best_val_loss'])}", f"- Validation accuracy: {_f(m['best_val_accuracy'])}",
             f"- Best model saved: `{specialist_path(modality).as_posix()}`", "",
             "**Per-class performance (best epoch, validation):**", ""]
-    return out + _per_class_table(read_json(reports / modality / "classification_report.json")) + [""]
+    return out + _per_class_table(read_json(reports / modality / "classification_report.json"), classes) + [""]
 
 
-def build_results(reports: str | Path = "reports") -> str:
-    """Assemble RESULTS.md in the structure of the original training-results document."""
+def build_results(classes: LabelSet, reports: str | Path = "reports") -> str:
+    """Assemble RESULTS.md in the structure of the original training-results document (classes shown by
+    ``classes``' display names)."""
     reports = Path(reports)
     stats = read_json(reports / "data" / "stats.json")
     validation = read_json(reports / "data" / "validation.json")
@@ -87,12 +88,12 @@ def build_results(reports: str | Path = "reports") -> str:
            f"- Total samples: {stats['total']:,}"]
     out += [f"- {s.capitalize()}: {v['count']:,} ({v['share']:.1%})" for s, v in stats["splits"].items()]
     out += ["", "**Class distribution:**"]
-    out += [f"- {DISPLAY[c]}: {v['count']:,} samples ({v['share']:.1%})" for c, v in stats["classes"].items()]
+    out += [f"- {classes.display[c]}: {v['count']:,} samples ({v['share']:.1%})" for c, v in stats["classes"].items()]
     out += ["", "**Modality distribution:**"]
     out += [f"- {k}: {v['count']:,} ({v['share']:.1%})" for k, v in stats["modalities"].items()]
     out += ["", "---", ""]
     for n, m in enumerate(TITLES, start=1):
-        out += _specialist_section(n, m, reports) + ["---", ""]
+        out += _specialist_section(n, m, reports, classes) + ["---", ""]
     c = fusion["config"]
     out += ["## 4. Fusion Model (cross-modal " + ("attention" if fusion["kind"] == "attention" else fusion["kind"])
             + ")", "", "**Model architecture:**",
@@ -113,7 +114,7 @@ def build_results(reports: str | Path = "reports") -> str:
             f"- Test accuracy: {_f(test['accuracy'])}",
             f"- Test posts: {test['test_posts']} (scored {test['n']}, unscored {test['unscored_posts']})", "",
             "**Per-class F1:**"]
-    out += [f"- {DISPLAY[k]}: {_f(v)}" for k, v in test["per_class_f1"].items()]
+    out += [f"- {classes.display[k]}: {_f(v)}" for k, v in test["per_class_f1"].items()]
     out += ["", "**By modality combination:**", "", "| posts | n | macro-F1 | accuracy |", "|---|---:|---:|---:|"]
     out += [f"| {k} | {v['n']} | {_f(v['macro_f1'])} | {_f(v['accuracy'])} |"
             for k, v in test["by_combination"].items()]

@@ -52,7 +52,7 @@ def fusion_logits(fusion: nn.Module, emb: dict[str, torch.Tensor], present: torc
         batch = to_device({"emb": {m: emb[m][rows] for m in fusion.modalities}, "present": present[rows]}, device)
         with autocast(device):
             out.append(fusion(batch).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, fusion.config["n_classes"]), np.float32)
+    return torch.cat(out).numpy() if out else np.zeros((0, len(fusion.labels)), np.float32)
 
 
 def head_logits(state_dict: dict[str, torch.Tensor], feats: torch.Tensor) -> np.ndarray:

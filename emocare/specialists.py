@@ -9,7 +9,7 @@ from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
 from emocare.distributed import init_distributed, is_main
 from emocare.io import write_json
-from emocare.labels import LABELS
+from emocare.labels import LabelSet
 from emocare.models import build_specialist, pretrained_source
 from emocare.models.checkpoint import save_checkpoint
 from emocare.params import TrainConfig
@@ -39,8 +39,9 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     val_posts = [p for p in posts if split.get(p.id) == "val"]
     unlabelled = sum(p.label is None for p in posts)  # never in the split: set aside
     tcfg = TrainConfig.from_params(params["train"], cfg)
+    classes = LabelSet.from_params(params)
     seed_everything(tcfg.seed)  # the new classifier head's initial weights come from the seeded RNG
-    model = build_specialist(modality, cfg, params.get("offline", True))  # fails here if weights are absent
+    model = build_specialist(modality, cfg, classes, params.get("offline", True))  # fails here if weights are absent
     info = {**backbone_info(modality, cfg, model), "unlabelled_set_aside": unlabelled}
     if not train_posts or not val_posts:
         if is_main():
@@ -49,14 +50,14 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
         metrics = {**info, "no_data": True, "train_posts": len(train_posts), "val_posts": len(val_posts)}
         write_reports(report_dir, metrics, {})
         return metrics
-    weights = class_weights([p.label for p in train_posts])
+    weights = class_weights([p.label for p in train_posts], classes)
     store = params.get("frame_store")  # decoded pixels kept across epochs (and for the embed stage)
     summary = fit(model, model.dataset(train_posts, train=True, augment=cfg.get("augment", True), frame_store=store),
                   model.dataset(val_posts, frame_store=store), tcfg, weights, model_path, collate=model.collate,
                   live_dir=report_dir / "live", checkpoint_extra=info, desc=modality)
     report = summary.pop("classification_report")
     summary.pop("history")
-    metrics = {**info, "no_data": False, **summary, "class_weights": dict(zip(LABELS, weights, strict=True)),
+    metrics = {**info, "no_data": False, **summary, "class_weights": dict(zip(classes, weights, strict=True)),
                "config": asdict(tcfg)}
     write_reports(report_dir, metrics, report)
     return metrics

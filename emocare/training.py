@@ -157,5 +157,5 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
         "wall_time_s": round(time.time() - started, 2), "device": str(device), "precision": precision,
         "num_workers": workers,
         "train_size": len(train_ds), "val_size": len(val_ds), "world_size": world, "history": history,
-        "classification_report": report_dict(best["labels"], best["pred"]),
+        "classification_report": report_dict(best["labels"], best["pred"], model.labels),
     }

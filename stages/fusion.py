@@ -9,12 +9,14 @@ from emocare.data.manifest import load_posts
 from emocare.evaluate import evaluate_test, headline_metrics, run_ablation, write_ablation
 from emocare.fusion import train_fusion_models
 from emocare.io import write_json
+from emocare.labels import LabelSet
 from emocare.params import load_params
 
 if __name__ == "__main__":
     params, cache, posts = load_params(), load_cache("cache/embeddings"), load_posts("data/posts.jsonl")
     trained_on = training_record(posts, cache, params["data"]["manifest"], "data/posts.jsonl")
-    results = train_fusion_models(cache, params["fusion"], params["train"], "reports/fusion", training_data=trained_on)
+    results = train_fusion_models(cache, params["fusion"], params["train"], "reports/fusion",
+                                  LabelSet.from_params(params), training_data=trained_on)
     for name, r in results.items():
         print(name, r.get("skipped") or {k: r[k] for k in ("modalities", "best_val_macro_f1", "best_epoch")})
     test = evaluate_test(cache, posts, "reports/test", params["evaluate"]["errors"])

@@ -3,14 +3,16 @@
 from emocare.data.manifest import load_posts
 from emocare.data.split import SPLITS, dataset_stats, stats_markdown, stratified_split
 from emocare.io import write_json, write_text
+from emocare.labels import LabelSet
 from emocare.params import load_params
 
 if __name__ == "__main__":
-    p = load_params()["split"]
+    params = load_params()
+    p, classes = params["split"], LabelSet.from_params(params)
     posts = load_posts("data/posts.jsonl")
     assignment = stratified_split(posts, {s: p[s] for s in SPLITS}, p["seed"])
     write_json("data/split.json", {s: [x.id for x in posts if assignment.get(x.id) == s] for s in SPLITS})
-    stats = dataset_stats(posts, assignment)
+    stats = dataset_stats(posts, assignment, classes)
     write_json("reports/data/stats.json", stats)
-    write_text("reports/data/stats.md", stats_markdown(stats))
+    write_text("reports/data/stats.md", stats_markdown(stats, classes))
     print({s: v["count"] for s, v in stats["splits"].items()})

@@ -66,7 +66,7 @@ def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> P
     from emocare.cache import load_cache
     from emocare.embed import embed_modality
     from emocare.fusion import train_fusion
-    from emocare.labels import MODALITIES
+    from emocare.labels import DEFAULT, MODALITIES
     from emocare.specialists import train_specialist
 
     root = tmp_path_factory.mktemp("bundle")
@@ -82,5 +82,5 @@ def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> P
               **TINY_TRAIN, "epochs": 4}
     cache = load_cache(root / "cache")
     trained_on = training_record(posts, cache, str(demo_dir / "manifest.jsonl"), root / "posts.jsonl")
-    train_fusion(cache, fusion, params["train"], fusion_path(models), training_data=trained_on)
+    train_fusion(cache, fusion, params["train"], fusion_path(models), DEFAULT, training_data=trained_on)
     return models

@@ -15,7 +15,7 @@ import pytest
 from procs import children, kill_and_wait
 
 from emocare.cli import main as cli
-from emocare.labels import LABELS
+from emocare.labels import DEFAULT
 
 META = {"subreddit": "Brawlstars", "author": "u1", "url": "https://www.reddit.com/r/Brawlstars/x", "flair": "Humor"}
 
@@ -84,7 +84,7 @@ def test_rows_carry_metadata_and_bad_media_is_handled(trained_bundle: Path, demo
     assert "image could not be decoded" in by_id["bad-image"]["error"] and "label" not in by_id["bad-image"]
     assert "not valid JSON" in rows[4]["error"] and rows[4]["line"] == 6
     good = rows[0]
-    assert good["label"] in LABELS and set(good["probabilities"]) == set(LABELS) and "true_label" not in good
+    assert good["label"] in DEFAULT.names and set(good["probabilities"]) == set(DEFAULT) and "true_label" not in good
     assert {k: good[k] for k in META} == META and good["created_utc"] == 1714521600
     assert good["text"] and (good.get("image") or good.get("video") or "").startswith("m/media/")
     assert not (tmp_path / "pred.jsonl.parts").exists()

@@ -16,7 +16,7 @@ from emocare.cli import main as cli
 from emocare.data.split import stratified_split
 from emocare.data.validate import validate_manifest
 from emocare.embed import embed_modality
-from emocare.labels import LABELS, MODALITIES
+from emocare.labels import DEFAULT, MODALITIES
 from emocare.models import build_specialist, save_checkpoint
 
 
@@ -29,7 +29,7 @@ def embedded(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> tuple[P
     for m in MODALITIES:
         cfg = ({"backbone": str(tiny_distilbert), **TEXT} if m == "text" else {**VISION, "frames": 4})
         ckpts[m] = out / f"{m}.pt"
-        save_checkpoint(ckpts[m], build_specialist(m, cfg), backbone=cfg["backbone"], pretrained=m == "text")
+        save_checkpoint(ckpts[m], build_specialist(m, cfg, DEFAULT), backbone=cfg["backbone"], pretrained=m == "text")
         embed_modality(m, ckpts[m], posts, split, out / "embeddings" / f"{m}.h5", batch_size=16, device="cpu")
     return out / "embeddings", posts, split, ckpts
 
@@ -44,9 +44,9 @@ def test_files_hold_aligned_rows_with_attributes(embedded):
             assert present.tolist() == [m in p.modalities for p in posts]
             assert not emb[~present].any() and np.abs(emb[present]).sum(1).min() > 0
             assert [x.decode() for x in f["id"][:]] == [p.id for p in posts]
-            assert f["label"][:].tolist() == [LABELS.index(p.label) for p in posts]
+            assert f["label"][:].tolist() == [DEFAULT.index(p.label) for p in posts]
             assert [x.decode() for x in f["split"][:]] == [split[p.id] for p in posts]
-            assert list(f.attrs["labels"]) == LABELS and f.attrs["dim"] == dims[m]
+            assert list(f.attrs["labels"]) == list(DEFAULT) and f.attrs["dim"] == dims[m]
             assert f.attrs["modality"] == m and len(f.attrs["checkpoint_sha256"]) == 64
     cache = load_cache(folder)
     assert cache.ids == [p.id for p in posts]

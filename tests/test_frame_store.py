@@ -13,6 +13,7 @@ import torch
 from emocare.data.datasets import decode_media
 from emocare.data.validate import validate_manifest
 from emocare.embed import embed_modality
+from emocare.labels import DEFAULT
 from emocare.media import frame_store as store_mod
 from emocare.media.frame_store import FrameStore
 from emocare.media.video import read_frames, write_video
@@ -30,7 +31,7 @@ def posts(demo_dir: Path) -> list:
 
 @pytest.fixture(scope="module")
 def models() -> dict:
-    return {m: build_specialist(m, VISION) for m in ("image", "video")}
+    return {m: build_specialist(m, VISION, DEFAULT) for m in ("image", "video")}
 
 
 def media(posts: list, modality: str, n: int = 4) -> list[str]:

@@ -14,7 +14,7 @@ from emocare.bundle import fusion_path, subset_path
 from emocare.cache import Cache
 from emocare.evaluate import cached_fusion_logits, run_ablation
 from emocare.fusion import train_fusion, train_fusion_models
-from emocare.labels import SUBSETS
+from emocare.labels import DEFAULT, SUBSETS
 from emocare.metrics import scores
 from emocare.models import load_checkpoint
 from emocare.models.fusion import KINDS, FusionModel, modality_dropout
@@ -38,7 +38,7 @@ def test_dropout_never_drops_everything_and_keeps_the_rate():
 def test_dropout_is_off_at_evaluation():
     torch.manual_seed(0)
     model = FusionModel({"text": 4, "image": 4}, kind="attention", d_model=16, heads=4, hidden=16, dropout=0.1,
-                        modality_dropout=0.9, n_classes=5)
+                        modality_dropout=0.9, labels=list(DEFAULT))
     batch = {"emb": {"text": torch.randn(64, 4), "image": torch.randn(64, 4)},
              "present": torch.ones(64, 2, dtype=torch.bool)}
     model.eval()
@@ -62,7 +62,7 @@ def synthetic_cache(n: int = 900, seed: int = 0) -> Cache:
         emb[m][~torch.from_numpy(present[m])] = 0
     splits = np.array(["train"] * (n * 7 // 10) + ["val"] * (n // 10) + ["test"] * (n - n * 8 // 10))
     return Cache([f"p{i}" for i in range(n)], labels, splits, emb, present,
-                 {m: {"backbone": "synthetic"} for m in emb})
+                 {m: {"backbone": "synthetic"} for m in emb}, list(DEFAULT))
 
 
 FUSION = {"d_model": 32, "heads": 4, "hidden": 32, "hidden_dropout": 0.1, "dropout": 0.3, "epochs": 25,
@@ -73,13 +73,13 @@ FUSION = {"d_model": 32, "heads": 4, "hidden": 32, "hidden_dropout": 0.1, "dropo
 def test_fusion_beats_every_single_modality(kind: str, tmp_path: Path):
     cache = synthetic_cache()
     cfg = {**FUSION, "kind": kind}
-    train_fusion(cache, cfg, {**TRAIN, "seed": 1}, tmp_path / "all.pt", report_dir=tmp_path / "r")
+    train_fusion(cache, cfg, {**TRAIN, "seed": 1}, tmp_path / "all.pt", DEFAULT, report_dir=tmp_path / "r")
     model, payload = load_checkpoint(tmp_path / "all.pt")
     assert payload["modalities"] == ["text", "image", "video"]
     rows = cache.rows_with("test", model.modalities)
     fused = scores(cached_fusion_logits(model, cache, rows), cache.labels[rows])["macro_f1"]
     for m in ("text", "image", "video"):
-        train_fusion(cache, cfg, {**TRAIN, "seed": 1}, tmp_path / f"{m}.pt", modalities=[m])
+        train_fusion(cache, cfg, {**TRAIN, "seed": 1}, tmp_path / f"{m}.pt", DEFAULT, modalities=[m])
         single, _ = load_checkpoint(tmp_path / f"{m}.pt")
         single_f1 = scores(cached_fusion_logits(single, cache, rows), cache.labels[rows])["macro_f1"]
         assert fused > single_f1 + 0.1, (kind, m, fused, single_f1)
@@ -90,7 +90,7 @@ def test_fusion_beats_every_single_modality(kind: str, tmp_path: Path):
 def test_fusion_on_a_modality_missing_from_the_data_uses_what_is_there(tmp_path: Path):
     cache = synthetic_cache(300)
     cache.present["video"][:] = False
-    summary = train_fusion(cache, {**FUSION, "kind": "attention", "epochs": 2}, TRAIN, tmp_path / "f.pt")
+    summary = train_fusion(cache, {**FUSION, "kind": "attention", "epochs": 2}, TRAIN, tmp_path / "f.pt", DEFAULT)
     assert summary["modalities"] == ["text", "image"]
 
 
@@ -99,7 +99,7 @@ def test_training_is_reproducible_for_a_seed(tmp_path: Path):
     cfg = {**FUSION, "kind": "attention", "epochs": 3}
     for name in ("a", "b"):
         torch.manual_seed(hash(name) % 1000)  # a different global RNG state before each run
-        train_fusion(cache, cfg, {**TRAIN, "seed": 5}, tmp_path / f"{name}.pt")
+        train_fusion(cache, cfg, {**TRAIN, "seed": 5}, tmp_path / f"{name}.pt", DEFAULT)
     a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=False)["state_dict"] for n in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -110,7 +110,7 @@ def test_fusion_models_side_by_side_equal_each_one_trained_alone(tmp_path: Path,
     cache.present["video"][cache.splits != "test"] = False  # video alone has nothing to train on
     cfg = {**FUSION, "kind": "attention", "epochs": 2}
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})  # two workers, whatever this machine has
-    results = train_fusion_models(cache, cfg, {**TRAIN, "seed": 3}, tmp_path / "r", tmp_path)
+    results = train_fusion_models(cache, cfg, {**TRAIN, "seed": 3}, tmp_path / "r", DEFAULT, tmp_path)
     assert set(results) == {"fusion"} | {"+".join(s) for s in SUBSETS[:-1]}
     assert "none of ['video'] has embeddings for training posts" in results["video"]["skipped"]
     assert not subset_path(["video"], tmp_path).exists()
@@ -118,7 +118,7 @@ def test_fusion_models_side_by_side_equal_each_one_trained_alone(tmp_path: Path,
     torch.set_num_threads(1)  # as in a worker
     try:
         for subset in (["text"], ["image", "video"]):
-            train_fusion(cache, cfg, {**TRAIN, "seed": 3}, tmp_path / "alone.pt", modalities=subset)
+            train_fusion(cache, cfg, {**TRAIN, "seed": 3}, tmp_path / "alone.pt", DEFAULT, modalities=subset)
             alone = torch.load(tmp_path / "alone.pt", weights_only=True)["state_dict"]
             forked = torch.load(subset_path(subset, tmp_path), weights_only=True)["state_dict"]
             assert all(torch.equal(alone[k], forked[k]) for k in alone), subset

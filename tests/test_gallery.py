@@ -13,7 +13,7 @@ from browser import dom, not_blank, screenshot
 from PIL import Image
 
 from emocare.gallery import THUMB_PX, error_gallery
-from emocare.labels import LABELS
+from emocare.labels import DEFAULT
 
 
 def errors_from_demo(demo_dir: Path, n: int = 9) -> list[dict]:
@@ -22,8 +22,8 @@ def errors_from_demo(demo_dir: Path, n: int = 9) -> list[dict]:
         [r for r in recs if "image" not in r and "video" not in r][:2]
     out = []
     for i, r in enumerate(picks[:n]):
-        true, pred = LABELS[i % 5], LABELS[(i + 2) % 5]
-        probs = dict.fromkeys(LABELS, 0.05)
+        true, pred = DEFAULT.names[i % 5], DEFAULT.names[(i + 2) % 5]
+        probs = dict.fromkeys(DEFAULT, 0.05)
         probs[pred] = 0.8
         out.append({"id": r["id"], "true": true, "predicted": pred, "probability": 0.8, "probabilities": probs,
                     "text": r["text"], "image": str(demo_dir / r["image"]) if "image" in r else None,
@@ -36,7 +36,7 @@ def errors_from_demo(demo_dir: Path, n: int = 9) -> list[dict]:
 def test_gallery_in_a_browser(demo_dir: Path, tmp_path: Path):
     errors = errors_from_demo(demo_dir)
     page = tmp_path / "errors.html"
-    page.write_text(error_gallery(errors, total_test=120))
+    page.write_text(error_gallery(errors, total_test=120, classes=DEFAULT))
     source = page.read_text()
     assert not re.search(r'(src|href)="(https?:)?//', source), "the page must not load anything from the network"
     thumbs = re.findall(r'<img src="data:image/jpeg;base64,([^"]+)"', source)

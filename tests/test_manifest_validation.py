@@ -12,7 +12,7 @@ import pytest
 from emocare.cli import main as cli
 from emocare.data.manifest import ManifestError, load_posts
 from emocare.data.validate import Rules, validate_manifest, write_validation
-from emocare.labels import normalise_label, parse_label_map
+from emocare.labels import DEFAULT, LabelSet, parse_label_map
 from emocare.media.video import write_video
 
 
@@ -113,10 +113,13 @@ def test_image_pixel_limit(tmp_path: Path):
 
 
 def test_label_aliases_and_maps():
-    assert normalise_label("JOY") == "joy"
-    assert normalise_label("Neutral/Other") == "neutral"
-    assert normalise_label("disgust") is None
-    assert normalise_label("Disgust", parse_label_map("disgust=neutral, fear=neutral")) == "neutral"
+    assert DEFAULT.normalise("JOY") == "joy"
+    assert DEFAULT.normalise("Neutral/Other") == "neutral"
+    assert DEFAULT.normalise("disgust") is None
+    assert DEFAULT.normalise("Disgust", parse_label_map("disgust=neutral, fear=neutral")) == "neutral"
+    ekman = LabelSet.of(["neutral", "joy", "anger", "surprise", "sadness", "fear", "disgust"])
+    assert ekman.normalise("Disgust") == "disgust" and ekman.normalise("happy") == "joy"  # aliases into the set
+    assert LabelSet.of(["positive", "negative"]).normalise("happy") is None  # an alias outside the set: none
     with pytest.raises(ValueError):
         parse_label_map("disgust")
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import emocare.models.vision  # noqa: F401  (importing it registers EmoCare-ViT-Tiny-64 with open_clip)
+from emocare.labels import DEFAULT
 from emocare.media.video import read_frames, sample_indices, write_video
 from emocare.models import build_specialist, load_checkpoint, save_checkpoint
 from emocare.models.errors import BackboneNotFound
@@ -18,7 +19,7 @@ from emocare.models.text import MINILM, load_text_backbone, text_backbone_source
 
 def test_tiny_distilbert_loads_from_a_save_pretrained_folder(tiny_distilbert: Path):
     cfg = {"backbone": str(tiny_distilbert), "pooling": "cls", "dropout": 0.3, "max_length": 16}
-    model = build_specialist("text", cfg)
+    model = build_specialist("text", cfg, DEFAULT)
     assert model.backbone.config.model_type == "distilbert" and model.dim == 32
     batch = model.collate([("finally got leon", 1), ("me rn:", 0)])
     assert model(batch).shape == (2, 5) and model.encode(batch).shape == (2, 32)
@@ -34,7 +35,7 @@ def test_default_text_backbone_is_the_packaged_minilm():
 
 def test_absent_text_backbone_fails_offline_naming_the_ways_out():
     with pytest.raises(BackboneNotFound) as e:
-        build_specialist("text", {"backbone": "distilbert-base-uncased"}, offline=True)
+        build_specialist("text", {"backbone": "distilbert-base-uncased"}, DEFAULT, offline=True)
     msg = str(e.value)
     assert "distilbert-base-uncased" in msg and "save_pretrained" in msg and "offline: false" in msg
 
@@ -43,7 +44,8 @@ def test_tiny_open_clip_checkpoint_loads_through_pretrained_path(tmp_path: Path)
     reference = open_clip.create_model("EmoCare-ViT-Tiny-64")
     ckpt = tmp_path / "tiny_clip.pt"
     torch.save(reference.state_dict(), ckpt)
-    model = build_specialist("image", {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": str(ckpt), "dropout": 0.3})
+    cfg = {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": str(ckpt), "dropout": 0.3}
+    model = build_specialist("image", cfg, DEFAULT)
     for name, tensor in reference.visual.state_dict().items():
         assert torch.equal(model.tower.state_dict()[name], tensor), name
     assert model.dim == 512
@@ -51,11 +53,11 @@ def test_tiny_open_clip_checkpoint_loads_through_pretrained_path(tmp_path: Path)
 
 def test_absent_clip_weights_fail_offline_naming_the_ways_out():
     with pytest.raises(BackboneNotFound) as e:
-        build_specialist("image", {"backbone": "ViT-B-32", "pretrained": "openai"}, offline=True)
+        build_specialist("image", {"backbone": "ViT-B-32", "pretrained": "openai"}, DEFAULT, offline=True)
     msg = str(e.value)
     assert "ViT-B-32" in msg and "openai" in msg and "pretrained: null" in msg
     with pytest.raises(BackboneNotFound, match="not an open_clip architecture"):
-        build_specialist("image", {"backbone": "NoSuchNet", "pretrained": None})
+        build_specialist("image", {"backbone": "NoSuchNet", "pretrained": None}, DEFAULT)
 
 
 def test_frame_indices_are_spread_uniformly():
@@ -81,7 +83,7 @@ def test_read_frames_decodes_the_sampled_frames(tmp_path: Path):
 def test_checkpoint_rebuilds_the_same_model(modality: str, tiny_distilbert: Path, tmp_path: Path):
     cfg = ({"backbone": str(tiny_distilbert), "pooling": "mean", "dropout": 0.3, "max_length": 16}
            if modality == "text" else {"backbone": "EmoCare-ViT-Tiny-64", "dropout": 0.3, "frames": 4})
-    model = build_specialist(modality, cfg).eval()
+    model = build_specialist(modality, cfg, DEFAULT).eval()
     save_checkpoint(tmp_path / "m.pt", model, backbone=cfg["backbone"])
     save_checkpoint(tmp_path / "again.pt", model, backbone=cfg["backbone"])
     # the same weights give the same bytes, whatever the temporary file was called: DVC hashes stay put
@@ -130,7 +132,7 @@ def test_an_older_checkpoint_is_converted_then_loads(tmp_path: Path, capsys):
     from emocare.models.fusion import FusionModel
 
     model = FusionModel({"text": 8, "image": 4}, kind="attention", d_model=8, heads=2, hidden=8, dropout=0.1,
-                        modality_dropout=0.3, n_classes=5)
+                        modality_dropout=0.3, labels=list(DEFAULT))
     save_checkpoint(tmp_path / "new.pt", model, val_macro_f1=np.float64(0.5), source=tmp_path)  # made plain
     assert load_checkpoint(tmp_path / "new.pt")[1]["val_macro_f1"] == 0.5
     legacy = torch.load(tmp_path / "new.pt", weights_only=True)

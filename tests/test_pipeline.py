@@ -205,3 +205,81 @@ def test_text_only_dataset_runs_through_the_whole_pipeline(tmp_path: Path, tiny_
     ablation = {(x["subset"], x["mode"]): x for x in _json(r / "ablation.json")["rows"]}
     assert ablation[("image", "masked")]["n"] == 0 and ablation[("text", "retrained")]["n"] > 0
     assert "No data" in (r / "RESULTS.md").read_text()
+
+
+SEVEN = ["neutral", "joy", "anger", "surprise", "sadness", "fear", "disgust"]  # GoEmotions' Ekman grouping
+
+
+def _relabelled(demo_dir: Path, folder: Path, relabel) -> Path:
+    """The demo posts with their media copied under ``folder`` (data.root) and labels ``relabel(i, label)``."""
+    shutil.copytree(demo_dir / "media", folder / "media")
+    lines = [json.loads(x) for x in (demo_dir / "manifest.jsonl").read_text().splitlines()]
+    for i, rec in enumerate(lines):
+        rec["label"] = relabel(i, rec["label"])
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return folder / "manifest.jsonl"
+
+
+def _own_labels_clone(tmp_path: Path, tiny_distilbert: Path, demo_dir: Path, labels: list[str], relabel) -> Path:
+    manifest = _relabelled(demo_dir, tmp_path / "data", relabel)
+    params = {**TINY, "text": {**TINY["text"], "backbone": str(tiny_distilbert)}, "labels": labels,
+              "data": {"manifest": str(manifest), "root": str(manifest.parent)}}
+    clone = make_clone(tmp_path / "clone", params)
+    dvc(clone, "repro")
+    return clone
+
+
+def test_seven_classes_from_params_reach_every_part(tmp_path: Path, tiny_distilbert: Path, demo_dir: Path,
+                                                     capsys):
+    """labels: seven classes in params.yaml, one line; data labelled in them (any case) -> dvc repro -> every
+    part follows, and a changed label set re-runs exactly the stages that declare it."""
+    import pyarrow.parquet as pq
+
+    from emocare.cli import main as cli
+
+    clone = _own_labels_clone(tmp_path, tiny_distilbert, demo_dir, SEVEN,
+                              lambda i, label: "Fear" if i % 6 == 0 else "disgust" if i % 6 == 3 else label)
+    r = clone / "reports"
+    assert _json(r / "data" / "validation.json")["kept"] == 120
+    assert list(_json(r / "data" / "stats.json")["classes"]) == SEVEN
+    for m in ("text", "image", "video"):
+        ckpt = read_checkpoint(clone / "models" / f"{m}_specialist" / "best_model.pt")
+        assert ckpt["labels"] == SEVEN and ckpt["state_dict"]["head.weight"].shape[0] == 7
+        info = _json(r / m / "info.json")
+        assert info["no_data"] or list(info["class_weights"]) == SEVEN  # a modality may have no val posts here
+    fusion = read_checkpoint(clone / "models" / "fusion" / "best_model.pt")
+    assert fusion["label_set"]["names"] == SEVEN and fusion["label_set"]["display"]["neutral"] == "Neutral/Other"
+    assert len(set(fusion["label_set"]["colours"].values())) == 7  # a colour of its own for each class
+    test = _json(r / "test" / "summary.json")
+    assert list(test["per_class_f1"]) == SEVEN and list(_json(r / "test" / "classification_report.json"))[:7] == SEVEN
+    results = (r / "RESULTS.md").read_text()
+    assert "- Fear: " in results and "- Disgust: " in results and "Linear(32 → 7)" in results
+    gallery = (r / "test" / "errors.html").read_text()
+    assert all(f'<option value="{c}">' in gallery for c in SEVEN)
+
+    posts = clone / "data" / "posts.jsonl"
+    assert cli(["predict", "--models", str(clone / "models"), "--device", "cpu", "--manifest", str(posts),
+                "-o", str(tmp_path / "p.parquet"), "--workers", "0"]) == 0
+    capsys.readouterr()
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert [f.name for f in table.schema.field("probabilities").type] == SEVEN and table.num_rows == 120
+
+    params = clone / "params.yaml"
+    p = yaml.safe_load(params.read_text())
+    p["labels"] = SEVEN[:-1]  # without disgust
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    status = dvc(clone, "status").stdout
+    stale = {s.rstrip(":") for s in re.findall(r"^(\w+):", status, re.M)}
+    assert stale == {"validate", "split", "train_text", "train_image", "train_video", "fusion", "report"}
+    single = dvc(clone, "repro", "--single-item", "fusion", check=False)  # the old caches, the new labels
+    assert single.returncode != 0
+    assert f"has the classes {SEVEN}, but params.yaml's labels has {SEVEN[:-1]}" in single.stdout + single.stderr
+
+
+def test_two_classes_run_through_the_whole_pipeline(tmp_path: Path, tiny_distilbert: Path, demo_dir: Path):
+    clone = _own_labels_clone(tmp_path, tiny_distilbert, demo_dir, ["positive", "negative"],
+                              lambda i, label: "positive" if label in ("joy", "surprise") else "negative")
+    r = clone / "reports"
+    assert list(_json(r / "test" / "summary.json")["per_class_f1"]) == ["positive", "negative"]
+    assert read_checkpoint(clone / "models" / "fusion" / "best_model.pt")["state_dict"]["head.4.weight"].shape[0] == 2
+    assert "- Positive: " in (r / "RESULTS.md").read_text()

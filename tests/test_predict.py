@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from emocare.cli import main as cli
-from emocare.labels import LABELS
+from emocare.labels import DEFAULT
 from emocare.predict import EmoCare
 
 
@@ -23,8 +23,8 @@ def _media(demo_dir: Path, kind: str) -> Path:
 
 
 def _check(result: dict, modalities: list[str]) -> None:
-    assert result["label"] in LABELS and result["modalities"] == modalities
-    assert set(result["probabilities"]) == set(LABELS)
+    assert result["label"] in DEFAULT.names and result["modalities"] == modalities
+    assert set(result["probabilities"]) == set(DEFAULT)
     assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
     assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
 
@@ -49,7 +49,7 @@ def test_batch_equals_single_and_records_errors(model: EmoCare, demo_dir: Path):
     for i in (0, 2):
         single = model.predict(**posts[i])
         assert single["label"] == results[i]["label"]
-        for c in LABELS:
+        for c in DEFAULT:
             assert abs(single["probabilities"][c] - results[i]["probabilities"][c]) < 1e-4
     with pytest.raises(ValueError, match="could not be decoded"):
         model.predict(text="x", image=b"junk")

@@ -16,6 +16,7 @@ from emocare.cli import main as cli
 from emocare.data.manifest import load_posts
 from emocare.data.split import dataset_stats, stratified_split
 from emocare.data.validate import validate_manifest
+from emocare.labels import DEFAULT
 from emocare.reddit.fetch import FetchConfig, HostRateLimiter, fetch_media, retry_after
 from emocare.reddit.posts import import_reddit, media_urls, to_record
 from emocare.reddit.read import ReadLimits, iter_objects
@@ -351,7 +352,7 @@ def test_reddit_to_predictions(media_server: MediaServer, trained_bundle: Path, 
     kept = load_posts(work / "checked" / "posts.jsonl")
     assignment = stratified_split(kept, {"train": 0.5, "val": 0.25, "test": 0.25}, 0)
     assert set(assignment) == {"lab1", "lab2"}
-    stats = dataset_stats(kept, assignment)
+    stats = dataset_stats(kept, assignment, DEFAULT)
     assert stats["total"] == 2 and stats["unlabelled_set_aside"] == 4
 
     preds = work / "predictions.jsonl"

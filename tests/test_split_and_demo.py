@@ -11,7 +11,7 @@ import pytest
 from emocare.data.demo import CLASS_MIX, MODALITY_MIX, generate, summary
 from emocare.data.manifest import Post, load_posts
 from emocare.data.split import SPLITS, class_weights, content_key, dataset_stats, stratified_split
-from emocare.labels import LABELS, combo_name
+from emocare.labels import DEFAULT, combo_name
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -19,7 +19,7 @@ FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 def test_class_weights_on_the_original_study_counts():
     counts = {"neutral": 1580, "joy": 1456, "anger": 1328, "surprise": 367, "sadness": 268}
     labels = [c for c, n in counts.items() for _ in range(n)]
-    assert [round(w, 4) for w in class_weights(labels)] == [0.6328, 0.6867, 0.7529, 2.7243, 3.7306]
+    assert [round(w, 4) for w in class_weights(labels, DEFAULT)] == [0.6328, 0.6867, 0.7529, 2.7243, 3.7306]
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +68,16 @@ def test_same_content_never_crosses_splits(demo_posts, tmp_path):
 
 def test_stats_report_totals_and_weights(demo_posts):
     assignment = stratified_split(demo_posts, FRACTIONS, 5)
-    stats = dataset_stats(demo_posts, assignment)
+    stats = dataset_stats(demo_posts, assignment, DEFAULT)
     assert stats["total"] == len(demo_posts) == sum(v["count"] for v in stats["splits"].values())
     train = [p.label for p in demo_posts if assignment[p.id] == "train"]
-    assert list(stats["class_weights"].values()) == [round(w, 4) for w in class_weights(train)]
+    assert list(stats["class_weights"].values()) == [round(w, 4) for w in class_weights(train, DEFAULT)]
     assert sum(v["count"] for v in stats["classes"].values()) == len(demo_posts)
 
 
 def test_demo_distributions_match_the_original_study(tmp_path):
     s = summary(generate(tmp_path, posts=1250, seed=7))
-    for c in LABELS:
+    for c in DEFAULT:
         assert abs(s["classes"][c] - CLASS_MIX[c]) <= 0.01
     for m in MODALITY_MIX:
         assert abs(s["modalities"][m] - MODALITY_MIX[m]) <= 0.01

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from emocare.curves import Curves
+from emocare.labels import DEFAULT
 from emocare.models.fusion import FusionModel
 from emocare.params import TrainConfig
 from emocare.runtime import resolve_device
@@ -39,7 +40,7 @@ class Blobs(Dataset):
 
 def _model(**kw) -> FusionModel:
     return FusionModel({"text": 8}, kind="concat", d_model=16, heads=1, hidden=16, dropout=0.0, modality_dropout=0.0,
-                       n_classes=5, **kw)
+                       labels=list(DEFAULT), **kw)
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -141,7 +142,7 @@ def test_metrics_equal_scikit_learns():
     import numpy as np
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-    from emocare.labels import DISPLAY, LABELS
+    from emocare.labels import DEFAULT
     from emocare.metrics import report_dict, scores
 
     rng = np.random.default_rng(0)
@@ -154,8 +155,8 @@ def test_metrics_equal_scikit_learns():
         assert np.isclose(s["macro_f1"], f1_score(labels, pred, average="macro", zero_division=0))
         assert np.isclose(s["weighted_f1"], f1_score(labels, pred, average="weighted", zero_division=0))
         assert np.isclose(s["accuracy"], accuracy_score(labels, pred))
-        ours = report_dict(labels, pred)
-        theirs = classification_report(labels, pred, labels=list(range(5)), target_names=[DISPLAY[c] for c in LABELS],
+        ours = report_dict(labels, pred, list(DEFAULT))
+        theirs = classification_report(labels, pred, labels=list(range(5)), target_names=list(DEFAULT),
                                        output_dict=True, zero_division=0)
         assert set(ours) == set(theirs)
         for key, value in theirs.items():

@@ -25,8 +25,10 @@ def decode_media(modality: str, source, transform, frames: int = 8) -> torch.Ten
 class MediaDataset(Dataset):
     """One media modality of a list of posts: (pixels, label index); pixels from ``store`` when given."""
 
-    def __init__(self, posts: list[Post], modality: str, transform, frames: int = 8, store: FrameStore | None = None):
-        self.posts, self.modality, self.transform, self.frames, self.store = posts, modality, transform, frames, store
+    def __init__(self, posts: list[Post], labels: list[str], modality: str, transform, frames: int = 8,
+                 store: FrameStore | None = None):
+        self.posts, self.labels, self.modality, self.transform = posts, labels, modality, transform
+        self.frames, self.store = frames, store
 
     def __len__(self) -> int:
         return len(self.posts)
@@ -34,20 +36,22 @@ class MediaDataset(Dataset):
     def __getitem__(self, i: int):
         post = self.posts[i]
         source = getattr(post, self.modality)
+        y = label_index(post.label, self.labels)
         if self.store is not None:
-            return self.store.pixels(source), label_index(post.label)
-        return decode_media(self.modality, source, self.transform, self.frames), label_index(post.label)
+            return self.store.pixels(source), y
+        return decode_media(self.modality, source, self.transform, self.frames), y
 
 
-def media_dataset(modality: str, preprocess: dict, frames: int, posts: list[Post], train: bool = False,
-                  augment: bool = True, frame_store: str | Path | None = None) -> MediaDataset:
-    """The dataset of ``posts``' ``modality`` for a tower with ``preprocess``; augmented images when training.
+def media_dataset(modality: str, preprocess: dict, frames: int, posts: list[Post], labels: list[str],
+                  train: bool = False, augment: bool = True, frame_store: str | Path | None = None) -> MediaDataset:
+    """The dataset of ``posts``' ``modality`` (labels indexed in ``labels``) for a tower with ``preprocess``;
+    augmented images when training.
 
     With ``frame_store`` (a folder), decoded pixels are kept there and read back
     (:mod:`emocare.media.frame_store`), except for augmented images, which are cropped anew each time.
     """
     if train and augment and modality == "image":
-        return MediaDataset(posts, "image", train_transform(preprocess))
+        return MediaDataset(posts, labels, "image", train_transform(preprocess))
     tf = eval_transform(preprocess)
     store = FrameStore(frame_store, modality, tf, frames) if frame_store else None
-    return MediaDataset(posts, modality, tf, frames, store)
+    return MediaDataset(posts, labels, modality, tf, frames, store)

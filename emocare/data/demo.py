@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emocare.io import atomic_path, write_jsonl
-from emocare.labels import LABELS
+from emocare.labels import DEFAULT_LABELS as LABELS  # the demo keeps the five default classes
 from emocare.media.video import write_video
 
 CLASS_MIX = {"neutral": 0.316, "joy": 0.292, "anger": 0.266, "surprise": 0.073, "sadness": 0.052}

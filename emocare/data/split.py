@@ -10,7 +10,7 @@ import numpy as np
 
 from emocare.data.manifest import Post
 from emocare.io import read_json
-from emocare.labels import DISPLAY, LABELS, combo_name
+from emocare.labels import LabelSet, combo_name
 
 SPLITS = ("train", "val", "test")
 
@@ -65,14 +65,14 @@ def stratified_split(posts: list[Post], fractions: dict[str, float], seed: int) 
     return assigned
 
 
-def class_weights(labels: list[str]) -> list[float]:
-    """Balanced weights N / (K * n_c) in ``LABELS`` order (0 for a class absent from ``labels``)."""
+def class_weights(labels: list[str], classes: LabelSet) -> list[float]:
+    """Balanced weights N / (K * n_c) in ``classes`` order (0 for a class absent from ``labels``)."""
     counts = Counter(labels)
-    n, k = len(labels), len(LABELS)
-    return [n / (k * counts[c]) if counts[c] else 0.0 for c in LABELS]
+    n, k = len(labels), len(classes)
+    return [n / (k * counts[c]) if counts[c] else 0.0 for c in classes]
 
 
-def dataset_stats(posts: list[Post], assignment: dict[str, str]) -> dict:
+def dataset_stats(posts: list[Post], assignment: dict[str, str], classes: LabelSet) -> dict:
     """Totals per split, class and modality distributions, and the training class weights.
 
     Statistics cover the labelled posts; ``unlabelled_set_aside`` counts the others.
@@ -93,23 +93,23 @@ def dataset_stats(posts: list[Post], assignment: dict[str, str]) -> dict:
         "total": n,
         "unlabelled_set_aside": unlabelled,
         "splits": {s: {"count": len(v), "share": round(len(v) / n, 4) if n else 0.0} for s, v in by_split.items()},
-        "classes": dist([p.label for p in posts], LABELS),
+        "classes": dist([p.label for p in posts], list(classes)),
         "modalities": dist([combo_name(p.modalities) for p in posts], seen_combos),
-        "by_split": {s: {"classes": {c: sum(p.label == c for p in v) for c in LABELS},
+        "by_split": {s: {"classes": {c: sum(p.label == c for p in v) for c in classes},
                          "modalities": {m: sum(combo_name(p.modalities) == m for p in v) for m in seen_combos}}
                      for s, v in by_split.items()},
-        "class_weights": dict(zip(LABELS, (round(w, 4) for w in class_weights(train_labels)), strict=True)),
+        "class_weights": dict(zip(classes, (round(w, 4) for w in class_weights(train_labels, classes)), strict=True)),
     }
 
 
-def stats_markdown(stats: dict) -> str:
+def stats_markdown(stats: dict, classes: LabelSet) -> str:
     """The dataset statistics as a Markdown page."""
     lines = ["# Dataset statistics", "", f"Labelled posts: {stats['total']}; unlabelled posts set aside: "
              f"{stats.get('unlabelled_set_aside', 0)}", "",
              "| split | posts | share |", "|---|---:|---:|"]
     lines += [f"| {s} | {v['count']} | {v['share']:.1%} |" for s, v in stats["splits"].items()]
     lines += ["", "| class | posts | share | train weight |", "|---|---:|---:|---:|"]
-    lines += [f"| {DISPLAY[c]} | {v['count']} | {v['share']:.1%} | {stats['class_weights'][c]:.4f} |"
+    lines += [f"| {classes.display[c]} | {v['count']} | {v['share']:.1%} | {stats['class_weights'][c]:.4f} |"
               for c, v in stats["classes"].items()]
     lines += ["", "| modalities | posts | share |", "|---|---:|---:|"]
     lines += [f"| {m} | {v['count']} | {v['share']:.1%} |" for m, v in stats["modalities"].items()]

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from emocare.data.manifest import MAX_TEXT_CHARS, Post, iter_manifest, post_from_record, resolve_media, unix_time
 from emocare.io import write_json, write_jsonl
-from emocare.labels import normalise_label
+from emocare.labels import DEFAULT, LabelSet
 from emocare.media.image import DEFAULT_MAX_PIXELS, check_image
 from emocare.media.video import check_video
 
@@ -34,6 +34,7 @@ class ValidationResult:
 class Rules:
     """What a record must satisfy beyond the schema (the defaults are ``emocare validate``'s)."""
 
+    labels: LabelSet = DEFAULT
     require_label: bool = True
     label_map: dict[str, str] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -68,9 +69,9 @@ def _check_record(rec: dict, root: Path, seen: set[str], rules: Rules) -> tuple[
         except ValueError as e:
             reasons.append(f"invalid_date: 'created_utc' {e}")
     if "label" in rec and rec["label"] is not None:
-        label = normalise_label(rec["label"], rules.label_map)
+        label = rules.labels.normalise(rec["label"], rules.label_map)
         if label is None:
-            reasons.append(f"unknown_label: {rec['label']!r}")
+            reasons.append(f"unknown_label: {rec['label']!r} is not one of the labels {list(rules.labels)}")
         clean["label"] = label
     elif rules.require_label:
         reasons.append("missing_label: a label is required for training data")

@@ -2,8 +2,9 @@
 
 Which module builds each kind of model is data (:data:`MODEL_MODULES`), imported only when one is
 built or loaded: a stage imports one tower (transformers or open_clip), never the others, and the
-specialists never import the fusion model. Each module offers ``build(modality, cfg, offline, n_classes)``
-and ``pretrained_source(cfg)`` (specialists) and ``rebuild(kind, spec, n_classes)``.
+specialists never import the fusion model. Each module offers ``build(modality, cfg, offline, labels)``
+and ``pretrained_source(cfg)`` (specialists) and ``rebuild(kind, spec, labels)``. Every model carries
+its class names as ``labels``, which its checkpoint stores.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from emocare.labels import LABELS
+from emocare.labels import LabelSet
 from emocare.models.checkpoint import UnsafeCheckpoint, convert_checkpoint, load_model, read_checkpoint, save_checkpoint
 
 __all__ = ["MODEL_MODULES", "UnsafeCheckpoint", "build_specialist", "convert_checkpoint", "load_checkpoint",
@@ -32,9 +33,9 @@ def model_module(kind: str) -> ModuleType:
     return importlib.import_module(MODEL_MODULES[kind])
 
 
-def build_specialist(modality: str, cfg: dict, offline: bool = True) -> nn.Module:
-    """Build the ``modality`` specialist described by its ``params.yaml`` section."""
-    return model_module(modality).build(modality, cfg, offline, len(LABELS))
+def build_specialist(modality: str, cfg: dict, labels: LabelSet, offline: bool = True) -> nn.Module:
+    """Build the ``modality`` specialist described by its ``params.yaml`` section, with a head for ``labels``."""
+    return model_module(modality).build(modality, cfg, offline, list(labels))
 
 
 def pretrained_source(modality: str, cfg: dict) -> str | None:
@@ -42,8 +43,8 @@ def pretrained_source(modality: str, cfg: dict) -> str | None:
     return model_module(modality).pretrained_source(cfg)
 
 
-def _rebuild(kind: str, spec: dict, n_classes: int) -> nn.Module:
-    return model_module(kind).rebuild(kind, spec, n_classes)
+def _rebuild(kind: str, spec: dict, labels: list[str]) -> nn.Module:
+    return model_module(kind).rebuild(kind, spec, labels)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

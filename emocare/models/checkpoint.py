@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from emocare.io import atomic_path
-from emocare.labels import LABELS
 
 
 class UnsafeCheckpoint(ValueError):
@@ -43,7 +42,7 @@ def plain(obj, where: str = "checkpoint"):
 
 def save_checkpoint(path: str | Path, model: nn.Module, **extra) -> None:
     """Atomically save weights plus everything needed to rebuild ``model`` (tensors and plain values only)."""
-    payload = {"kind": model.checkpoint_kind, "labels": LABELS, "spec": model.spec(),
+    payload = {"kind": model.checkpoint_kind, "labels": list(model.labels), "spec": model.spec(),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
     _save(plain(payload), path)
 
@@ -79,11 +78,11 @@ def convert_checkpoint(path: str | Path, out: str | Path | None = None) -> dict:
     return {"converted": str(path), "out": str(out), "kind": payload.get("kind")}
 
 
-def load_model(path: str | Path, rebuild: Callable[[str, dict, int], nn.Module],
+def load_model(path: str | Path, rebuild: Callable[[str, dict, list[str]], nn.Module],
                device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The model ``rebuild(kind, spec, n_classes)`` makes for a checkpoint, its weights loaded, in eval mode;
+    """The model ``rebuild(kind, spec, labels)`` makes for a checkpoint, its weights loaded, in eval mode;
     returns (model, payload)."""
     payload = read_checkpoint(path)
-    model = rebuild(payload["kind"], payload["spec"], len(payload["labels"]))
+    model = rebuild(payload["kind"], payload["spec"], list(payload["labels"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload

@@ -46,7 +46,7 @@ class FusionModel(nn.Module):
     checkpoint_kind = "fusion"
 
     def __init__(self, dims: dict[str, int], *, kind: str, d_model: int, heads: int, hidden: int, dropout: float,
-                 modality_dropout: float, n_classes: int):
+                 modality_dropout: float, labels: list[str]):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"fusion.kind must be one of {KINDS}, got {kind!r}")
@@ -54,8 +54,8 @@ class FusionModel(nn.Module):
             raise ValueError("fusion needs at least one modality with embeddings")
         self.modalities = list(dims)
         self.config = {"dims": dict(dims), "kind": kind, "d_model": d_model, "heads": heads, "hidden": hidden,
-                       "dropout": dropout, "modality_dropout": modality_dropout, "n_classes": n_classes}
-        self.kind, self.p_drop = kind, modality_dropout
+                       "dropout": dropout, "modality_dropout": modality_dropout}
+        self.kind, self.p_drop, self.labels = kind, modality_dropout, list(labels)
         n = len(self.modalities)
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d_model)) for m, d in dims.items()})
         if kind == "attention":
@@ -66,7 +66,7 @@ class FusionModel(nn.Module):
             self.gate = nn.Linear(n * d_model, n)
         width = n * d_model if kind == "concat" else d_model
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
-                                  nn.Linear(hidden, n_classes))
+                                  nn.Linear(hidden, len(labels)))
 
     def fuse(self, batch: dict) -> torch.Tensor:
         """Fused representation [B, width]; applies modality dropout in training mode only."""
@@ -88,24 +88,25 @@ class FusionModel(nn.Module):
         return self.head(self.fuse(batch))
 
     @classmethod
-    def from_params(cls, dims: dict[str, int], cfg: dict, n_classes: int) -> FusionModel:
+    def from_params(cls, dims: dict[str, int], cfg: dict, labels: list[str]) -> FusionModel:
         """The model the ``fusion`` section of ``params.yaml`` describes, over modalities of ``dims``."""
         return cls(dims, kind=cfg["kind"], d_model=cfg["d_model"], heads=cfg["heads"], hidden=cfg["hidden"],
-                   dropout=cfg["hidden_dropout"], modality_dropout=cfg["dropout"], n_classes=n_classes)
+                   dropout=cfg["hidden_dropout"], modality_dropout=cfg["dropout"], labels=labels)
 
     def spec(self) -> dict:
         return dict(self.config)
 
     @classmethod
-    def from_spec(cls, spec: dict) -> FusionModel:
-        return cls(spec["dims"], **{k: v for k, v in spec.items() if k != "dims"})
+    def from_spec(cls, spec: dict, labels: list[str]) -> FusionModel:
+        # checkpoints before label sets also stored n_classes, which the labels now give
+        return cls(spec["dims"], **{k: v for k, v in spec.items() if k not in ("dims", "n_classes")}, labels=labels)
 
 
-def rebuild(kind: str, spec: dict, n_classes: int) -> FusionModel:
-    """The fusion model a checkpoint's ``spec`` describes (its weights are loaded next)."""
+def rebuild(kind: str, spec: dict, labels: list[str]) -> FusionModel:
+    """The fusion model a checkpoint's ``spec`` describes, for the classes ``labels`` (its weights load next)."""
     if kind != "fusion":
         raise ValueError(f"expected a fusion model's checkpoint, got a {kind} specialist's")
-    return FusionModel.from_spec(spec)
+    return FusionModel.from_spec(spec, labels)
 
 
 def load_fusion(path: str | Path, device: str | torch.device = "cpu") -> tuple[FusionModel, dict]:

@@ -72,14 +72,14 @@ def tokenizer_from_files(files: dict[str, bytes]):
 class PostTexts(Dataset):
     """Posts' text and label index, tokenized a batch at a time by :meth:`TextSpecialist.collate`."""
 
-    def __init__(self, posts: list):
-        self.posts = posts
+    def __init__(self, posts: list, labels: list[str]):
+        self.posts, self.labels = posts, labels
 
     def __len__(self) -> int:
         return len(self.posts)
 
     def __getitem__(self, i: int) -> tuple[str, int]:
-        return self.posts[i].text, label_index(self.posts[i].label)
+        return self.posts[i].text, label_index(self.posts[i].label, self.labels)
 
 
 class TextSpecialist(nn.Module):
@@ -87,8 +87,8 @@ class TextSpecialist(nn.Module):
 
     modality = checkpoint_kind = "text"
 
-    def __init__(self, backbone: nn.Module, tokenizer, pooling: str = "mean", dropout: float = 0.3,
-                 max_length: int = 128, n_classes: int = 5):
+    def __init__(self, backbone: nn.Module, tokenizer, labels: list[str], pooling: str = "mean",
+                 dropout: float = 0.3, max_length: int = 128):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"text.pooling must be 'cls' or 'mean', got {pooling!r}")
@@ -96,12 +96,13 @@ class TextSpecialist(nn.Module):
         self.pooling, self.max_length = pooling, max_length
         self.dim = backbone.config.hidden_size
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.dim, n_classes)
+        self.labels = list(labels)
+        self.head = nn.Linear(self.dim, len(self.labels))
 
     def dataset(self, posts: list, train: bool = False, augment: bool = True,
                 frame_store: str | Path | None = None) -> Dataset:
         """The posts' text as this model's input (text needs no augmentation or frame store)."""
-        return PostTexts(posts)
+        return PostTexts(posts, self.labels)
 
     def collate(self, items: list[tuple[str, int]]) -> dict:
         texts, labels = zip(*items, strict=True)
@@ -129,11 +130,11 @@ class TextSpecialist(nn.Module):
                 "hf_config": config, "tokenizer_files": tokenizer_files(self.tokenizer)}
 
     @classmethod
-    def from_spec(cls, spec: dict, n_classes: int) -> TextSpecialist:
+    def from_spec(cls, spec: dict, labels: list[str]) -> TextSpecialist:
         config = AutoConfig.for_model(**spec["hf_config"])
         backbone = AutoModel.from_config(config)
-        return cls(backbone, tokenizer_from_files(spec["tokenizer_files"]), spec["pooling"], 0.0,
-                   spec["max_length"], n_classes)
+        return cls(backbone, tokenizer_from_files(spec["tokenizer_files"]), labels, spec["pooling"], 0.0,
+                   spec["max_length"])
 
 
 def pretrained_source(cfg: dict) -> str:
@@ -141,12 +142,12 @@ def pretrained_source(cfg: dict) -> str:
     return text_backbone_source(cfg["backbone"])
 
 
-def build(modality: str, cfg: dict, offline: bool, n_classes: int) -> TextSpecialist:
-    """The text specialist its ``params.yaml`` section describes."""
+def build(modality: str, cfg: dict, offline: bool, labels: list[str]) -> TextSpecialist:
+    """The text specialist its ``params.yaml`` section describes, with a head for ``labels``."""
     backbone, tokenizer = load_text_backbone(cfg["backbone"], offline)
-    return TextSpecialist(backbone, tokenizer, cfg["pooling"], cfg["dropout"], cfg["max_length"], n_classes)
+    return TextSpecialist(backbone, tokenizer, labels, cfg["pooling"], cfg["dropout"], cfg["max_length"])
 
 
-def rebuild(kind: str, spec: dict, n_classes: int) -> TextSpecialist:
+def rebuild(kind: str, spec: dict, labels: list[str]) -> TextSpecialist:
     """The specialist a checkpoint's ``spec`` describes (its weights are loaded next)."""
-    return TextSpecialist.from_spec(spec, n_classes)
+    return TextSpecialist.from_spec(spec, labels)

@@ -52,8 +52,8 @@ def load_vision_tower(arch: str, pretrained: str | None, offline: bool = True) -
 class VisionSpecialist(nn.Module):
     """open_clip visual tower -> (mean over frames for video) -> dropout -> Linear(dim -> classes)."""
 
-    def __init__(self, tower: nn.Module, modality: str, arch: str, preprocess: dict, dim: int,
-                 dropout: float = 0.3, frames: int = 8, n_classes: int = 5):
+    def __init__(self, tower: nn.Module, modality: str, arch: str, preprocess: dict, dim: int, labels: list[str],
+                 dropout: float = 0.3, frames: int = 8):
         super().__init__()
         if modality not in ("image", "video"):
             raise ValueError(f"vision modality must be image or video, got {modality!r}")
@@ -61,7 +61,8 @@ class VisionSpecialist(nn.Module):
         self.preprocess, self.dim, self.frames = preprocess, dim, frames
         self._eval_transform = eval_transform(preprocess)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(dim, n_classes)
+        self.labels = list(labels)
+        self.head = nn.Linear(dim, len(self.labels))
         # eval_transform's Normalize, for uint8 pixels normalised on the model's device (not saved: from preprocess)
         self.register_buffer("mean", torch.tensor(preprocess["mean"], dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("std", torch.tensor(preprocess["std"], dtype=torch.float32).view(-1, 1, 1), False)
@@ -73,7 +74,8 @@ class VisionSpecialist(nn.Module):
     def dataset(self, posts: list, train: bool = False, augment: bool = True,
                 frame_store: str | Path | None = None) -> Dataset:
         """The posts' media as this tower's input (:func:`emocare.data.datasets.media_dataset`)."""
-        return media_dataset(self.modality, self.preprocess, self.frames, posts, train, augment, frame_store)
+        return media_dataset(self.modality, self.preprocess, self.frames, posts, self.labels, train, augment,
+                             frame_store)
 
     def decode(self, source) -> torch.Tensor:
         """One post's media (a path, bytes or a PIL image) as this tower's evaluation input."""
@@ -106,7 +108,7 @@ class VisionSpecialist(nn.Module):
                 "model_cfg": open_clip.get_model_config(self.arch)}
 
     @classmethod
-    def from_spec(cls, modality: str, spec: dict, n_classes: int) -> VisionSpecialist:
+    def from_spec(cls, modality: str, spec: dict, labels: list[str]) -> VisionSpecialist:
         if spec["arch"] not in open_clip.list_models():  # a configuration this install does not ship
             with tempfile.TemporaryDirectory() as tmp:
                 Path(tmp, f"{spec['arch']}.json").write_text(json.dumps(spec["model_cfg"]))
@@ -116,7 +118,7 @@ class VisionSpecialist(nn.Module):
             tower, _, _ = load_vision_tower(spec["arch"], None)
         finally:
             logging.disable(logging.NOTSET)
-        return cls(tower, modality, spec["arch"], spec["preprocess"], spec["dim"], 0.0, spec["frames"], n_classes)
+        return cls(tower, modality, spec["arch"], spec["preprocess"], spec["dim"], labels, 0.0, spec["frames"])
 
 
 def pretrained_source(cfg: dict) -> str | None:
@@ -124,13 +126,13 @@ def pretrained_source(cfg: dict) -> str | None:
     return cfg.get("pretrained")
 
 
-def build(modality: str, cfg: dict, offline: bool, n_classes: int) -> VisionSpecialist:
+def build(modality: str, cfg: dict, offline: bool, labels: list[str]) -> VisionSpecialist:
     """The ``image`` or ``video`` specialist its ``params.yaml`` section describes."""
     tower, preprocess, dim = load_vision_tower(cfg["backbone"], cfg.get("pretrained"), offline)
-    return VisionSpecialist(tower, modality, cfg["backbone"], preprocess, dim, cfg["dropout"],
-                            cfg.get("frames", 8), n_classes)
+    return VisionSpecialist(tower, modality, cfg["backbone"], preprocess, dim, labels, cfg["dropout"],
+                            cfg.get("frames", 8))
 
 
-def rebuild(kind: str, spec: dict, n_classes: int) -> VisionSpecialist:
+def rebuild(kind: str, spec: dict, labels: list[str]) -> VisionSpecialist:
     """The specialist a checkpoint's ``spec`` describes (its weights are loaded next)."""
-    return VisionSpecialist.from_spec(kind, spec, n_classes)
+    return VisionSpecialist.from_spec(kind, spec, labels)

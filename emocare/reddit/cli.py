@@ -37,12 +37,13 @@ def _limits(a: argparse.Namespace):
 
 def cmd_import_reddit(a: argparse.Namespace) -> dict:
     from emocare.labels import parse_label_map
+    from emocare.params import project_labels
     from emocare.reddit.posts import import_reddit
 
     if a.label_map and not a.label_field:
         raise ValueError("--label-map needs --label-field: labels come only from a field you name")
     return import_reddit(a.posts, a.out, a.media_dir, _filter(a), a.limit, a.label_field,
-                         parse_label_map(a.label_map), a.save_posts, _limits(a))
+                         parse_label_map(a.label_map), a.save_posts, _limits(a), project_labels(a.labels))
 
 
 def cmd_fetch_media(a: argparse.Namespace) -> dict:
@@ -63,6 +64,7 @@ def register(sub, imp) -> None:
     s.add_argument("--media-dir", help="folder where fetch-media wrote <post id>.<ext>; those files are linked")
     s.add_argument("--label-field", help="post field holding an emotion label (flair is never used unless named)")
     s.add_argument("--label-map", help="with --label-field: e.g. happy=joy,rage=anger")
+    s.add_argument("--labels", help="the classes (default: params.yaml's labels, else the five)")
     s.add_argument("--save-posts", help="also write the raw post objects that passed the filters (JSON Lines)")
     s.set_defaults(func=cmd_import_reddit)
 

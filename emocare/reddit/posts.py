@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from emocare.data.manifest import resolve_media, unix_time
 from emocare.io import jsonl_writer
-from emocare.labels import normalise_label
+from emocare.labels import DEFAULT, LabelSet
 from emocare.reddit.read import ReadLimits, TruncatedInput, iter_objects
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
@@ -131,13 +131,13 @@ def find_media(media_dir: Path, post_id: str) -> tuple[str, Path] | None:
 
 
 def to_record(post: dict, media_dir: Path | None, out_dir: Path, label_field: str | None = None,
-              label_map: dict[str, str] | None = None) -> tuple[dict, str]:
+              label_map: dict[str, str] | None = None, labels: LabelSet = DEFAULT) -> tuple[dict, str]:
     """One post object -> (manifest record, media status).
 
     Status: ``video`` or ``image`` (linked from ``media_dir``), ``text`` (no media),
     ``media_missing`` (the post has media that is not on disk; it stays a text-only post).
-    A label is set only from ``label_field``; a value outside the five classes (after
-    ``label_map``) is kept raw so that validation quarantines it with a reason.
+    A label is set only from ``label_field``; a value outside ``labels`` (after ``label_map``) is
+    kept raw so that validation quarantines it with a reason.
     """
     # Reddit's API and dumps HTML-escape text (&amp; &lt; &gt;), as they do URLs: the model reads it plain
     title, body = html.unescape(post.get("title") or ""), html.unescape(post.get("selftext") or "")
@@ -146,7 +146,7 @@ def to_record(post: dict, media_dir: Path | None, out_dir: Path, label_field: st
     rec: dict = {"id": str(post["id"]), "text": f"{title}\n\n{body}".strip()}
     if label_field and post.get(label_field) not in (None, ""):
         raw = post[label_field]
-        rec["label"] = normalise_label(raw, label_map) or raw
+        rec["label"] = labels.normalise(raw, label_map) or raw
     for key in META_FIELDS:
         if post.get(key) is not None:
             rec[key] = post[key]
@@ -215,7 +215,7 @@ def iter_posts(paths: Iterable[str | Path], post_filter: PostFilter, limit: int 
 def import_reddit(paths: list[str | Path], out: str | Path, media_dir: str | Path | None = None,
                   post_filter: PostFilter | None = None, limit: int | None = None, label_field: str | None = None,
                   label_map: dict[str, str] | None = None, save_posts: str | Path | None = None,
-                  limits: ReadLimits | None = None) -> dict:
+                  limits: ReadLimits | None = None, labels: LabelSet = DEFAULT) -> dict:
     """Stream Reddit post objects into a manifest; returns counts per outcome.
 
     ``save_posts`` also writes the raw objects that passed the filters (JSON Lines), so that
@@ -246,7 +246,7 @@ def import_reddit(paths: list[str | Path], out: str | Path, media_dir: str | Pat
                 first_malformed.append(rec)
 
         for post in iter_posts(paths, post_filter or PostFilter(), limit, counts, on_malformed, "import", limits):
-            rec, status = to_record(post, media, out.parent, label_field, label_map)
+            rec, status = to_record(post, media, out.parent, label_field, label_map, labels)
             counts["imported"] += 1
             counts[f"media_{status}"] += 1
             if label_field:
