@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emocare.labels import LABELS
+from emocare.labels import DEFAULT_LABELS as LABELS
 from emocare.predict import EmoCare
 
 DEVICE = os.environ.get("EMOCARE_TEST_DEVICE", "cpu")  # cuda on a GPU machine: the model process there

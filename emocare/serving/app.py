@@ -20,6 +20,7 @@ naming the problem, never a 500.
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from emocare.labels import DISPLAY
 from emocare.media.sniff import HEAD_BYTES, sniff
 from emocare.predict import NO_MODALITY, EmoCare
 from emocare.serving.config import ServeConfig
@@ -198,7 +198,8 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
 
     @app.get("/labels")
     async def labels() -> dict:
-        return {"labels": [{"name": c, "display": DISPLAY[c]} for c in model.labels]}
+        classes = model.label_set  # the bundle's own classes, display names and colours
+        return {"labels": [{"name": c, "display": classes.display[c], "colour": classes.colours[c]} for c in classes]}
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
@@ -248,6 +249,8 @@ def serve(models_dir: str, host: str, port: int, cfg: ServeConfig, device: str =
 
     started = time.perf_counter()
     model = EmoCare.load(models_dir, device)
+    if model.demo_warning:
+        print(model.demo_warning, file=sys.stderr)
     app = create_app(model, cfg, time.perf_counter() - started)
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(cfg.timeout_s) + 5,
                 backlog=max(2048, cfg.max_queue * 2), access_log=cfg.access_log)
