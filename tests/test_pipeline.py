@@ -233,7 +233,9 @@ def test_seven_classes_from_params_reach_every_part(tmp_path: Path, tiny_distilb
                                                      capsys):
     """labels: seven classes in params.yaml, one line; data labelled in them (any case) -> dvc repro -> every
     part follows, and a changed label set re-runs exactly the stages that declare it."""
+    import httpx
     import pyarrow.parquet as pq
+    from test_serve import start_server
 
     from emocare.cli import main as cli
 
@@ -263,6 +265,14 @@ def test_seven_classes_from_params_reach_every_part(tmp_path: Path, tiny_distilb
     capsys.readouterr()
     table = pq.read_table(tmp_path / "p.parquet")
     assert [f.name for f in table.schema.field("probabilities").type] == SEVEN and table.num_rows == 120
+    proc, url = start_server(clone / "models", tmp_path)
+    try:
+        assert [x["name"] for x in httpx.get(f"{url}/labels").json()["labels"]] == SEVEN
+        answer = httpx.post(f"{url}/predict", json={"text": "so scared right now"}, timeout=30).json()
+        assert list(answer["probabilities"]) == SEVEN and answer["label"] in SEVEN
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
     params = clone / "params.yaml"
     p = yaml.safe_load(params.read_text())
