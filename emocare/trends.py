@@ -7,20 +7,25 @@ against their trailing average ("anger spiked the week of the update"), and the 
 example posts per emotion and period with their text and a thumbnail.
 
 Rows with an ``error``, without ``created_utc`` or below ``min_confidence`` are left out and
-counted: read = used + errors + undated + low_confidence.
+counted: read = used + errors + undated + low_confidence. The classes, their names and colours come
+from the bundle that wrote the predictions (``<predictions>.models.json``, see
+:func:`emocare.bundle.provenance_path`), else from the probabilities themselves. A period without
+posts has no share: the chart leaves a gap there and ``trends.csv`` an empty ``share``.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from emocare.io import atomic_path, write_json, write_text
-from emocare.labels import CLASS_COLOURS, DISPLAY, LABELS
+from emocare.bundle import demo_warning, provenance_path
+from emocare.io import atomic_path, read_json, write_json, write_text
+from emocare.labels import LabelSet
 from emocare.media.thumbs import thumbnail
 
 PERIODS = {"day": "D", "week": "W", "month": "M"}
@@ -28,24 +33,37 @@ MAX_GROUPS_CHARTED = 6
 THUMB_PX = 96
 
 
-def load_predictions(path: str | Path) -> pd.DataFrame:
-    """A predictions file (``.jsonl`` or ``.parquet``) with one probability column per class (``p_<class>``)."""
+def load_predictions(path: str | Path) -> tuple[pd.DataFrame, LabelSet, dict]:
+    """A predictions file (``.jsonl`` or ``.parquet``) with one probability column per class (``p_<class>``),
+    its classes and the record of the bundle that wrote it (``{}`` when there is none)."""
     path = Path(path)
-    if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
-    elif path.suffix == ".jsonl":
-        df = pd.read_json(path, lines=True, dtype=False)
-    else:
+    if path.suffix not in (".parquet", ".jsonl"):
         raise ValueError(f"{path}: expected a .jsonl or .parquet predictions file (from `emocare predict`)")
+    if not path.is_file():
+        raise FileNotFoundError(f"predictions file {path} not found")
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True, dtype=False)
+    except Exception as e:  # noqa: BLE001 - pandas and pyarrow raise many types for one thing: an unreadable file
+        raise ValueError(f"{path}: not a readable predictions file ({type(e).__name__}: {e})") from None
     if "probabilities" not in df:
         raise ValueError(f"{path}: no 'probabilities' column: is this the output of `emocare predict --manifest`?")
-    probs = pd.DataFrame([p if isinstance(p, dict) else {} for p in df.pop("probabilities")], index=df.index)
-    for c in LABELS:
-        df[f"p_{c}"] = probs.get(c, np.nan)
-    return df
+    probs = [p if isinstance(p, dict) else {} for p in df.pop("probabilities")]
+    origin = read_json(provenance_path(path)) if provenance_path(path).is_file() else {}
+    if origin.get("label_set"):
+        classes = LabelSet.from_dict(origin["label_set"])
+    else:
+        names = next((list(p) for p in probs if p), None)
+        if names is None:
+            raise ValueError(f"{path}: no row has probabilities: nothing was predicted")
+        classes = LabelSet.of(names)
+    table = pd.DataFrame(probs, index=df.index)
+    for c in classes:
+        df[f"p_{c}"] = table[c] if c in table else np.nan
+    return df, classes, origin
 
 
-def prepare(df: pd.DataFrame, by: str, group: str | None, min_confidence: float) -> tuple[pd.DataFrame, dict]:
+def prepare(df: pd.DataFrame, classes: LabelSet, by: str, group: str | None,
+            min_confidence: float) -> tuple[pd.DataFrame, dict]:
     """Rows that count (predicted, dated, confident enough) with ``period``, ``group`` and ``confidence``."""
     if by not in PERIODS:
         raise ValueError(f"--by must be one of {', '.join(PERIODS)}, not {by!r}")
@@ -62,7 +80,7 @@ def prepare(df: pd.DataFrame, by: str, group: str | None, min_confidence: float)
     counts["undated"] = int(when.isna().sum())
     df = df[when.notna()].copy()
     df["period"] = when[when.notna()].dt.tz_localize(None).dt.to_period(PERIODS[by]).dt.start_time
-    df["confidence"] = df[[f"p_{c}" for c in LABELS]].max(axis=1)
+    df["confidence"] = df[[f"p_{c}" for c in classes]].max(axis=1)
     low = df["confidence"] < min_confidence
     counts["low_confidence"] = int(low.sum())
     df = df[~low].copy()
@@ -72,24 +90,35 @@ def prepare(df: pd.DataFrame, by: str, group: str | None, min_confidence: float)
     return df, counts
 
 
-def period_table(df: pd.DataFrame, by: str) -> pd.DataFrame:
+def period_table(df: pd.DataFrame, by: str, classes: LabelSet) -> pd.DataFrame:
     """Posts per group, period and emotion, with every period of each group's range present (zero posts)."""
+    names = list(classes)
     counts = df.groupby(["group", "period", "label"]).size().unstack("label", fill_value=0)
-    counts = counts.reindex(columns=LABELS, fill_value=0)
+    counts = counts.reindex(columns=names, fill_value=0)
     frames = []
     for g, part in counts.groupby(level="group"):
         periods = part.index.get_level_values("period")
         full = pd.period_range(periods.min(), periods.max(), freq=PERIODS[by]).start_time
         frames.append(part.droplevel("group").reindex(full, fill_value=0).assign(group=g))
     table = pd.concat(frames).rename_axis("period").reset_index().set_index(["group", "period"])
-    table["posts"] = table[LABELS].sum(axis=1)
+    table["posts"] = table[names].sum(axis=1)
     return table
 
 
+def _classes(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c != "posts"]
+
+
+def _shares(part: pd.DataFrame) -> pd.DataFrame:
+    """Each class's share of its period's posts; NaN (not 0) for a period without posts."""
+    return part[_classes(part)].div(part["posts"].where(part["posts"] > 0), axis=0)
+
+
 def long_table(table: pd.DataFrame) -> pd.DataFrame:
-    """``trends.csv``: one row per group, period and emotion with count, share and the period's posts."""
-    shares = table[LABELS].div(table["posts"].where(table["posts"] > 0), axis=0)
-    out = (table[LABELS].stack().rename("count").to_frame()
+    """``trends.csv``: one row per group, period and emotion with count, share (empty without posts) and the
+    period's posts."""
+    shares = _shares(table)
+    out = (table[_classes(table)].stack().rename("count").to_frame()
            .join(shares.stack().rename("share")).join(table["posts"]).reset_index()
            .rename(columns={"level_2": "emotion", "label": "emotion"}))
     out["period"] = out["period"].dt.date.astype(str)
@@ -106,9 +135,9 @@ def spikes(table: pd.DataFrame, window: int = 4, min_posts: int = 10, top: int =
     rows = []
     for g, part in table.groupby(level="group"):
         part = part.droplevel("group")
-        share = part[LABELS].div(part["posts"].where(part["posts"] > 0), axis=0)
+        share = _shares(part)
         trailing = share.shift(1).rolling(window, min_periods=2).mean()
-        for c in LABELS:
+        for c in _classes(part):
             moved = pd.DataFrame({"share": share[c], "trailing": trailing[c], "posts": part["posts"],
                                   "count": part[c]}).dropna()
             moved = moved[moved["posts"] >= min_posts]
@@ -119,7 +148,17 @@ def spikes(table: pd.DataFrame, window: int = 4, min_posts: int = 10, top: int =
     return ranked.reindex(ranked["change"].abs().sort_values(ascending=False).index).head(top).reset_index(drop=True)
 
 
-def chart(table: pd.DataFrame, path: Path, by: str) -> None:
+def chart(table: pd.DataFrame, path: Path, by: str, classes: LabelSet) -> None:
+    """``trends.png``: :func:`chart_figure`, saved."""
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(table, by, classes)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def chart_figure(table: pd.DataFrame, by: str, classes: LabelSet):
     """Stacked emotion shares over time per group (the busiest groups), post volume in a panel below each."""
     import matplotlib
 
@@ -132,23 +171,23 @@ def chart(table: pd.DataFrame, path: Path, by: str) -> None:
                              gridspec_kw={"height_ratios": [3, 1] * len(groups)})
     for k, g in enumerate(groups):
         part = table.xs(g, level="group")
-        shares = part[LABELS].div(part["posts"].where(part["posts"] > 0), axis=0).fillna(0)
+        shares = _shares(part)  # NaN where a period has no posts: a gap, not a dip to 0 %
         top, bottom = axes[2 * k, 0], axes[2 * k + 1, 0]
-        top.stackplot(part.index, *(shares[c] for c in LABELS), labels=[DISPLAY[c] for c in LABELS],
-                      colors=[CLASS_COLOURS[c] for c in LABELS])
+        top.stackplot(part.index, *(shares[c] for c in classes), labels=[classes.display[c] for c in classes],
+                      colors=[classes.colours[c] for c in classes])
         top.set_ylim(0, 1)
         top.set_ylabel("share of posts")
         top.set_title(f"{g}: emotions per {by}" if g != "all" else f"Emotions per {by}")
         top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        top.margins(x=0)
+        # from the first period's start to the last period's end: the last volume bar whole, one period a period
+        end = pd.Period(part.index[-1], PERIODS[by]).end_time
+        top.set_xlim(part.index[0], end)
         width = {"day": 0.8, "week": 5.5, "month": 24}[by]
         bottom.bar(part.index, part["posts"], width=width, color="#5f6368", align="edge")
         bottom.set_ylabel("posts")
-        bottom.set_xlim(top.get_xlim())
+        bottom.set_xlim(part.index[0], end)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def examples(df: pd.DataFrame, k: int = 1) -> pd.DataFrame:
@@ -162,17 +201,18 @@ def _pct(x: float) -> str:
 
 
 def report_html(counts: dict, table: pd.DataFrame, moved: pd.DataFrame, picks: pd.DataFrame, root: Path,
-                chart_png: Path, by: str, source: str) -> str:
-    """The self-contained report page."""
+                chart_png: Path, by: str, source: str, classes: LabelSet, no_moves: str, warning: str | None) -> str:
+    """The self-contained report page; ``no_moves`` says why the moves table is empty, if it is."""
     e = html.escape
     chart_uri = "data:image/png;base64," + base64.b64encode(chart_png.read_bytes()).decode()
     spike_rows = "".join(
         f'<tr><td>{e(str(r.group))}</td><td>{r.period}</td>'
-        f'<td><span class="dot" style="background:{CLASS_COLOURS[r.emotion]}"></span>{DISPLAY[r.emotion]}</td>'
+        f'<td><span class="dot" style="background:{classes.colours[r.emotion]}"></span>{e(classes.display[r.emotion])}'
+        f'</td>'
         f'<td class="num">{_pct(r.share)}</td><td class="num">{_pct(r.trailing)}</td>'
         f'<td class="num {"up" if r.change > 0 else "down"}">{"▲" if r.change > 0 else "▼"} '
         f'{100 * abs(r.change):.1f} pts</td><td class="num">{r["count"]} / {r.posts}</td></tr>'
-        for _, r in moved.iterrows()) or '<tr><td colspan="7">Not enough periods to compare.</td></tr>'
+        for _, r in moved.iterrows()) or f'<tr><td colspan="7">{e(no_moves)}</td></tr>'
     cells: dict = {}
     for _, r in picks.iterrows():
         media = {k: root / r[k] for k in ("image", "video") if isinstance(r.get(k), str)}
@@ -181,10 +221,11 @@ def report_html(counts: dict, table: pd.DataFrame, moved: pd.DataFrame, picks: p
         text = e(str(r.get("text") or "")[:160])
         cells.setdefault(r.period, {}).setdefault(r.label, []).append(
             f'<div class="ex">{img}<p>{text}</p><small>{_pct(r.confidence)} · {e(str(r.group))}</small></div>')
-    head = "".join(f'<th><span class="dot" style="background:{CLASS_COLOURS[c]}"></span>{DISPLAY[c]}</th>'
-                   for c in LABELS)
+    head = "".join(f'<th><span class="dot" style="background:{classes.colours[c]}"></span>{e(classes.display[c])}'
+                   "</th>" for c in classes)
     body = "".join(f"<tr><th>{p.date().isoformat()}</th>" + "".join(
-        f"<td>{''.join(cells[p].get(c, []))}</td>" for c in LABELS) + "</tr>" for p in sorted(cells))
+        f"<td>{''.join(cells[p].get(c, []))}</td>" for c in classes) + "</tr>" for p in sorted(cells))
+    banner = f'<p class="warn" id="warning">{e(warning)}</p>' if warning else ""
     n_periods = table.index.get_level_values("period").nunique()
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>EmoCare emotion trends</title>
@@ -197,9 +238,10 @@ td.num {{ text-align: right; }} .up {{ color: #c5221f; }} .down {{ color: #1967d
 .dot {{ display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 5px; }}
 .ex {{ width: 150px; margin-bottom: 6px; }} .ex img {{ display: block; max-width: {THUMB_PX}px; }}
 .ex p {{ margin: 2px 0; }} .ex small {{ color: #5f6368; }} .meta {{ color: #5f6368; }}
-img.chart {{ max-width: 100%; }}
+img.chart {{ max-width: 100%; }} .warn {{ background: #fce8e6; color: #a50e0e; padding: 8px 12px; }}
 </style></head><body>
 <h1>Emotion trends</h1>
+{banner}
 <p class="meta">{e(source)}: {counts['used']} posts used of {counts['read']} read ({counts['errors']} with errors,
 {counts['undated']} without a date, {counts['low_confidence']} below the confidence threshold);
 {n_periods} {by}s.</p>
@@ -214,22 +256,37 @@ img.chart {{ max-width: 100%; }}
 """
 
 
+def _why_no_moves(table: pd.DataFrame, min_posts: int) -> str:
+    """What an empty moves table means: too few periods, or too few with ``min_posts`` posts."""
+    periods = table.groupby(level="group").size()
+    if periods.max() < 3:
+        return f"Not enough periods to compare: a move needs two earlier periods, and there are {periods.max()}."
+    enough = int((table["posts"] >= min_posts).sum())
+    return (f"No period to rank: {enough} of {len(table)} periods have at least {min_posts} posts (--min-posts), "
+            "and a move needs such a period after two earlier ones.")
+
+
 def trends(predictions: str | Path, out_dir: str | Path, by: str = "week", group: str | None = None,
            min_confidence: float = 0.0, window: int = 4, min_posts: int = 10, top: int = 10,
            examples_per_cell: int = 1) -> dict:
     """Write ``trends.csv``, ``trends.png``, ``spikes.csv`` and ``report.html`` into ``out_dir``; returns counts."""
     predictions, out_dir = Path(predictions), Path(out_dir)
-    df, counts = prepare(load_predictions(predictions), by, group, min_confidence)
+    raw, classes, origin = load_predictions(predictions)
+    warning = demo_warning(origin.get("training_data"))
+    if warning:
+        print(warning, file=sys.stderr)
+    df, counts = prepare(raw, classes, by, group, min_confidence)
     if df.empty:
         raise ValueError(f"{predictions}: no dated predictions left to chart ({counts})")
-    table = period_table(df, by)
+    table = period_table(df, by, classes)
     write_text(out_dir / "trends.csv", long_table(table).to_csv(index=False))
     moved = spikes(table, window, min_posts, top)
     write_text(out_dir / "spikes.csv", moved.round(4).to_csv(index=False))
-    chart(table, out_dir / "trends.png", by)
+    chart(table, out_dir / "trends.png", by, classes)
     picks = examples(df, examples_per_cell)
     write_text(out_dir / "report.html", report_html(counts, table, moved, picks, predictions.parent,
-                                                    out_dir / "trends.png", by, predictions.name))
+                                                    out_dir / "trends.png", by, predictions.name, classes,
+                                                    _why_no_moves(table, min_posts), warning))
     summary = {**counts, "periods": int(table.index.get_level_values("period").nunique()),
                "groups": int(table.index.get_level_values("group").nunique()),
                "top_move": moved.iloc[0][["group", "period", "emotion", "change"]].to_dict() if len(moved) else None,

@@ -13,7 +13,8 @@ from browser import dom, not_blank, screenshot
 from PIL import Image
 
 from emocare.cli import main as cli
-from emocare.labels import CLASS_COLOURS, LABELS
+from emocare.labels import DEFAULT_LABELS as LABELS
+from emocare.labels import KNOWN_COLOURS as CLASS_COLOURS
 
 T0 = 1704067200  # 2024-01-01, a Monday
 SPIKE_WEEK, SPIKE_SUB = 9, "Brawlstars"
@@ -114,3 +115,71 @@ def test_predictions_without_any_date_are_a_clear_error(tmp_path: Path, capsys):
     assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "no dated predictions" in err and "'undated': 5" in err and "Traceback" not in err
+
+
+def _weekly(folder: Path, weeks: list[int], per_week: int, labels: list[str] = LABELS) -> Path:
+    rows = [{"id": f"w{w}k{k}", "line": i, "label": labels[k % len(labels)], "created_utc": T0 + w * 7 * 86400 + k,
+             "probabilities": {c: float(c == labels[k % len(labels)]) for c in labels}}
+            for i, (w, k) in enumerate((w, k) for w in weeks for k in range(per_week))]
+    path = folder / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _figure(preds: Path):
+    from emocare.trends import chart_figure, load_predictions, period_table, prepare
+
+    df, classes, _ = load_predictions(preds)
+    return chart_figure(period_table(prepare(df, classes, "week", None, 0.0)[0], "week", classes), "week", classes)
+
+
+def test_an_empty_week_is_a_gap_and_every_volume_bar_is_drawn(tmp_path: Path, capsys):
+    import matplotlib.dates as mdates
+
+    preds = _weekly(tmp_path, [0, 1, 3, 4, 5], per_week=10)  # nothing in week 2
+    fig = _figure(preds)
+    top, bottom = fig.axes[:2]
+    assert len(top.collections[0].get_paths()) == 2  # the stack breaks at the empty week, no dip to 0 %
+    bars, (lo, hi) = bottom.patches, bottom.get_xlim()
+    assert len(bars) == 6 and all(lo <= b.get_x() and b.get_x() + b.get_width() <= hi for b in bars)
+    assert abs(hi - lo - 6 * 7) < 1e-3  # six whole weeks, the last one's bar included
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    table = pd.read_csv(tmp_path / "out" / "trends.csv")
+    empty = table[table["period"] == "2024-01-15"]
+    assert (empty["count"] == 0).all() and empty["share"].isna().all() and (empty["posts"] == 0).all()
+    assert mdates.num2date(lo).date().isoformat() == "2024-01-01"
+
+
+def test_one_week_gets_a_one_week_axis(tmp_path: Path):
+    lo, hi = _figure(_weekly(tmp_path, [3], per_week=10)).axes[1].get_xlim()
+    assert 6.9 < hi - lo <= 7  # not matplotlib's default years around a single date
+
+
+def test_min_posts_is_named_when_it_empties_the_moves_table(tmp_path: Path, capsys):
+    preds = _weekly(tmp_path, list(range(8)), per_week=5)
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out"), "--min-posts", "10"]) == 0
+    capsys.readouterr()
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "0 of 8 periods have at least 10 posts (--min-posts)" in page and "Not enough periods" not in page
+
+
+def test_unreadable_predictions_are_a_clear_error(tmp_path: Path, capsys):
+    (tmp_path / "p.parquet").write_bytes(b"PAR1 not really")
+    assert cli(["trends", str(tmp_path / "p.parquet"), "-o", str(tmp_path / "out")]) == 1
+    assert "not a readable predictions file" in capsys.readouterr().err
+
+
+def test_the_bundles_classes_colours_and_demo_warning_reach_the_report(tmp_path: Path, capsys):
+    from emocare.bundle import provenance_path
+    from emocare.labels import LabelSet
+
+    classes = LabelSet.of(["positive", "negative"], display={"positive": "Upbeat"})
+    preds = _weekly(tmp_path, list(range(4)), per_week=10, labels=list(classes))
+    provenance_path(preds).write_text(json.dumps({"label_set": classes.to_dict(), "training_data": {
+        "manifest": "data/demo/manifest.jsonl", "train_posts": 100, "synthetic_train_posts": 100}}))
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 0
+    assert "synthetic demo set" in capsys.readouterr().err
+    assert set(pd.read_csv(tmp_path / "out" / "trends.csv")["emotion"]) == {"positive", "negative"}
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="warning"' in page and "Upbeat" in page and classes.colours["negative"] in page
