@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from emocare.io import file_sha256
 from emocare.labels import MODALITIES
 
 MODELS_DIR = "models"
@@ -63,11 +63,7 @@ def training_record(posts: list, cache, manifest: str, posts_path: str | Path) -
     (path and SHA-256), how many posts it held and trained on, and how many of those the demo generator made."""
     train_ids = {cache.ids[i] for i in cache.rows("train")}
     train = [p for p in posts if p.id in train_ids]
-    digest = hashlib.sha256()
-    with open(posts_path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return {"manifest": str(manifest), "posts_file": str(posts_path), "sha256": digest.hexdigest(),
+    return {"manifest": str(manifest), "posts_file": str(posts_path), "sha256": file_sha256(posts_path),
             "posts": len(posts), "train_posts": len(train),
             "synthetic_train_posts": sum(bool(p.meta.get("synthetic")) for p in train)}
 

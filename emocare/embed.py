@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -13,19 +12,11 @@ from tqdm import tqdm
 from emocare.cache import write_cache
 from emocare.data.manifest import Post
 from emocare.distributed import barrier, init_distributed, rank_world
-from emocare.io import atomic_path
+from emocare.io import atomic_path, file_sha256
 from emocare.labels import label_index
 from emocare.models import load_checkpoint
 from emocare.runtime import choose_precision, make_loader, resolve_device, resolve_workers
 from emocare.scoring import features
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: int | str = "auto",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -110,6 +111,15 @@ def file_chunks(f, size: int = 1 << 20) -> Iterator[bytes]:
     """A binary file's bytes in chunks of ``size``."""
     while chunk := f.read(size):
         yield chunk
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read a chunk at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in file_chunks(f):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_json(path: str | os.PathLike) -> Any:
