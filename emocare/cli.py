@@ -96,8 +96,9 @@ def cmd_serve(a: argparse.Namespace) -> None:
     require_bundle(a.models)
     from emocare.serving.app import serve
 
-    cfg = ServeConfig(max_upload_bytes=int(a.max_upload_mb * MB), max_batch=a.max_batch,
-                      max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, timeout_s=a.timeout_s, access_log=a.access_log)
+    cfg = ServeConfig(max_upload_bytes=int(a.max_upload_mb * MB), max_text_chars=a.max_text_chars,
+                      max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, timeout_s=a.timeout_s,
+                      access_log=a.access_log)
     serve(a.models, a.host, a.port, cfg, a.device)
 
 
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", default=MODELS_DIR)
     d = ServeConfig()  # the defaults' one owner
     s.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / MB, help="requests larger get 413")
+    s.add_argument("--max-text-chars", type=int, default=d.max_text_chars,
+                   help="longer texts get 413, as JSON or as a multipart field (validation's limit)")
     s.add_argument("--max-batch", type=int, default=d.max_batch, help="posts scored together in one model call")
     s.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                    help="how long a batch may wait for posts still being read or decoded")

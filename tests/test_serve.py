@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 
 from emocare.labels import DEFAULT_LABELS as LABELS
 from emocare.predict import EmoCare
+from emocare.serving.app import create_app
+from emocare.serving.config import ServeConfig
 
 DEVICE = os.environ.get("EMOCARE_TEST_DEVICE", "cpu")  # cuda on a GPU machine: the model process there
 
@@ -68,6 +71,122 @@ def test_health_labels_docs(server: str):
     assert [x["name"] for x in httpx.get(f"{server}/labels").json()["labels"]] == LABELS
     assert httpx.get(f"{server}/docs").status_code == 200
     assert "/predict" in httpx.get(f"{server}/openapi.json").json()["paths"]
+
+
+def test_docs_load_only_from_the_service(server: str):
+    """/docs works offline: the page's scripts, style, icon and spec all come from the service itself."""
+    html = httpx.get(f"{server}/docs").text
+    assert "://" not in html  # no CDN
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+    kinds = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json"}
+    assert sorted(Path(u).suffix for u in urls) == sorted(kinds)
+    for url in urls:
+        r = httpx.get(server + url)
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kinds[Path(url).suffix]), url
+    assert httpx.get(f"{server}/redoc").status_code == 404  # off, not half-working from a CDN
+    assert httpx.get(f"{server}/docs/assets/README.md").status_code == 404  # only the assets the page needs
+
+
+@pytest.mark.browser
+def test_docs_render_in_a_browser_offline(server: str):
+    """Swagger UI draws every operation, with the network cut off but for loopback (browser.FLAGS cut that too)."""
+    from browser import FLAGS, need_chromium
+
+    flags = [f for f in FLAGS if not f.startswith("--proxy-bypass-list")]  # loopback direct, the rest a dead proxy
+    page = subprocess.run([need_chromium(), *flags, "--virtual-time-budget=10000", "--dump-dom", f"{server}/docs"],
+                          check=True, capture_output=True, text=True, timeout=120).stdout
+    for path in ("/predict", "/health", "/ready", "/labels", "/metrics"):
+        assert f'data-path="{path}"' in page, path
+
+
+def test_openapi_describes_predict(server: str):
+    spec = httpx.get(f"{server}/openapi.json").json()
+    op = spec["paths"]["/predict"]["post"]
+    body = op["requestBody"]["content"]
+    form = body["multipart/form-data"]["schema"]["properties"]
+    assert form["text"]["type"] == "string" and form["image"]["format"] == form["video"]["format"] == "binary"
+    text = body["application/json"]["schema"]
+    assert text["required"] == ["text"] and text["properties"]["text"]["maxLength"] == ServeConfig().max_text_chars
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Prediction")
+    assert set(spec["components"]["schemas"]["Prediction"]["required"]) == {"label", "probabilities", "modalities"}
+    for status in ("400", "413", "415", "422", "503", "504"):
+        assert op["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorMessage")
+    assert f"{ServeConfig().max_text_chars} characters" in spec["info"]["description"]
+
+
+def _multipart(*fields: tuple[str, bytes]) -> dict:
+    """httpx arguments for a multipart body of form fields given as raw bytes (httpx would send a str as UTF-8)."""
+    body = b"".join(b'--B\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (name.encode(), value)
+                    for name, value in fields)
+    return dict(content=body + b"--B--\r\n", headers={"content-type": "multipart/form-data; boundary=B"})
+
+
+def test_one_text_limit_for_json_and_multipart(server: str):
+    limit = ServeConfig().max_text_chars
+    at_limit = "é" * limit  # two bytes each in UTF-8: the limit counts characters
+    too_long = f"'text' is longer than the limit of {limit} characters"
+    for text, status in ((at_limit, 200), (at_limit + "x", 413), ("x" * (4 * limit + 1), 413)):
+        for r in (httpx.post(f"{server}/predict", json={"text": text}),
+                  httpx.post(f"{server}/predict", **_multipart(("text", text.encode())))):
+            assert r.status_code == status, (len(text), r.request.headers["content-type"], r.text[:200])
+            assert status == 200 or r.json() == {"error": too_long}
+
+
+def test_max_text_chars_flag_sets_the_limit_and_the_spec(trained_bundle: Path, tmp_path: Path):
+    proc, url = start_server(trained_bundle, tmp_path, "--max-text-chars", "10")
+    try:
+        spec = httpx.get(f"{url}/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"]
+        assert spec["application/json"]["schema"]["properties"]["text"]["maxLength"] == 10
+        assert httpx.post(f"{url}/predict", json={"text": "x" * 10}).status_code == 200
+        r = httpx.post(f"{url}/predict", **_multipart(("text", b"x" * 11)))
+        assert r.status_code == 413 and r.json() == {"error": "'text' is longer than the limit of 10 characters"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_form_fields_must_be_valid_utf8(server: str):
+    r = httpx.post(f"{server}/predict", **_multipart(("text", b"caf\xe9 so mad")))  # Latin-1, not UTF-8
+    assert r.status_code == 400 and r.json()["error"].startswith("form field 'text' is not valid utf-8 text")
+    assert httpx.post(f"{server}/predict", **_multipart(("text", "café so mad".encode()))).status_code == 200
+
+
+def test_every_error_is_one_shape(server: str):
+    not_found, wrong_method = httpx.get(f"{server}/nope"), httpx.get(f"{server}/predict")
+    bad = httpx.post(f"{server}/predict", content=b"{oops", headers={"content-type": "application/json"})
+    for r, status in ((not_found, 404), (wrong_method, 405), (bad, 400)):
+        assert r.status_code == status and list(r.json()) == ["error"], r.text
+    assert wrong_method.headers["allow"] == "POST"
+
+
+def test_validation_errors_and_bugs_get_the_same_shape(trained_bundle: Path):
+    """FastAPI's validation errors and an unexpected exception answer {"error"} too (tried on routes added here)."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(EmoCare.load(trained_bundle, "cpu"))
+
+    @app.get("/square")
+    async def square(n: int) -> int:  # a declared parameter: FastAPI validates it
+        return n * n
+
+    @app.get("/bug")
+    async def bug() -> None:
+        raise KeyError("not the client's fault")
+
+    client = TestClient(app, raise_server_exceptions=False)  # outside `with`: no lifespan, no model process
+    r = client.get("/square", params={"n": "four"})
+    assert r.status_code == 422 and r.json()["error"].startswith("invalid request: query.n:")
+    r = client.get("/bug")
+    assert r.status_code == 500 and r.json() == {"error": "internal server error (KeyError)"}
+
+
+def test_corrupt_video_message_names_the_upload_not_a_temp_path(server: str, upload_tmp: Path):
+    junk = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8  # an MP4 header, then nothing a decoder can read
+    r = httpx.post(f"{server}/predict", data={"text": ""}, files={"video": ("clip.mp4", junk, "video/mp4")})
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]
+    assert "could not be decoded" in message and "'clip.mp4'" in message
+    assert str(upload_tmp) not in message and tempfile.gettempdir() not in message and "emocare-upload" not in message
 
 
 def test_valid_requests(server: str, demo_dir: Path, upload_tmp: Path):

@@ -1,7 +1,8 @@
 """HTTP service: `emocare serve` (FastAPI + uvicorn, the optional ``serve`` extra).
 
 ``POST /predict`` takes multipart (a ``text`` field, optional ``image`` and ``video`` files) or
-JSON ``{"text": ...}``. Under load it holds up:
+JSON ``{"text": ...}`` (both described in the OpenAPI spec; a text of at most ``max_text_chars``
+characters either way). Under load it holds up:
 
 - the event loop never runs the model: media are decoded in a thread pool, and posts are scored
   in dynamic micro-batches (:mod:`emocare.serving.batcher`) by a process of their own that holds the
@@ -14,7 +15,9 @@ JSON ``{"text": ...}``. Under load it holds up:
 - on SIGTERM uvicorn stops accepting connections, the requests already in finish, then it exits.
 
 Media types are judged from the content, not the file name; bad input gets a 4xx JSON error
-naming the problem, never a 500.
+naming the problem, never a 500. Every error, the framework's own (404, 405) included, is
+``{"error": message}``. ``/docs`` (Swagger UI) loads its scripts from this service
+(``emocare/serving/swagger_ui``), not from a CDN, so it works offline; ReDoc is off.
 """
 
 from __future__ import annotations
@@ -26,15 +29,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, Field
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartParser
 
 from emocare.media.sniff import HEAD_BYTES, sniff
 from emocare.predict import NO_MODALITY, EmoCare
 from emocare.serving.config import ServeConfig
 from emocare.serving.worker import ModelProcessExited, ModelWorker
+
+SWAGGER_UI = Path(__file__).parent / "swagger_ui"  # what /docs needs, with its licence (package data)
+DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+               "favicon-32x32.png": "image/png"}
 
 
 class RequestError(Exception):
@@ -60,6 +74,77 @@ class Metrics:
                            registry=self.registry)
         self.load_seconds = Gauge("emocare_model_load_seconds", "Time taken to load the models",
                                   registry=self.registry)
+
+
+class Prediction(BaseModel):
+    """A prediction, as ``POST /predict`` answers it."""
+
+    label: str = Field(description="the most probable class")
+    probabilities: dict[str, float] = Field(description="every class of the model, with its probability (sum 1)")
+    modalities: list[Literal["text", "image", "video"]] = Field(description="the modalities the prediction used")
+
+
+class ErrorMessage(BaseModel):
+    """Every error the service answers, whatever its status."""
+
+    error: str = Field(description="what was wrong, in words")
+
+
+def _predict_body(max_text_chars: int) -> dict:
+    """``POST /predict``'s OpenAPI request body (the route reads the request itself: FastAPI cannot infer it)."""
+    text = {"type": "string", "maxLength": max_text_chars,
+            "description": f"the post's text, at most {max_text_chars} characters (UTF-8)"}
+    media = "a{} file, its type judged from its content (not its name): {}"
+    return {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "text": text,
+            "image": {"type": "string", "format": "binary",
+                      "description": media.format("n image", "PNG, JPEG, GIF, BMP or WebP")},
+            "video": {"type": "string", "format": "binary", "description": media.format(" video", "MP4, AVI or WebM")},
+        }}},
+        "application/json": {"schema": {"type": "object", "properties": {"text": text}, "required": ["text"]}},
+    }}
+
+
+PREDICT_ERRORS = {
+    400: "malformed body: invalid JSON or multipart, or a form field that is not valid text in its charset",
+    413: "the body is over the upload limit, or the text over the text limit",
+    415: "neither multipart/form-data nor application/json, or an image or video upload that is not one",
+    422: "nothing to score (no text, no usable media), media that cannot be decoded, or a text that is not a string",
+    503: "the queue is full (with Retry-After), or the model process has exited",
+    504: "no answer within the service's timeout",
+}
+
+
+def _too_long(field: str, max_chars: int) -> RequestError:
+    return RequestError(413, f"{field!r} is longer than the limit of {max_chars} characters")
+
+
+class _FormParser(MultiPartParser):
+    """Starlette's multipart parser with the service's rules for form fields (files are untouched): a field is
+    cut off once its bytes prove it over the text limit (4 per character, the most UTF-8 takes), and its bytes
+    must be valid in the body's charset (UTF-8 unless it says otherwise), where Starlette would read them as Latin-1.
+    """
+
+    def __init__(self, request: Request, max_chars: int):
+        super().__init__(request.headers, request.stream(), max_files=2, max_fields=8, max_part_size=4 * max_chars)
+        self.max_chars = max_chars
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current_part
+        if part.file is None and len(part.data) + end - start > self.max_part_size:
+            raise _too_long(part.field_name, self.max_chars)  # the same message as JSON's, not Starlette's own
+        super().on_part_data(data, start, end)
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                part.data.decode(self._charset)
+            except UnicodeDecodeError as e:
+                raise RequestError(400, f"form field {part.field_name!r} is not valid {self._charset} text "
+                                        f"(byte {e.start})") from None
+        super().on_part_end()
 
 
 class _Guard:
@@ -103,10 +188,12 @@ class _Guard:
             self.metrics.latency.observe(time.perf_counter() - started)
 
 
-async def _read_post(request: Request, files: ExitStack) -> dict:
-    """The post in a request (JSON or multipart); media bytes checked by content; 4xx on bad input.
+async def _read_post(request: Request, files: ExitStack, max_chars: int) -> tuple[dict, dict[str, str]]:
+    """The post in a request (JSON or multipart), media bytes checked by content, 4xx on bad input; and what
+    messages call its temporary files.
 
-    A video is written to a temporary folder (its decoder reads files) that ``files`` removes.
+    A video is written to a temporary folder (its decoder reads files) that ``files`` removes; that path is the
+    server's business, so messages name the upload instead.
     """
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
@@ -116,20 +203,25 @@ async def _read_post(request: Request, files: ExitStack) -> dict:
             raise RequestError(400, f"body is not valid JSON: {e}") from e
         if not isinstance(body, dict) or not isinstance(body.get("text", ""), str):
             raise RequestError(422, "JSON body must be an object with a string 'text'")
-        return {"text": body.get("text", "")}
+        if len(body.get("text", "")) > max_chars:
+            raise _too_long("text", max_chars)
+        return {"text": body.get("text", "")}, {}
     if not content_type.startswith("multipart/form-data"):
         raise RequestError(415, f"unsupported content type {content_type or 'none'!r}: "
                                 "use multipart/form-data or application/json")
     try:
-        form = await request.form(max_files=2, max_fields=8)
+        form: FormData = await _FormParser(request, max_chars).parse()
     except RequestError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the multipart parser rejects is the client's error
         raise RequestError(400, f"malformed multipart body: {e}") from e
     try:
         post: dict = {"text": form.get("text") or ""}
+        shown: dict[str, str] = {}
         if not isinstance(post["text"], str):
             raise RequestError(422, "'text' must be a form field, not a file")
+        if len(post["text"]) > max_chars:
+            raise _too_long("text", max_chars)
         for field in ("image", "video"):
             upload = form.get(field)
             if upload is None or isinstance(upload, str):
@@ -148,7 +240,8 @@ async def _read_post(request: Request, files: ExitStack) -> dict:
                     f"video.{found[1]}"
                 path.write_bytes(data)
                 post["video"] = str(path)
-        return post
+                shown[str(path)] = repr(upload.filename) if upload.filename else "the video"
+        return post, shown
     finally:
         await form.close()
 
@@ -173,13 +266,43 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
         worker.close()
         pool.shutdown()
 
-    app = FastAPI(title="EmoCare", description="Multimodal emotion classification of social-media posts",
-                  lifespan=lifespan)
+    app = FastAPI(title="EmoCare", description="Multimodal emotion classification of social-media posts. "
+                  f"Limits: a body of at most {cfg.max_upload_bytes} bytes, a text of at most {cfg.max_text_chars} "
+                  'characters (413 beyond either). Every error is a JSON object `{"error": message}`.',
+                  lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs below, its scripts served from here
     app.add_middleware(_Guard, limit=cfg.max_upload_bytes, metrics=metrics)
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, e: RequestError) -> JSONResponse:
         return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(HTTPException)  # the framework's own: 404, 405
+    async def _http_error(_: Request, e: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": e.detail}, status_code=e.status_code, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)  # a route's declared parameters
+    async def _validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
+    @app.exception_handler(Exception)  # a bug: the client gets the same shape, the log the traceback
+    async def _server_error(_: Request, e: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal server error ({type(e).__name__})"}, status_code=500)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title="EmoCare API",
+                                   swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/docs/assets/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})  # else it sends the spec's URL out
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> FileResponse:
+        if name not in DOCS_ASSETS:
+            raise HTTPException(404, f"no docs asset {name!r}")
+        return FileResponse(SWAGGER_UI / name, media_type=DOCS_ASSETS[name])
 
     @app.get("/health")
     async def health() -> JSONResponse:  # the model process must be alive; the model itself is not asked
@@ -201,7 +324,11 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
         classes = model.label_set  # the bundle's own classes, display names and colours
         return {"labels": [{"name": c, "display": classes.display[c], "colour": classes.colours[c]} for c in classes]}
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=Prediction, openapi_extra={"requestBody": _predict_body(cfg.max_text_chars)},
+              responses={status: {"model": ErrorMessage, "description": why} for status, why in PREDICT_ERRORS.items()},
+              summary="Classify one post", description="A post: text, an image, a video or any of them together "
+              "(multipart/form-data), or text alone (application/json). Answers the most probable class and every "
+              "class's probability.")
     async def predict(request: Request) -> JSONResponse:
         if state["inflight"] >= cfg.max_queue:
             raise RequestError(503, f"the service is at its limit of {cfg.max_queue} requests; retry shortly",
@@ -213,7 +340,7 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
         try:
             try:
                 with ExitStack() as files:
-                    post = await _read_post(request, files)
+                    post, shown = await _read_post(request, files, cfg.max_text_chars)
                     if "image" in post or "video" in post:  # decoding media takes a while: off the event loop
                         inputs, failed = await _within(deadline, asyncio.get_running_loop().run_in_executor(
                             pool, model.decode, post), cfg.timeout_s)
@@ -222,7 +349,10 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
             finally:
                 state["arriving"] -= 1
             if failed:
-                raise RequestError(422, next(iter(failed.values())))
+                message = next(iter(failed.values()))
+                for path, name in shown.items():
+                    message = message.replace(path, name)
+                raise RequestError(422, message)
             if not inputs:
                 raise RequestError(422, NO_MODALITY)
             try:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from emocare.data.manifest import MAX_TEXT_CHARS
+
 
 @dataclass
 class ServeConfig:
-    """Service limits: the one owner of their defaults (the `emocare serve` flags read them here)."""
+    """Service limits: the one owner of their defaults (the `emocare serve` flags read them here).
+
+    ``max_text_chars`` caps a post's text (characters, as JSON or as a multipart field alike; longer is 413):
+    by default the manifest's limit, beyond which validation quarantines a post (a Reddit title and body).
+    """
 
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_text_chars: int = MAX_TEXT_CHARS
     max_batch: int = 32
     max_wait_ms: float = 20.0  # waited only while admitted posts are still being read or decoded
     max_queue: int = 256
