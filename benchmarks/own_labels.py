@@ -43,7 +43,7 @@ def sample_meld(out: Path, posts: int, seed: int) -> None:
         writer.writerows(rows[:posts])
 
 
-def tfidf_baseline(repo: Path) -> dict:
+def tfidf_baseline(repo: Path, labels: list[str] = SEVEN) -> dict:
     """Test macro-F1 of TF-IDF + logistic regression trained on the pipeline's train split, C chosen on val."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -58,12 +58,12 @@ def tfidf_baseline(repo: Path) -> dict:
     best = None
     for c in (0.1, 0.3, 1.0, 3.0, 10.0):
         clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x_train, label["train"])
-        val = f1_score(label["val"], clf.predict(vec.transform(text["val"])), average="macro", labels=SEVEN,
+        val = f1_score(label["val"], clf.predict(vec.transform(text["val"])), average="macro", labels=labels,
                        zero_division=0)
         if best is None or val > best[0]:
             best = (val, c, clf)
     val, c, clf = best
-    test = f1_score(label["test"], clf.predict(vec.transform(text["test"])), average="macro", labels=SEVEN,
+    test = f1_score(label["test"], clf.predict(vec.transform(text["test"])), average="macro", labels=labels,
                     zero_division=0)
     return {"val_macro_f1": round(val, 4), "test_macro_f1": round(test, 4), "C": c}
 

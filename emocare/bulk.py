@@ -10,7 +10,8 @@
   each batch, atomically rewrites a small progress record beside it (rows done, bytes, counts).
   A re-run of the same command truncates the part to its last complete batch and continues. A
   changed manifest, model or setting starts over.
-- Output rows: id, line, label, probabilities, modalities used, the post's text and media paths
+- Output rows: id, line, label, probabilities, modalities used (and ``ocr_text``, the text read from its media, with a
+  ``text.ocr`` bundle), the post's text and media paths
   (relative to OUT's folder), and the metadata fields in ``CARRY``, so that no join is needed.
 """
 
@@ -244,7 +245,7 @@ def parquet_schema(labels: list[str]):
         ("url", pa.string()), ("flair", pa.string()), ("permalink", pa.string()), ("score", pa.int64()),
         ("true_label", pa.string()), ("label", pa.string()),
         ("probabilities", pa.struct([(c, pa.float64()) for c in labels])),
-        ("modalities", pa.list_(pa.string())), ("degraded", pa.list_(pa.string())),
+        ("modalities", pa.list_(pa.string())), ("ocr_text", pa.string()), ("degraded", pa.list_(pa.string())),
         ("degraded_reason", pa.string()), ("error", pa.string()),
     ])
 

@@ -13,6 +13,7 @@ from emocare.data.manifest import Post
 from emocare.gallery import error_gallery
 from emocare.io import write_json, write_jsonl, write_text
 from emocare.labels import MODALITIES, SUBSETS, LabelSet, combo_name
+from emocare.media.ocr import posts_ocr
 from emocare.metrics import confusion, report_dict
 from emocare.metrics import summary as _summary
 from emocare.models.checkpoint import read_checkpoint
@@ -40,9 +41,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors: int = 50,
-                  models_dir: str | Path = MODELS_DIR) -> dict:
+                  models_dir: str | Path = MODELS_DIR, frame_store: str | Path | None = None) -> dict:
     """Score the test split with the fusion model and each specialist alone; write summary.json, the
-    classification report, the confusion csv/png and the most confident errors."""
+    classification report, the confusion csv/png and the most confident errors (with the text read from
+    their media when the text specialist was trained with ``text.ocr``, from the OCR store beside
+    ``frame_store``)."""
     out_dir = Path(out_dir)
     model, payload = load_fusion(fusion_path(models_dir))
     classes = LabelSet.from_payload(payload)
@@ -61,9 +64,10 @@ def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors
     combos = np.array([combo_name({m: bool(cache.present[m][r]) for m in MODALITIES}) for r in rows])
     metrics["by_combination"] = {c: _summary(labels[combos == c], logits[combos == c])
                                  for c in ("text", "text+image", "text+video") if (combos == c).any()}
-    specialists = {}
+    specialists, ocr = {}, False
     for m in MODALITIES:
         spec = read_checkpoint(specialist_path(m, models_dir))  # only its classifier head is needed
+        ocr = ocr or bool(spec["spec"].get("ocr"))
         m_rows = test[cache.present[m][test]]
         if spec.get("no_data") or len(m_rows) == 0:
             specialists[m] = {"n": int(len(m_rows)), "macro_f1": None, "accuracy": None, "no_data": True}
@@ -81,6 +85,9 @@ def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:n_errors]
     errors = [_error_record(by_id[cache.ids[rows[i]]], classes, labels[i], pred[i], probs[i], combos[i])
               for i in wrong]
+    if ocr:
+        for err, text in zip(errors, posts_ocr([by_id[e["id"]] for e in errors], frame_store), strict=True):
+            err["ocr_text"] = text
     write_jsonl(out_dir / "errors.jsonl", errors)
     write_text(out_dir / "errors.html", error_gallery(errors, len(rows), classes))
     return metrics

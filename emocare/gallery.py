@@ -39,6 +39,13 @@ def _select(key: str, label: str, values: list[tuple[str, str]]) -> str:
     return f'<label>{label} <select data-key="{key}"><option value="">all</option>{options}</select></label>'
 
 
+def ocr_line(ocr_text) -> str:
+    """The text read from a post's media (``text.ocr``), as a line under its own text; "" when there is none."""
+    if not isinstance(ocr_text, str) or not ocr_text:
+        return ""
+    return f'<p class="ocr" title="text read from the media (OCR)">&#128444; {html.escape(ocr_text[:200])}</p>'
+
+
 def _card(err: dict, classes: LabelSet) -> str:
     e = html.escape
     thumb = thumbnail(err.get("image"), err.get("video"), THUMB_PX)
@@ -49,7 +56,7 @@ def _card(err: dict, classes: LabelSet) -> str:
         f'<span class="pct">{100 * err["probabilities"][c]:.0f}%</span></div>' for c in classes)
     true, pred = e(classes.display[err["true"]]), e(classes.display[err["predicted"]])
     return (f'<div class="card" data-true="{err["true"]}" data-pred="{err["predicted"]}" '
-            f'data-combo="{e(err["modalities"])}">{media}<p>{e(err["text"][:200])}</p>'
+            f'data-combo="{e(err["modalities"])}">{media}<p>{e(err["text"][:200])}</p>{ocr_line(err.get("ocr_text"))}'
             f'<div class="verdict">{true} &rarr; <b>{pred}</b> '
             f'<small>{e(err["modalities"])} &middot; {e(err["id"])}</small></div>{bars}</div>')
 
@@ -69,7 +76,7 @@ body {{ font-family: system-ui, sans-serif; margin: 20px; color: #202124; }}
 .card {{ width: 230px; border: 1px solid #dadce0; border-radius: 6px; padding: 8px; font-size: 13px; }}
 .card img {{ display: block; max-width: {THUMB_PX}px; max-height: {THUMB_PX}px; margin: 0 auto 6px; }}
 .nomedia {{ height: 40px; line-height: 40px; text-align: center; color: #80868b; background: #f1f3f4; }}
-.card p {{ margin: 4px 0; min-height: 2.4em; }}
+.card p {{ margin: 4px 0; min-height: 2.4em; }} .card p.ocr {{ min-height: 0; color: #5f6368; font-style: italic; }}
 .verdict {{ margin: 4px 0 6px; }} .verdict small {{ color: #5f6368; display: block; }}
 .bar {{ display: flex; align-items: center; gap: 4px; font-size: 11px; }}
 .bar .name {{ width: 82px; }} .bar .pct {{ width: 32px; text-align: right; }}

@@ -40,7 +40,7 @@ class TrainConfig:
 
 SHARED_TRAINER_KEYS = ["seed", "device", "grad_clip", "num_workers"]  # the train section
 MODEL_TRAINER_KEYS = [f.name for f in fields(TrainConfig) if f.name not in SHARED_TRAINER_KEYS]
-_VISION = ["backbone", "pretrained", "dropout", *MODEL_TRAINER_KEYS]
+_VISION = ["backbone", "pretrained", "freeze", "dropout", *MODEL_TRAINER_KEYS]
 # Every key a stage reads, by section: a misspelt key would otherwise change nothing and say nothing.
 KNOWN_KEYS: dict[str, list[str] | None] = {
     "labels": None,  # the classes, checked by emocare.labels.LabelSet
@@ -53,7 +53,7 @@ KNOWN_KEYS: dict[str, list[str] | None] = {
     "split": ["train", "val", "test", "seed"],
     "train": SHARED_TRAINER_KEYS,
     "launch": ["nproc", "torchrun_args"],
-    "text": ["backbone", "pooling", "max_length", "dropout", *MODEL_TRAINER_KEYS],
+    "text": ["backbone", "pooling", "max_length", "ocr", "dropout", *MODEL_TRAINER_KEYS],
     "image": [*_VISION, "augment"],
     "video": [*_VISION, "frames"],
     "embed": ["batch_size", "num_workers"],

@@ -4,6 +4,7 @@
     model = EmoCare.load("models/")
     model.predict(text="me rn:", image="meme.png")
     # {"label": "joy", "probabilities": {...}, "modalities": ["text", "image"]}
+    # (and "ocr_text", the text read from the media, when the text specialist was trained with text.ocr)
 
 Missing modalities are normal: each post goes through the fusion model with the tokens it has.
 """
@@ -19,6 +20,7 @@ from PIL import Image
 
 from emocare.bundle import MODELS_DIR, demo_warning, require_bundle, specialist_path
 from emocare.labels import LabelSet
+from emocare.media.ocr import media_text, with_ocr
 from emocare.models import load_checkpoint
 from emocare.runtime import resolve_device
 from emocare.scoring import features, fusion_logits
@@ -83,6 +85,10 @@ class EmoCare:
                 inputs[m] = self.specialists[m].decode(post[m])
             except Exception as e:  # noqa: BLE001 - any decoder failure becomes the post's error
                 failed[m] = f"{m} could not be decoded: {e}"
+        if "text" in inputs and self.specialists["text"].ocr:  # as in training: the text in its media follows
+            media = next((m for m in ("image", "video") if post.get(m) is not None and m not in failed), None)
+            inputs["ocr_text"] = media_text(post[media], media) if media else ""
+            inputs["text"] = with_ocr(text, inputs["ocr_text"])
         return inputs, failed
 
     def _score(self, decoded: list[dict]) -> np.ndarray:
@@ -108,7 +114,8 @@ class EmoCare:
         names = self.label_set.names
         return [{"label": names[int(p.argmax())],
                  "probabilities": {c: round(float(x), 6) for c, x in zip(names, p, strict=True)},
-                 "modalities": [m for m in self.fusion.modalities if m in d]}
+                 "modalities": [m for m in self.fusion.modalities if m in d],
+                 **({"ocr_text": d["ocr_text"]} if "ocr_text" in d else {})}
                 for d, p in zip(decoded, probs, strict=True)]
 
     def predict_batch(self, posts: list[dict], batch_size: int = 32) -> list[dict]:

@@ -21,6 +21,17 @@ def _pretrained_note(m: dict) -> str:
     return "" if m.get("pretrained") else " (backbone NOT pretrained: trained from scratch)"
 
 
+def _weights_lines(m: dict) -> list[str]:
+    """Where the backbone's weights came from, whether training changed them, and whether OCR text was read."""
+    lines = [f"- Weights: {m['pretrained_source']}"] if m.get("pretrained_source") else []
+    if "frozen" in m:
+        lines.append("- Backbone frozen: only the classifier head was trained, on the backbone's stored features"
+                     if m["frozen"] else "- Backbone fine-tuned with the head")
+    if m.get("ocr"):
+        lines.append("- Text read from the post's image or video (OCR) follows the post's text")
+    return lines
+
+
 def _per_class_table(report: dict, classes: LabelSet) -> list[str]:
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for name in [*classes, "macro avg", "weighted avg"]:
@@ -50,7 +61,7 @@ def _specialist_section(n: int, modality: str, reports: Path, classes: LabelSet)
     m = read_json(reports / modality / "info.json")
     out = [f"## {n}. {TITLES[modality]} ({m['backbone']})", ""]
     out += ["**Model architecture:**", f"- Backbone: `{m['backbone']}`, pretrained: {m['pretrained']}"
-            f"{_pretrained_note(m)}", f"- Embedding dimension: {m['embedding_dim']}",
+            f"{_pretrained_note(m)}", *_weights_lines(m), f"- Embedding dimension: {m['embedding_dim']}",
             f"- Parameters: {m['parameters']:,}", f"- Classifier: Linear({m['embedding_dim']} → {len(classes)})", ""]
     if m.get("no_data"):
         return out + [f"**No data:** the dataset has no {modality} posts in train ({m['train_posts']}) or val "

@@ -13,7 +13,7 @@ from emocare.labels import LabelSet
 from emocare.models import build_specialist, pretrained_source
 from emocare.models.checkpoint import save_checkpoint
 from emocare.params import TrainConfig
-from emocare.runtime import count_parameters, seed_everything
+from emocare.runtime import count_parameters, resolve_device, seed_everything
 from emocare.training import fit, write_reports
 
 
@@ -21,7 +21,9 @@ def backbone_info(modality: str, cfg: dict, model) -> dict:
     """Which backbone a specialist runs and whether, and from where, it was pretrained: the run's metrics say so."""
     pretrained = pretrained_source(modality, cfg)
     return {"modality": modality, "backbone": cfg["backbone"], "pretrained": pretrained is not None,
-            "pretrained_source": pretrained, "parameters": count_parameters(model), "embedding_dim": model.dim}
+            "pretrained_source": pretrained, "frozen": bool(getattr(model, "frozen", False)),
+            **({"ocr": model.ocr} if modality == "text" else {}),
+            "parameters": count_parameters(model), "embedding_dim": model.dim}
 
 
 def train_specialist(modality: str, params: dict, posts_path: str | Path, split_path: str | Path,
@@ -42,6 +44,7 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     classes = LabelSet.from_params(params)
     seed_everything(tcfg.seed)  # the new classifier head's initial weights come from the seeded RNG
     model = build_specialist(modality, cfg, classes, params.get("offline", True))  # fails here if weights are absent
+    model.to(resolve_device(tcfg.device))  # a frozen tower computes its features where it will train
     info = {**backbone_info(modality, cfg, model), "unlabelled_set_aside": unlabelled}
     if not train_posts or not val_posts:
         if is_main():

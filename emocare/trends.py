@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from emocare.bundle import demo_warning, provenance_path
+from emocare.gallery import ocr_line
 from emocare.io import atomic_path, read_json, write_json, write_text
 from emocare.labels import LabelSet
 from emocare.media.thumbs import thumbnail
@@ -220,7 +221,8 @@ def report_html(counts: dict, table: pd.DataFrame, moved: pd.DataFrame, picks: p
         img = f'<img src="{thumb}" alt="">' if thumb else ""
         text = e(str(r.get("text") or "")[:160])
         cells.setdefault(r.period, {}).setdefault(r.label, []).append(
-            f'<div class="ex">{img}<p>{text}</p><small>{_pct(r.confidence)} · {e(str(r.group))}</small></div>')
+            f'<div class="ex">{img}<p>{text}</p>{ocr_line(r.get("ocr_text"))}'
+            f'<small>{_pct(r.confidence)} · {e(str(r.group))}</small></div>')
     head = "".join(f'<th><span class="dot" style="background:{classes.colours[c]}"></span>{e(classes.display[c])}'
                    "</th>" for c in classes)
     body = "".join(f"<tr><th>{p.date().isoformat()}</th>" + "".join(
@@ -237,7 +239,8 @@ th, td {{ border: 1px solid #dadce0; padding: 4px 8px; vertical-align: top; text
 td.num {{ text-align: right; }} .up {{ color: #c5221f; }} .down {{ color: #1967d2; }}
 .dot {{ display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 5px; }}
 .ex {{ width: 150px; margin-bottom: 6px; }} .ex img {{ display: block; max-width: {THUMB_PX}px; }}
-.ex p {{ margin: 2px 0; }} .ex small {{ color: #5f6368; }} .meta {{ color: #5f6368; }}
+.ex p {{ margin: 2px 0; }} .ex p.ocr {{ color: #5f6368; font-style: italic; }}
+.ex small {{ color: #5f6368; }} .meta {{ color: #5f6368; }}
 img.chart {{ max-width: 100%; }} .warn {{ background: #fce8e6; color: #a50e0e; padding: 8px 12px; }}
 </style></head><body>
 <h1>Emotion trends</h1>

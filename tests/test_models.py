@@ -56,7 +56,7 @@ def test_absent_clip_weights_fail_offline_naming_the_ways_out():
         build_specialist("image", {"backbone": "ViT-B-32", "pretrained": "openai"}, DEFAULT, offline=True)
     msg = str(e.value)
     assert "ViT-B-32" in msg and "openai" in msg and "pretrained: null" in msg
-    with pytest.raises(BackboneNotFound, match="not an open_clip architecture"):
+    with pytest.raises(BackboneNotFound, match="not a known tower"):
         build_specialist("image", {"backbone": "NoSuchNet", "pretrained": None}, DEFAULT)
 
 

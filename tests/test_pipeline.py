@@ -102,7 +102,8 @@ def test_outputs_are_complete_and_consistent(clone: Path):
         assert set(_json(r / m / "metrics.json")) == {"best_val_macro_f1", "best_epoch"}  # decisions only
     for m in ("text", "image", "video"):
         info = _json(r / m / "info.json")
-        assert info["no_data"] is False and info["pretrained"] is (m == "text") and info["precision"] == "fp32"
+        assert info["no_data"] is False and info["pretrained"] is True and info["precision"] == "fp32"
+        assert info["frozen"] is (m != "text")  # the offline default: EfficientNet-Lite0, frozen
         assert 1 <= info["best_epoch"] <= info["epochs_run"] <= 2
         assert (clone / "models" / f"{m}_specialist" / "best_model.pt").exists()
     ablation = _json(r / "ablation.json")["rows"]
@@ -110,7 +111,7 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     results = (r / "RESULTS.md").read_text()
     assert "TBD" not in results and "n/a" not in results.split("## 6.")[0]
     assert f"**Test macro-F1: {test['macro_f1']:.4f}**" in results
-    assert "NOT pretrained" in results
+    assert "NOT pretrained" not in results and results.count("- Backbone frozen") == 2
     assert (r / "test" / "confusion.png").stat().st_size > 0 and (r / "ablation.png").stat().st_size > 0
     shown = _json_from(dvc(clone, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]

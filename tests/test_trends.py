@@ -80,6 +80,19 @@ def test_trends_from_parquet_and_bad_input(tmp_path: Path, capsys):
     assert "emocare predict" in capsys.readouterr().err
 
 
+def test_examples_show_the_text_read_from_their_images(tmp_path: Path):
+    preds = synthetic_predictions(tmp_path)
+    rows = [json.loads(x) for x in preds.read_text().splitlines()]
+    for r in rows:
+        if r.get("image"):
+            r["ocr_text"] = "WHY IS MATCHMAKING <BROKEN>"  # what a text.ocr bundle's predictions carry
+    preds.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 0
+    page = (tmp_path / "out" / "report.html").read_text()
+    examples = re.search(r'<table id="examples">(.*?)</table>', page, re.S).group(1)
+    assert examples.count('class="ocr"') == 16 and "WHY IS MATCHMAKING &lt;BROKEN&gt;" in examples
+
+
 @pytest.mark.browser
 def test_report_in_a_browser_names_the_spike(tmp_path: Path, capsys):
     preds = synthetic_predictions(tmp_path)

@@ -47,6 +47,14 @@ def geometric_part(transform: T.Compose) -> T.Compose | None:
     return T.Compose(steps[:at])
 
 
+def file_key(media: str | Path, tag: str) -> str:
+    """A name for what is derived from a media file: the file's identity (resolved path, size, modification
+    time) and ``tag``, what was derived and how."""
+    resolved = Path(media).resolve()
+    stat = resolved.stat()
+    return hashlib.sha256(f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}|{tag}".encode()).hexdigest()
+
+
 class FrameStore:
     """Pixels for ``modality`` posts under ``root``, as ``transform`` (an eval transform) would give them."""
 
@@ -61,9 +69,7 @@ class FrameStore:
 
     def path(self, media: str | Path) -> Path:
         """The entry for a media file: named by the file's identity and what is done to it."""
-        resolved = Path(media).resolve()
-        stat = resolved.stat()
-        key = hashlib.sha256(f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}|{self._tag}".encode()).hexdigest()
+        key = file_key(media, self._tag)
         return self.root / key[:2] / f"{key}.npy"
 
     def uint8(self, media: str | Path) -> np.ndarray:

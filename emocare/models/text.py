@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from emocare.labels import label_index
+from emocare.media.ocr import posts_ocr, with_ocr
 from emocare.models.errors import BackboneNotFound
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -70,30 +71,33 @@ def tokenizer_from_files(files: dict[str, bytes]):
 
 
 class PostTexts(Dataset):
-    """Posts' text and label index, tokenized a batch at a time by :meth:`TextSpecialist.collate`."""
+    """Posts' text (with ``ocr_texts``, the text in their media, when given) and label index, tokenized a batch
+    at a time by :meth:`TextSpecialist.collate`."""
 
-    def __init__(self, posts: list, labels: list[str]):
-        self.posts, self.labels = posts, labels
+    def __init__(self, posts: list, labels: list[str], ocr_texts: list[str] | None = None):
+        self.posts, self.labels, self.ocr_texts = posts, labels, ocr_texts
 
     def __len__(self) -> int:
         return len(self.posts)
 
     def __getitem__(self, i: int) -> tuple[str, int]:
-        return self.posts[i].text, label_index(self.posts[i].label, self.labels)
+        text = self.posts[i].text if self.ocr_texts is None else with_ocr(self.posts[i].text, self.ocr_texts[i])
+        return text, label_index(self.posts[i].label, self.labels)
 
 
 class TextSpecialist(nn.Module):
-    """Backbone -> first-token or mean pooling -> dropout -> Linear(hidden -> classes)."""
+    """Backbone -> first-token or mean pooling -> dropout -> Linear(hidden -> classes); ``ocr``: the text read
+    from a post's image or video follows its own (:mod:`emocare.media.ocr`)."""
 
     modality = checkpoint_kind = "text"
 
     def __init__(self, backbone: nn.Module, tokenizer, labels: list[str], pooling: str = "mean",
-                 dropout: float = 0.3, max_length: int = 128):
+                 dropout: float = 0.3, max_length: int = 128, ocr: bool = False):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"text.pooling must be 'cls' or 'mean', got {pooling!r}")
         self.backbone, self.tokenizer = backbone, tokenizer
-        self.pooling, self.max_length = pooling, max_length
+        self.pooling, self.max_length, self.ocr = pooling, max_length, ocr
         self.dim = backbone.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.labels = list(labels)
@@ -101,8 +105,9 @@ class TextSpecialist(nn.Module):
 
     def dataset(self, posts: list, train: bool = False, augment: bool = True,
                 frame_store: str | Path | None = None) -> Dataset:
-        """The posts' text as this model's input (text needs no augmentation or frame store)."""
-        return PostTexts(posts, self.labels)
+        """The posts' text as this model's input (no augmentation); with ``ocr``, followed by the text in their
+        media, kept in the OCR store beside ``frame_store``."""
+        return PostTexts(posts, self.labels, posts_ocr(posts, frame_store) if self.ocr else None)
 
     def collate(self, items: list[tuple[str, int]]) -> dict:
         texts, labels = zip(*items, strict=True)
@@ -126,7 +131,7 @@ class TextSpecialist(nn.Module):
     def spec(self) -> dict:
         """What a checkpoint needs to rebuild this model (no path of the machine that loaded the backbone)."""
         config = {k: v for k, v in self.backbone.config.to_dict().items() if k != "_name_or_path"}
-        return {"pooling": self.pooling, "max_length": self.max_length, "dim": self.dim,
+        return {"pooling": self.pooling, "max_length": self.max_length, "dim": self.dim, "ocr": self.ocr,
                 "hf_config": config, "tokenizer_files": tokenizer_files(self.tokenizer)}
 
     @classmethod
@@ -134,7 +139,7 @@ class TextSpecialist(nn.Module):
         config = AutoConfig.for_model(**spec["hf_config"])
         backbone = AutoModel.from_config(config)
         return cls(backbone, tokenizer_from_files(spec["tokenizer_files"]), labels, spec["pooling"], 0.0,
-                   spec["max_length"])
+                   spec["max_length"], spec.get("ocr", False))
 
 
 def pretrained_source(cfg: dict) -> str:
@@ -145,7 +150,8 @@ def pretrained_source(cfg: dict) -> str:
 def build(modality: str, cfg: dict, offline: bool, labels: list[str]) -> TextSpecialist:
     """The text specialist its ``params.yaml`` section describes, with a head for ``labels``."""
     backbone, tokenizer = load_text_backbone(cfg["backbone"], offline)
-    return TextSpecialist(backbone, tokenizer, labels, cfg["pooling"], cfg["dropout"], cfg["max_length"])
+    return TextSpecialist(backbone, tokenizer, labels, cfg["pooling"], cfg["dropout"], cfg["max_length"],
+                          bool(cfg.get("ocr", False)))
 
 
 def rebuild(kind: str, spec: dict, labels: list[str]) -> TextSpecialist:

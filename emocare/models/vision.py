@@ -1,64 +1,39 @@
-"""Image and video specialists on an open_clip visual tower.
+"""Image and video specialists on a vision tower (:mod:`emocare.models.towers`: open_clip or timm).
 
-The project registers its own small configurations (``configs/*.json`` beside this file) with
-open_clip, so ``EmoCare-ViT-Tiny-64`` is built like any open_clip architecture.
+With ``freeze: true`` the tower is not trained: the head learns from the tower's pooled features,
+computed once per media file (:mod:`emocare.media.feature_store`), so an epoch costs a linear layer.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import tempfile
-from pathlib import Path
-
-import open_clip
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, TensorDataset
+from tqdm import tqdm
 
 from emocare.data.datasets import decode_media, media_dataset
-from emocare.models.errors import BackboneNotFound
+from emocare.labels import label_index
+from emocare.media.feature_store import FeatureStore, tower_digest
+from emocare.models.towers import load_vision_tower, rebuild_tower, tower_spec, weights_source
+from emocare.runtime import autocast, make_loader, to_device
 from emocare.transforms import eval_transform
 
-open_clip.add_model_config(Path(__file__).parent / "configs")
-
-
-def load_vision_tower(arch: str, pretrained: str | None, offline: bool = True) -> tuple[nn.Module, dict, int]:
-    """Build open_clip's visual tower; returns (tower, preprocess cfg, embed dim).
-
-    ``pretrained`` is an open_clip tag (e.g. ``openai``), a local checkpoint file, or ``None``
-    for random initialisation.
-    """
-    if arch not in open_clip.list_models():
-        raise BackboneNotFound(f"vision backbone {arch!r} is not an open_clip architecture; "
-                               f"known ones include {open_clip.list_models()[:8]}...")
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        model = open_clip.create_model(arch, pretrained=pretrained or None)
-    except RuntimeError as e:
-        raise BackboneNotFound(
-            f"vision backbone {arch!r} with pretrained={pretrained!r} could not be loaded"
-            f"{' offline' if offline else ''}. Looked for a file {pretrained!r} (absent) and for the tag "
-            f"{pretrained!r} in the open_clip/Hugging Face cache. Ways out: set the backbone's pretrained to a "
-            f"local checkpoint file; set pretrained: null to train from scratch; or, on a machine with "
-            f"internet, set offline: false to download it. ({e})") from e
-    cfg = dict(model.visual.preprocess_cfg)
-    dim = open_clip.get_model_config(arch)["embed_dim"]
-    return model.visual, cfg, dim
+FEATURE_BATCH = 64  # images per tower call while computing a frozen tower's features (a video is `frames` images)
 
 
 class VisionSpecialist(nn.Module):
-    """open_clip visual tower -> (mean over frames for video) -> dropout -> Linear(dim -> classes)."""
+    """Vision tower -> (mean over frames for video) -> dropout -> Linear(dim -> classes); ``frozen``: only the
+    head is trained."""
 
     def __init__(self, tower: nn.Module, modality: str, arch: str, preprocess: dict, dim: int, labels: list[str],
-                 dropout: float = 0.3, frames: int = 8):
+                 dropout: float = 0.3, frames: int = 8, frozen: bool = False):
         super().__init__()
         if modality not in ("image", "video"):
             raise ValueError(f"vision modality must be image or video, got {modality!r}")
         self.tower, self.modality, self.arch = tower, modality, arch
-        self.preprocess, self.dim, self.frames = preprocess, dim, frames
+        self.preprocess, self.dim, self.frames, self.frozen = preprocess, dim, frames, frozen
+        self.tower.requires_grad_(not frozen)
         self._eval_transform = eval_transform(preprocess)
         self.dropout = nn.Dropout(dropout)
         self.labels = list(labels)
@@ -71,11 +46,58 @@ class VisionSpecialist(nn.Module):
     def checkpoint_kind(self) -> str:
         return self.modality
 
+    def train(self, mode: bool = True) -> VisionSpecialist:
+        super().train(mode)
+        if self.frozen:
+            self.tower.eval()  # a frozen tower's batch-norm statistics stay the pretrained ones
+        return self
+
     def dataset(self, posts: list, train: bool = False, augment: bool = True,
-                frame_store: str | Path | None = None) -> Dataset:
-        """The posts' media as this tower's input (:func:`emocare.data.datasets.media_dataset`)."""
+                frame_store: str | None = None) -> Dataset:
+        """The posts' media as this tower's input (:func:`emocare.data.datasets.media_dataset`); for a frozen
+        tower, its features of them (augmentation does not apply)."""
+        if self.frozen:
+            labels = torch.tensor([label_index(p.label, self.labels) for p in posts], dtype=torch.long)
+            return TensorDataset(torch.from_numpy(self.tower_features(posts, frame_store)), labels)
         return media_dataset(self.modality, self.preprocess, self.frames, posts, self.labels, train, augment,
                              frame_store)
+
+    def tower_features(self, posts: list, frame_store: str | None = None) -> np.ndarray:
+        """The tower's pooled features of the posts' media [len(posts), dim], on the device the model is on;
+        read from, and written to, the feature store beside ``frame_store``."""
+        pixels = media_dataset(self.modality, self.preprocess, self.frames, posts, self.labels,
+                               frame_store=frame_store)
+        store = FeatureStore(frame_store, pixels.store, tower_digest(self.tower, self.preprocess)) \
+            if frame_store else None
+        media = [getattr(p, self.modality) for p in posts]
+        out = np.zeros((len(posts), self.dim), np.float32)
+        todo = []
+        for i, m in enumerate(media):
+            found = store.get(m) if store else None
+            if found is None:
+                todo.append(i)
+            else:
+                out[i] = found
+        if not todo:
+            return out
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        per_call = FEATURE_BATCH if self.modality == "image" else max(1, FEATURE_BATCH // self.frames)
+        loader = make_loader(Subset(pixels, todo), per_call, self.collate, device, "auto")
+        rows = iter(todo)
+        with torch.inference_mode():
+            for batch in tqdm(loader, desc=f"{self.modality} features ({len(todo)} of {len(posts)} to compute)",
+                              unit="batch", leave=False):
+                with autocast(device):
+                    feats = self.encode(to_device(batch, device)).float().cpu().numpy()
+                for f in feats:
+                    i = next(rows)
+                    out[i] = f
+                    if store:
+                        store.put(media[i], f)
+        self.train(was_training)
+        return out
 
     def decode(self, source) -> torch.Tensor:
         """One post's media (a path, bytes or a PIL image) as this tower's evaluation input."""
@@ -83,15 +105,20 @@ class VisionSpecialist(nn.Module):
 
     @staticmethod
     def collate(items: list[tuple[torch.Tensor, int]]) -> dict:
-        pixels, labels = zip(*items, strict=True)
-        return {"pixels": torch.stack(pixels), "label": torch.tensor(labels, dtype=torch.long)}
+        """Pixels ([3, H, W] or [T, 3, H, W] each) or a frozen tower's features ([dim] each), with labels."""
+        x, labels = zip(*items, strict=True)
+        return {"features" if x[0].dim() == 1 else "pixels": torch.stack(x),
+                "label": torch.tensor([int(y) for y in labels], dtype=torch.long)}
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels (the frame store's) as ``ToTensor`` then ``Normalize`` would give them, same operations."""
         return pixels.float().div(255).sub(self.mean).div(self.std)
 
     def encode(self, batch: dict) -> torch.Tensor:
-        """Pooled features before the classifier: [B, dim] (video frames mean-pooled); uint8 pixels normalised first."""
+        """Pooled features before the classifier: [B, dim] (video frames mean-pooled); uint8 pixels normalised first;
+        a frozen tower's features as they are."""
+        if "features" in batch:
+            return batch["features"]
         x = batch["pixels"]
         if x.dtype == torch.uint8:
             x = self.normalize(x)
@@ -105,32 +132,25 @@ class VisionSpecialist(nn.Module):
 
     def spec(self) -> dict:
         return {"arch": self.arch, "preprocess": self.preprocess, "dim": self.dim, "frames": self.frames,
-                "model_cfg": open_clip.get_model_config(self.arch)}
+                "frozen": self.frozen, "model_cfg": tower_spec(self.arch)}
 
     @classmethod
     def from_spec(cls, modality: str, spec: dict, labels: list[str]) -> VisionSpecialist:
-        if spec["arch"] not in open_clip.list_models():  # a configuration this install does not ship
-            with tempfile.TemporaryDirectory() as tmp:
-                Path(tmp, f"{spec['arch']}.json").write_text(json.dumps(spec["model_cfg"]))
-                open_clip.add_model_config(tmp)
-        logging.disable(logging.WARNING)  # open_clip would warn "initialized randomly": the weights load next
-        try:
-            tower, _, _ = load_vision_tower(spec["arch"], None)
-        finally:
-            logging.disable(logging.NOTSET)
-        return cls(tower, modality, spec["arch"], spec["preprocess"], spec["dim"], labels, 0.0, spec["frames"])
+        tower = rebuild_tower(spec["arch"], spec["model_cfg"])
+        return cls(tower, modality, spec["arch"], spec["preprocess"], spec["dim"], labels, 0.0, spec["frames"],
+                   spec.get("frozen", False))
 
 
 def pretrained_source(cfg: dict) -> str | None:
-    """The open_clip tag or checkpoint file of the tower's weights; ``None``: trained from scratch."""
-    return cfg.get("pretrained")
+    """Where the tower's weights come from (tag or file, and what they were trained on); ``None``: from scratch."""
+    return weights_source(cfg["backbone"], cfg.get("pretrained"))
 
 
 def build(modality: str, cfg: dict, offline: bool, labels: list[str]) -> VisionSpecialist:
     """The ``image`` or ``video`` specialist its ``params.yaml`` section describes."""
     tower, preprocess, dim = load_vision_tower(cfg["backbone"], cfg.get("pretrained"), offline)
     return VisionSpecialist(tower, modality, cfg["backbone"], preprocess, dim, labels, cfg["dropout"],
-                            cfg.get("frames", 8))
+                            cfg.get("frames", 8), bool(cfg.get("freeze", False)))
 
 
 def rebuild(kind: str, spec: dict, labels: list[str]) -> VisionSpecialist:

@@ -82,6 +82,8 @@ class Prediction(BaseModel):
     label: str = Field(description="the most probable class")
     probabilities: dict[str, float] = Field(description="every class of the model, with its probability (sum 1)")
     modalities: list[Literal["text", "image", "video"]] = Field(description="the modalities the prediction used")
+    ocr_text: str | None = Field(None, description="the text read from the image or video (models trained with "
+                                 "text.ocr only)")
 
 
 class ErrorMessage(BaseModel):
