@@ -47,7 +47,9 @@ def copy_repository(dest: Path, message: str = "bench") -> None:
 
 
 def sh(cwd: Path, *args: str) -> tuple[float, str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TQDM_DISABLE": "1"}
+    # PYTHONPATH: the copy's stages import the copy's emocare, not the editable install's (this working tree)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TQDM_DISABLE": "1",
+           "PYTHONPATH": str(cwd)}
     start = time.perf_counter()
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode:

@@ -10,7 +10,8 @@
   each batch, atomically rewrites a small progress record beside it (rows done, bytes, counts).
   A re-run of the same command truncates the part to its last complete batch and continues. A
   changed manifest, model or setting starts over.
-- Output rows: id, line, label, probabilities, modalities used (and ``ocr_text``, the text read from its media, with a
+- Output rows: id, line, label (``uncertain`` below ``min_confidence``), calibrated probabilities, modalities used,
+  their attribution (:func:`emocare.scoring.attribution`; and ``ocr_text``, the text read from its media, with a
   ``text.ocr`` bundle), the post's text and media paths
   (relative to OUT's folder), and the metadata fields in ``CARRY``, so that no join is needed.
 """
@@ -30,7 +31,8 @@ from emocare.bundle import fusion_path, provenance_path
 from emocare.data.manifest import parse_line, unix_time
 from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, read_json, write_json
-from emocare.predict import NO_MODALITY, EmoCare
+from emocare.labels import MODALITIES
+from emocare.predict import NO_MODALITY, UNCERTAIN, EmoCare
 from emocare.runtime import die_with_parent
 
 CARRY = ("subreddit", "created_utc", "author", "url", "flair", "permalink", "score")
@@ -141,7 +143,8 @@ def _progress_output() -> dict:
 LOG_EVERY_S = 5.0
 
 
-def score_batch(model: EmoCare, items: list[dict], media_errors: str, out_dir: Path) -> list[dict]:
+def score_batch(model: EmoCare, items: list[dict], media_errors: str, out_dir: Path,
+                min_confidence: float = 0.0) -> list[dict]:
     """Rows for a batch of decoded posts: a prediction, or an ``error``; ``degraded`` names media skipped and
     ``degraded_reason`` says why.
 
@@ -165,7 +168,7 @@ def score_batch(model: EmoCare, items: list[dict], media_errors: str, out_dir: P
                 row["degraded_reason"] = "; ".join(failed[m] for m in sorted(failed))
             todo.append(row)
             decoded.append(item["inputs"])
-    for row, result in zip(todo, model.score(decoded), strict=True):
+    for row, result in zip(todo, model.score(decoded, min_confidence), strict=True):
         row.update(result)
     return rows
 
@@ -182,7 +185,8 @@ def _fingerprint(manifest: Path, models_dir: Path, settings: dict) -> dict:
 
 def _resume_state(progress: Path, part: Path, fingerprint: dict) -> dict:
     """The progress to continue from (truncating the part to its last complete batch), or a fresh one."""
-    fresh = {"fingerprint": fingerprint, "rows_done": 0, "bytes": 0, "predicted": 0, "errors": 0, "degraded": 0}
+    fresh = {"fingerprint": fingerprint, "rows_done": 0, "bytes": 0, "predicted": 0, "errors": 0, "degraded": 0,
+             "uncertain": 0}
     if progress.exists() and part.exists():
         state = read_json(progress)
         if state.get("fingerprint") == fingerprint and part.stat().st_size >= state["bytes"]:
@@ -198,7 +202,8 @@ def _resume_state(progress: Path, part: Path, fingerprint: dict) -> dict:
 
 
 def predict_shard(model: EmoCare, manifest: Path, rows: range, part: Path, progress: Path, fingerprint: dict,
-                  batch_size: int, workers: int, media_errors: str, out_dir: Path, index: tuple) -> dict:
+                  batch_size: int, workers: int, media_errors: str, out_dir: Path, index: tuple,
+                  min_confidence: float = 0.0) -> dict:
     """Score manifest rows ``rows`` into ``part``, a complete batch at a time; returns the shard's counts."""
     state = _resume_state(progress, part, fingerprint)
     todo = range(rows.start + state["rows_done"], rows.stop)
@@ -208,7 +213,7 @@ def predict_shard(model: EmoCare, manifest: Path, rows: range, part: Path, progr
     with open(part, "ab") as w, tqdm(total=len(rows), initial=state["rows_done"], desc="predict", unit="post",
                                      smoothing=0.05, disable=rank_world()[0] != 0, **_progress_output()) as bar:
         for items in loader:
-            out = score_batch(model, items, media_errors, out_dir)
+            out = score_batch(model, items, media_errors, out_dir, min_confidence)
             w.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out).encode())
             w.flush()
             os.fsync(w.fileno())
@@ -217,6 +222,7 @@ def predict_shard(model: EmoCare, manifest: Path, rows: range, part: Path, progr
             for r in out:
                 state["errors" if "error" in r else "predicted"] += 1
                 state["degraded"] += "degraded" in r
+                state["uncertain"] += r.get("label") == UNCERTAIN
             write_json(progress, state)
             bar.update(len(out))
     return state
@@ -245,7 +251,8 @@ def parquet_schema(labels: list[str]):
         ("url", pa.string()), ("flair", pa.string()), ("permalink", pa.string()), ("score", pa.int64()),
         ("true_label", pa.string()), ("label", pa.string()),
         ("probabilities", pa.struct([(c, pa.float64()) for c in labels])),
-        ("modalities", pa.list_(pa.string())), ("ocr_text", pa.string()), ("degraded", pa.list_(pa.string())),
+        ("modalities", pa.list_(pa.string())), ("attribution", pa.struct([(m, pa.float64()) for m in MODALITIES])),
+        ("ocr_text", pa.string()), ("degraded", pa.list_(pa.string())),
         ("degraded_reason", pa.string()), ("error", pa.string()),
     ])
 
@@ -269,11 +276,13 @@ def _to_parquet(parts: list[Path], path: Path, labels: list[str], rows_per_group
 
 
 def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Path, batch_size: int = 64,
-                     workers: int | None = None, media_errors: str = "error", device: str = "auto") -> dict | None:
+                     workers: int | None = None, media_errors: str = "error", device: str = "auto",
+                     min_confidence: float = 0.0) -> dict | None:
     """Score every post of ``manifest`` into ``out`` (resumable; sharded under torchrun); returns counts.
 
-    Counts add up: records = predicted + errors; ``degraded`` (scored without some media) is
-    part of ``predicted``. Under torchrun, rank 0 returns the counts and the other ranks None.
+    Counts add up: records = predicted + errors; ``degraded`` (scored without some media) and
+    ``uncertain`` (top probability below ``min_confidence``, labelled ``uncertain``) are part of
+    ``predicted``. Under torchrun, rank 0 returns the counts and the other ranks None.
     """
     if media_errors not in MEDIA_ERRORS:
         raise ValueError(f"media_errors must be one of {MEDIA_ERRORS}, not {media_errors!r}")
@@ -296,12 +305,12 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
     part = parts_dir / f"rank{rank}-of-{world}.jsonl"
     progress = parts_dir / f"rank{rank}-of-{world}.progress.json"
     fingerprint = _fingerprint(manifest, models_dir, {"batch_size": batch_size, "media_errors": media_errors,
-                                                      "world": world, "rank": rank})
+                                                      "min_confidence": min_confidence, "world": world, "rank": rank})
     if rank == 0:
         tqdm.write(f"predict: {n} posts, {world} process(es), {workers} DataLoader worker(s) each, "
                    f"batch {batch_size}, device {model.device}", file=sys.stderr)
     predict_shard(model, manifest, range(bounds[rank], bounds[rank + 1]), part, progress, fingerprint, batch_size,
-                  workers, media_errors, out.parent, index)
+                  workers, media_errors, out.parent, index, min_confidence)
     barrier()
     summary = None
     if rank == 0:
@@ -309,11 +318,13 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
         parts = [parts_dir / f"rank{r}-of-{world}.jsonl" for r in range(world)]
         _merge(parts, out, model.labels)
         write_json(provenance_path(out), {"models": str(models_dir), "label_set": model.label_set.to_dict(),
-                                          "training_data": model.training_data})
+                                          "training_data": model.training_data, "validation": model.validation})
         summary = {"records": sum(s["rows_done"] for s in states), "predicted": sum(s["predicted"] for s in states),
                    "errors": sum(s["errors"] for s in states), "degraded": sum(s["degraded"] for s in states),
+                   "uncertain": sum(s["uncertain"] for s in states), "min_confidence": min_confidence,
                    "out": str(out), "processes": world, "workers": workers}
         assert summary["records"] == summary["predicted"] + summary["errors"] == n
+        summary["uncertain_rate"] = round(summary["uncertain"] / max(summary["predicted"], 1), 4)
         for path in (*parts, *(parts_dir / f"rank{r}-of-{world}.progress.json" for r in range(world))):
             path.unlink()
         parts_dir.rmdir()

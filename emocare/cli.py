@@ -10,6 +10,8 @@ from pathlib import Path
 
 from emocare.bundle import MODELS_DIR, require_bundle
 from emocare.io import MB
+from emocare.quantify import DEFAULT as QUANTIFIER
+from emocare.quantify import METHODS
 from emocare.reddit import cli as reddit_cli
 from emocare.serving.config import ServeConfig
 
@@ -65,7 +67,7 @@ def cmd_predict(a: argparse.Namespace) -> dict | None:
         model = EmoCare.load(a.models, a.device)
         if model.demo_warning:
             print(model.demo_warning, file=sys.stderr)
-        return model.predict(text=a.text or "", image=a.image, video=a.video)
+        return model.predict(text=a.text or "", image=a.image, video=a.video, min_confidence=a.min_confidence or 0.0)
     if not a.out:
         raise ValueError("--manifest needs -o/--out for the predictions file (.jsonl or .parquet)")
     if (a.nproc > 1 or a.torchrun_args) and "WORLD_SIZE" not in os.environ:  # re-run this command under torchrun
@@ -76,7 +78,7 @@ def cmd_predict(a: argparse.Namespace) -> dict | None:
     from emocare.bulk import predict_manifest
 
     return predict_manifest(a.models, a.manifest, a.out, device=a.device,
-                            **_given(a, "batch_size", "workers", "media_errors"))
+                            **_given(a, "batch_size", "workers", "media_errors", "min_confidence"))
 
 
 def cmd_models_convert(a: argparse.Namespace) -> list[dict]:
@@ -89,7 +91,7 @@ def cmd_trends(a: argparse.Namespace) -> dict:
     from emocare.trends import trends
 
     return trends(a.predictions, a.out, **_given(a, "by", "group", "min_confidence", "window", "min_posts", "top",
-                                                 "examples_per_cell"))
+                                                 "examples_per_cell", "quantifier"))
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -160,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="DataLoader workers decoding media (default: the cores available)")
     s.add_argument("--media-errors", choices=["error", "text-only"],
                    help="a post whose media cannot be decoded: an error row, or scored on what it still has")
+    s.add_argument("--min-confidence", type=float,
+                   help="label a post 'uncertain' when its calibrated top probability is below this")
     s.add_argument("--nproc", type=int, default=1, help="processes (GPUs) under torchrun, each a block of posts")
     s.add_argument("--torchrun-args", default="", help="extra torchrun arguments (several machines)")
     s.set_defaults(func=cmd_predict)
@@ -169,11 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", required=True, help="output folder")
     s.add_argument("--by", choices=["day", "week", "month"], help="the period of each point")
     s.add_argument("--group", help="a column to chart separately, e.g. subreddit")
-    s.add_argument("--min-confidence", type=float, help="leave out predictions less sure than this")
+    s.add_argument("--min-confidence", type=float,
+                   help="leave out predictions whose calibrated top probability is below this (biases the shares)")
     s.add_argument("--window", type=int, help="periods in the trailing average that moves compare with")
     s.add_argument("--min-posts", type=int, help="periods with fewer posts are not ranked as moves")
     s.add_argument("--top", type=int, help="rows in the biggest-moves table")
     s.add_argument("--examples", type=int, dest="examples_per_cell", help="example posts per emotion and period")
+    s.add_argument("--quantifier", choices=METHODS,
+                   help=f"how a period's shares are estimated (default {QUANTIFIER}; README: Trends that measure "
+                   "the community)")
     s.set_defaults(func=cmd_trends)
 
     s = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health /ready /metrics /labels, docs at /docs")

@@ -9,6 +9,7 @@ import torch
 
 from emocare.bundle import MODELS_DIR, fusion_path, specialist_path, subset_path
 from emocare.cache import Cache
+from emocare.calibration import ECE_BINS, ece, nll, reliability, softmax
 from emocare.data.manifest import Post
 from emocare.gallery import error_gallery
 from emocare.io import write_json, write_jsonl, write_text
@@ -17,35 +18,18 @@ from emocare.media.ocr import posts_ocr
 from emocare.metrics import confusion, report_dict
 from emocare.metrics import summary as _summary
 from emocare.models.checkpoint import read_checkpoint
-from emocare.models.fusion import FusionModel, load_fusion
-from emocare.plots import ablation_png, confusion_png
+from emocare.models.fusion import load_fusion
+from emocare.plots import ablation_png, confusion_png, reliability_png
 from emocare.report import ablation_markdown
-from emocare.runtime import resolve_device
-from emocare.scoring import fusion_logits, head_logits
-
-
-def cached_fusion_logits(model: FusionModel, cache: Cache, rows: np.ndarray, shown: list[str] | None = None,
-                         device: str = "cpu") -> np.ndarray:
-    """Fusion logits for the cache's ``rows``, with modalities outside ``shown`` hidden (masked)."""
-    mods, idx = model.modalities, torch.as_tensor(rows, dtype=torch.long)
-    present = cache.present_matrix(mods)[idx]
-    if shown is not None:
-        present = present & torch.tensor([m in shown for m in mods])
-    dev = resolve_device(device)
-    return fusion_logits(model.to(dev), {m: cache.emb[m][idx] for m in mods}, present, dev)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+from emocare.scoring import attribution, cached_fusion_logits, head_logits
 
 
 def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors: int = 50,
                   models_dir: str | Path = MODELS_DIR, frame_store: str | Path | None = None) -> dict:
     """Score the test split with the fusion model and each specialist alone; write summary.json, the
-    classification report, the confusion csv/png and the most confident errors (with the text read from
-    their media when the text specialist was trained with ``text.ocr``, from the OCR store beside
-    ``frame_store``)."""
+    classification report, the confusion csv/png, the reliability csv/png (before and after calibration)
+    and the most confident errors (with the text read from their media when the text specialist was
+    trained with ``text.ocr``, from the OCR store beside ``frame_store``)."""
     out_dir = Path(out_dir)
     model, payload = load_fusion(fusion_path(models_dir))
     classes = LabelSet.from_payload(payload)
@@ -54,7 +38,8 @@ def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors
     test = cache.rows("test")
     rows = cache.rows_with("test", model.modalities)
     labels = cache.labels[rows]
-    logits = cached_fusion_logits(model, cache, rows)
+    raw = cached_fusion_logits(model, cache, rows, calibrated=False)
+    logits = model.calibrate(raw)
     pred, probs = logits.argmax(1), softmax(logits)
     report = report_dict(labels, pred, list(classes))
     metrics = {**_summary(labels, logits), "test_posts": int(len(test)),
@@ -75,6 +60,7 @@ def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors
         alone = head_logits(spec["state_dict"], cache.emb[m][m_rows])
         specialists[m] = {**_summary(cache.labels[m_rows], alone), "no_data": False}
     metrics["specialists"] = specialists
+    metrics["calibration"] = _calibration_report(softmax(raw), probs, labels, model.calibration, out_dir)
     write_json(out_dir / "summary.json", metrics)
     write_json(out_dir / "classification_report.json", report)
     write_text(out_dir / "confusion.csv", "actual,predicted\n" + "".join(
@@ -85,12 +71,32 @@ def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:n_errors]
     errors = [_error_record(by_id[cache.ids[rows[i]]], classes, labels[i], pred[i], probs[i], combos[i])
               for i in wrong]
+    shown = torch.as_tensor(rows[wrong], dtype=torch.long)
+    _, attr = attribution(model, {m: cache.emb[m][shown] for m in model.modalities},
+                          cache.present_matrix(model.modalities)[shown], torch.device("cpu"))
+    for err, a in zip(errors, attr, strict=True):
+        err["attribution"] = {m: round(float(v), 4) for m, v in zip(model.modalities, a, strict=True) if v == v}
     if ocr:
         for err, text in zip(errors, posts_ocr([by_id[e["id"]] for e in errors], frame_store), strict=True):
             err["ocr_text"] = text
     write_jsonl(out_dir / "errors.jsonl", errors)
     write_text(out_dir / "errors.html", error_gallery(errors, len(rows), classes))
     return metrics
+
+
+def _calibration_report(before: np.ndarray, after: np.ndarray, labels: np.ndarray, fitted: dict | None,
+                        out_dir: Path) -> dict:
+    """Test ECE and NLL before and after calibration; the reliability diagram (PNG) and its DVC plot (CSV)."""
+    curves = {"before": reliability(before, labels), "after": reliability(after, labels)}
+    eces = {k: ece(p, labels) for k, p in (("before", before), ("after", after))}
+    reliability_png({f"{k} calibration": v for k, v in curves.items()},
+                    {f"{k} calibration": v for k, v in eces.items()}, out_dir / "reliability.png")
+    by_bin = {k: {b["bin"]: b for b in v} for k, v in curves.items()}
+    rows = "".join(f"{(b + 0.5) / ECE_BINS:.4f},{(b + 0.5) / ECE_BINS:.4f}," + ",".join(
+        f"{by_bin[k][b]['accuracy']:.4f}" if b in by_bin[k] else "" for k in curves) + "\n" for b in range(ECE_BINS))
+    write_text(out_dir / "reliability.csv", "confidence,ideal,before,after\n" + rows)
+    return {"kind": (fitted or {}).get("kind", "none"), "ece_before": eces["before"], "ece_after": eces["after"],
+            "nll_before": nll(before, labels), "nll_after": nll(after, labels), "bins": ECE_BINS}
 
 
 def _error_record(post: Post, classes: LabelSet, true: int, pred: int, probs: np.ndarray, combo: str) -> dict:
@@ -112,7 +118,8 @@ def _portable(path: str | None) -> str | None:
 def headline_metrics(test: dict, ablation: list[dict]) -> dict:
     """``reports/metrics.json``: the few numbers experiments are compared on (``dvc exp show``, ``metrics diff``)."""
     rows = {(r["subset"], r["mode"]): r["macro_f1"] for r in ablation}
-    return {"test": {k: test[k] for k in ("macro_f1", "weighted_f1", "accuracy")},
+    return {"test": {**{k: test[k] for k in ("macro_f1", "weighted_f1", "accuracy")},
+                     "ece": test["calibration"]["ece_after"], "ece_uncalibrated": test["calibration"]["ece_before"]},
             "by_modalities": {k: v["macro_f1"] for k, v in test["by_combination"].items()},
             "specialist_alone": {k: v["macro_f1"] for k, v in test["specialists"].items()},
             "ablation": {"text_masked": rows.get(("text", "masked")), "text_retrained": rows.get(("text", "retrained")),

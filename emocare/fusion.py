@@ -12,12 +12,18 @@ from tqdm import tqdm
 
 from emocare.bundle import MODELS_DIR, fusion_path, subset_path, subsets_dir
 from emocare.cache import Cache, CachedDataset
+from emocare.calibration import apply, ece, fit_calibration, nll, softmax
 from emocare.data.split import class_weights
 from emocare.labels import MODALITIES, SUBSETS, LabelSet
-from emocare.models.fusion import FusionModel
+from emocare.models.checkpoint import save_payload
+from emocare.models.fusion import FusionModel, load_fusion
 from emocare.params import TrainConfig
+from emocare.quantify import validation_stats
 from emocare.runtime import count_parameters, die_with_parent, resolve_device, seed_everything
+from emocare.scoring import cached_fusion_logits
 from emocare.training import fit, write_reports
+
+CALIBRATION = "bcts"  # fusion.calibration's default: see emocare.calibration and the README
 
 
 def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: str | Path, classes: LabelSet,
@@ -27,8 +33,8 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     which must be the classes the cache's specialists were trained on.
 
     With ``report_dir``, the training curves, ``metrics.json`` and ``classification_report.json`` go there.
-    The checkpoint stores ``classes`` (display names and colours included) and ``training_data``
-    (:func:`~emocare.bundle.training_record`).
+    The checkpoint stores ``classes`` (display names and colours included), ``training_data``
+    (:func:`~emocare.bundle.training_record`) and what :func:`calibrate` fits on the validation split.
     """
     classes.require_same(cache.label_names, "the embedding cache (its specialists)", "params.yaml's labels")
     mods = cache.trained_modalities(modalities)
@@ -46,6 +52,7 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
                                     "label_set": classes.to_dict(), "training_data": training_data})
     report = summary.pop("classification_report")
     summary.pop("history")
+    summary["calibration"] = calibrate(model_path, cache, val_rows, fusion_cfg.get("calibration", CALIBRATION))
     metrics = {"modalities": mods, **{k: fusion_cfg[k] for k in ("kind", "d_model", "heads", "hidden")},
                "modality_dropout": model.p_drop, "parameters": count_parameters(model),
                "unlabelled_set_aside": int((cache.labels < 0).sum()), **summary,
@@ -53,6 +60,21 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     if report_dir is not None:
         write_reports(Path(report_dir), metrics, report)
     return metrics
+
+
+def calibrate(model_path: str | Path, cache: Cache, rows, kind: str) -> dict:
+    """Fit the ``kind`` calibration (:mod:`emocare.calibration`) of the checkpoint at ``model_path`` on the cache's
+    ``rows`` (the validation split) and store it, with the calibrated :func:`~emocare.quantify.validation_stats`,
+    in the checkpoint; returns the validation ECE and NLL before and after."""
+    model, payload = load_fusion(model_path)
+    raw, labels = cached_fusion_logits(model, cache, rows, calibrated=False), cache.labels[rows]
+    fitted = fit_calibration(raw, labels, kind)
+    before, after = softmax(raw), softmax(apply(raw, fitted))
+    payload["spec"]["calibration"] = fitted
+    payload["validation"] = validation_stats(after, labels)
+    save_payload(payload, model_path)
+    return {**fitted, "val_ece_before": ece(before, labels), "val_ece_after": ece(after, labels),
+            "val_nll_before": nll(before, labels), "val_nll_after": nll(after, labels)}
 
 
 _FUSION_JOBS: dict = {}  # what every fusion job shares: the cache and the configs (inherited by forked workers)

@@ -46,6 +46,19 @@ def ocr_line(ocr_text) -> str:
     return f'<p class="ocr" title="text read from the media (OCR)">&#128444; {html.escape(ocr_text[:200])}</p>'
 
 
+def attribution_line(attribution) -> str:
+    """What each modality adds to the predicted label's probability (its fall when the modality is hidden), as a
+    line; "" for a post with one modality."""
+    if not isinstance(attribution, dict):
+        return ""
+    # a modality the post lacks: left out of a JSON result, null in a Parquet struct, NaN in an array
+    parts = [f"{html.escape(m)} {100 * v:+.0f} pts" for m, v in attribution.items() if v is not None and v == v]
+    if not parts:
+        return ""
+    return ('<p class="attr" title="how much each modality adds to the predicted label\'s probability: its fall '
+            f'when the modality is hidden">why: {" &middot; ".join(parts)}</p>')
+
+
 def _card(err: dict, classes: LabelSet) -> str:
     e = html.escape
     thumb = thumbnail(err.get("image"), err.get("video"), THUMB_PX)
@@ -57,7 +70,7 @@ def _card(err: dict, classes: LabelSet) -> str:
     true, pred = e(classes.display[err["true"]]), e(classes.display[err["predicted"]])
     return (f'<div class="card" data-true="{err["true"]}" data-pred="{err["predicted"]}" '
             f'data-combo="{e(err["modalities"])}">{media}<p>{e(err["text"][:200])}</p>{ocr_line(err.get("ocr_text"))}'
-            f'<div class="verdict">{true} &rarr; <b>{pred}</b> '
+            f'{attribution_line(err.get("attribution"))}<div class="verdict">{true} &rarr; <b>{pred}</b> '
             f'<small>{e(err["modalities"])} &middot; {e(err["id"])}</small></div>{bars}</div>')
 
 
@@ -77,6 +90,7 @@ body {{ font-family: system-ui, sans-serif; margin: 20px; color: #202124; }}
 .card img {{ display: block; max-width: {THUMB_PX}px; max-height: {THUMB_PX}px; margin: 0 auto 6px; }}
 .nomedia {{ height: 40px; line-height: 40px; text-align: center; color: #80868b; background: #f1f3f4; }}
 .card p {{ margin: 4px 0; min-height: 2.4em; }} .card p.ocr {{ min-height: 0; color: #5f6368; font-style: italic; }}
+.card p.attr {{ min-height: 0; color: #5f6368; font-size: 12px; }}
 .verdict {{ margin: 4px 0 6px; }} .verdict small {{ color: #5f6368; display: block; }}
 .bar {{ display: flex; align-items: center; gap: 4px; font-size: 11px; }}
 .bar .name {{ width: 82px; }} .bar .pct {{ width: 32px; text-align: right; }}

@@ -57,7 +57,7 @@ KNOWN_KEYS: dict[str, list[str] | None] = {
     "image": [*_VISION, "augment"],
     "video": [*_VISION, "frames"],
     "embed": ["batch_size", "num_workers"],
-    "fusion": ["kind", "dropout", "hidden_dropout", "d_model", "heads", "hidden", *MODEL_TRAINER_KEYS],
+    "fusion": ["kind", "dropout", "hidden_dropout", "d_model", "heads", "hidden", "calibration", *MODEL_TRAINER_KEYS],
     "evaluate": ["errors"],
 }
 

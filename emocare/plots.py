@@ -1,4 +1,4 @@
-"""The report's two figures, drawn with Pillow and written atomically as PNG.
+"""The report's figures (confusion, ablation, reliability), drawn with Pillow and written atomically as PNG.
 
 A heatmap and a bar chart need no plotting library: importing matplotlib and its first draw took
 1.2 s of every evaluate run, a tenth of a fusion experiment.
@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from emocare.io import atomic_path
 
 INK, GRID = (33, 33, 33), (200, 200, 200)
-MODE_COLOURS = {"masked": (31, 119, 180), "retrained": (255, 127, 14)}
+MODE_COLOURS = {"masked": (31, 119, 180), "retrained": (255, 127, 14)}  # also the reliability curves' colours
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -91,4 +91,38 @@ def ablation_png(rows: list[dict], path: str | Path) -> None:
                 draw.rectangle((left, y0, left + value * width, y0 + bar - 2), fill=colour)
             draw.text((left + (value or 0.0) * width + 6, y0 + bar / 2 - 1), "n/a" if value is None else f"{value:.2f}",
                       fill=INK, font=small, anchor="lm")
+    _save(image, path)
+
+
+def reliability_png(curves: dict[str, list[dict]], eces: dict[str, float | None], path: str | Path,
+                    title: str = "Reliability (test set)") -> None:
+    """Accuracy against confidence per bin (:func:`emocare.calibration.reliability`), one curve per entry of
+    ``curves`` (e.g. before and after calibration), the diagonal for perfect calibration, ECE in the legend."""
+    font, small = _font(14), _font(12)
+    left, top, side = 70, 70, 420
+    image = Image.new("RGB", (left + side + 40, top + side + 60), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left + side / 2, 18), title, fill=INK, font=font, anchor="mm")
+
+    def xy(conf: float, acc: float) -> tuple[float, float]:
+        return left + conf * side, top + (1 - acc) * side
+
+    for tick in np.linspace(0, 1, 6):
+        draw.line((*xy(tick, 0), *xy(tick, 1)), fill=GRID)
+        draw.line((*xy(0, tick), *xy(1, tick)), fill=GRID)
+        draw.text((xy(tick, 0)[0], top + side + 12), f"{tick:.1f}", fill=INK, font=small, anchor="mm")
+        draw.text((left - 8, xy(0, tick)[1]), f"{tick:.1f}", fill=INK, font=small, anchor="rm")
+    draw.line((*xy(0, 0), *xy(1, 1)), fill=(120, 120, 120), width=1)
+    draw.text((left + side / 2, top + side + 36), "confidence (top label)", fill=INK, font=small, anchor="mm")
+    draw.text((12, top - 20), "accuracy", fill=INK, font=small, anchor="lm")
+    for k, ((name, bins), colour) in enumerate(zip(curves.items(), MODE_COLOURS.values(), strict=False)):
+        points = [xy(b["confidence"], b["accuracy"]) for b in bins]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+        ece = eces.get(name)
+        draw.rectangle((left + 10, top + 10 + 20 * k, left + 22, top + 22 + 20 * k), fill=colour)
+        draw.text((left + 28, top + 16 + 20 * k), f"{name}: ECE {'n/a' if ece is None else f'{ece:.3f}'}",
+                  fill=INK, font=small, anchor="lm")
     _save(image, path)

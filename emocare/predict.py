@@ -3,8 +3,13 @@
     from emocare.predict import EmoCare
     model = EmoCare.load("models/")
     model.predict(text="me rn:", image="meme.png")
-    # {"label": "joy", "probabilities": {...}, "modalities": ["text", "image"]}
+    # {"label": "joy", "probabilities": {...}, "modalities": ["text", "image"],
+    #  "attribution": {"text": 0.41, "image": 0.07}}
     # (and "ocr_text", the text read from the media, when the text specialist was trained with text.ocr)
+
+The probabilities are calibrated (:mod:`emocare.calibration`). ``attribution`` says how much the predicted
+class's probability falls when each modality is hidden (a post with one modality has none). With
+``min_confidence``, a post whose top probability is below it gets the label ``uncertain``.
 
 Missing modalities are normal: each post goes through the fusion model with the tokens it has.
 """
@@ -23,19 +28,21 @@ from emocare.labels import LabelSet
 from emocare.media.ocr import media_text, with_ocr
 from emocare.models import load_checkpoint
 from emocare.runtime import resolve_device
-from emocare.scoring import features, fusion_logits
+from emocare.scoring import attribution, features
 
 ImageInput = str | Path | bytes | Image.Image | None
 NO_MODALITY = "the post has no usable modality (no text, and no media this model was trained on)"
+UNCERTAIN = "uncertain"  # the label of a prediction less confident than min_confidence
 
 
 class EmoCare:
     """The specialists and the fusion model, loaded once."""
 
     def __init__(self, specialists: dict, fusion, device: torch.device, label_set: LabelSet,
-                 training_data: dict | None = None):
+                 training_data: dict | None = None, validation: dict | None = None):
         self.specialists, self.fusion, self.device, self.label_set = specialists, fusion, device, label_set
         self.training_data = training_data  # emocare.bundle.training_record: what the bundle was trained on
+        self.validation = validation  # emocare.quantify.validation_stats, for the trends' adjusted estimators
         self._lock = threading.Lock()  # one forward pass at a time when shared between threads
 
     def __getstate__(self) -> dict:  # picklable for a model process (emocare.serving.worker): no lock
@@ -60,7 +67,7 @@ class EmoCare:
         for m, model in specialists.items():
             label_set.require_same(model.labels, f"the {m} specialist ({specialist_path(m, models_dir)})",
                                    "the fusion model")
-        return cls(specialists, fusion, dev, label_set, payload.get("training_data"))
+        return cls(specialists, fusion, dev, label_set, payload.get("training_data"), payload.get("validation"))
 
     @property
     def demo_warning(self) -> str | None:
@@ -91,7 +98,7 @@ class EmoCare:
             inputs["text"] = with_ocr(text, inputs["ocr_text"])
         return inputs, failed
 
-    def _score(self, decoded: list[dict]) -> np.ndarray:
+    def _score(self, decoded: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         n = len(decoded)
         mods = self.fusion.modalities
         emb, present = {}, torch.zeros(n, len(mods), dtype=torch.bool)
@@ -102,23 +109,23 @@ class EmoCare:
             if rows:
                 emb[m][rows] = features(model, model.collate([(decoded[i][m], -1) for i in rows]), self.device)
                 present[rows, j] = True
-        logits = fusion_logits(self.fusion, emb, present, self.device, batch_size=max(n, 1))
-        return torch.softmax(torch.from_numpy(logits), 1).numpy()
+        return attribution(self.fusion, emb, present, self.device)
 
-    def score(self, decoded: list[dict]) -> list[dict]:
-        """Results (label, probabilities, modalities used) for already decoded posts, in one batch."""
+    def score(self, decoded: list[dict], min_confidence: float = 0.0) -> list[dict]:
+        """Results (label, probabilities, modalities used, attribution) for already decoded posts, in one batch."""
         if not decoded:
             return []
         with self._lock:
-            probs = self._score(decoded)
-        names = self.label_set.names
-        return [{"label": names[int(p.argmax())],
+            probs, attr = self._score(decoded)
+        names, mods = self.label_set.names, self.fusion.modalities
+        return [{"label": names[int(p.argmax())] if p.max() >= min_confidence else UNCERTAIN,
                  "probabilities": {c: round(float(x), 6) for c, x in zip(names, p, strict=True)},
-                 "modalities": [m for m in self.fusion.modalities if m in d],
+                 "modalities": [m for m in mods if m in d],
+                 "attribution": {m: round(float(v), 4) for m, v in zip(mods, a, strict=True) if not np.isnan(v)},
                  **({"ocr_text": d["ocr_text"]} if "ocr_text" in d else {})}
-                for d, p in zip(decoded, probs, strict=True)]
+                for d, p, a in zip(decoded, probs, attr, strict=True)]
 
-    def predict_batch(self, posts: list[dict], batch_size: int = 32) -> list[dict]:
+    def predict_batch(self, posts: list[dict], batch_size: int = 32, min_confidence: float = 0.0) -> list[dict]:
         """Predict many posts (dicts with text, image, video); a post that fails gets an ``error`` instead."""
         results: list[dict] = [{} for _ in posts]
         for start in range(0, len(posts), batch_size):
@@ -130,13 +137,14 @@ class EmoCare:
                 else:
                     decoded.append(inputs)
                     ok.append(i)
-            for i, result in zip(ok, self.score(decoded), strict=True):
+            for i, result in zip(ok, self.score(decoded, min_confidence), strict=True):
                 results[i] = result
         return results
 
-    def predict(self, text: str = "", image: ImageInput = None, video: str | Path | None = None) -> dict:
+    def predict(self, text: str = "", image: ImageInput = None, video: str | Path | None = None,
+                min_confidence: float = 0.0) -> dict:
         """Predict one post; raises ValueError when it cannot be decoded."""
-        result = self.predict_batch([{"text": text, "image": image, "video": video}])[0]
+        result = self.predict_batch([{"text": text, "image": image, "video": video}], 32, min_confidence)[0]
         if "error" in result:
             raise ValueError(result["error"])
         return result

@@ -7,6 +7,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from emocare.bundle import MODELS_DIR, fusion_path, specialist_path
+from emocare.calibration import describe
 from emocare.io import read_json
 from emocare.labels import SUBSETS, LabelSet
 
@@ -81,6 +82,20 @@ def _specialist_section(n: int, modality: str, reports: Path, classes: LabelSet)
     return out + _per_class_table(read_json(reports / modality / "classification_report.json"), classes) + [""]
 
 
+def _calibration_lines(fitted: dict | None, test: dict | None) -> list[str]:
+    """How the probabilities were calibrated, and the ECE before and after on validation and test."""
+    if not fitted or not test:
+        return []
+    return ["**Calibration of the probabilities:** " + describe(fitted) + ", fitted on the validation split.", "",
+            "| split | ECE before | ECE after | NLL before | NLL after |", "|---|---:|---:|---:|---:|",
+            f"| validation | {_f(fitted['val_ece_before'])} | {_f(fitted['val_ece_after'])} | "
+            f"{_f(fitted['val_nll_before'])} | {_f(fitted['val_nll_after'])} |",
+            f"| test | {_f(test['ece_before'])} | {_f(test['ece_after'])} | {_f(test['nll_before'])} | "
+            f"{_f(test['nll_after'])} |", "",
+            f"ECE: top-label expected calibration error, {test['bins']} equal-width confidence bins.", "",
+            "![reliability diagram](test/reliability.png)", ""]
+
+
 def build_results(classes: LabelSet, reports: str | Path = "reports") -> str:
     """Assemble RESULTS.md in the structure of the original training-results document (classes shown by
     ``classes``' display names)."""
@@ -133,7 +148,8 @@ def build_results(classes: LabelSet, reports: str | Path = "reports") -> str:
             "| specialist | n | macro-F1 | accuracy |", "|---|---:|---:|---:|"]
     out += [f"| {k}{_pretrained_note(specialists[k])} | {v['n']} | {_f(v['macro_f1'])} | {_f(v['accuracy'])} |"
             for k, v in test["specialists"].items()]
-    out += ["", "**Confusion matrix:**", "", "![confusion matrix](test/confusion.png)", "",
+    out += ["", *_calibration_lines(fusion.get("calibration"), test.get("calibration")),
+            "**Confusion matrix:**", "", "![confusion matrix](test/confusion.png)", "",
             "**Misclassified posts:** [the error gallery](test/errors.html) (thumbnails, probabilities, filters; "
             "opens offline), also as [JSON Lines](test/errors.jsonl).", "", "---", "",
             "## 6. Ablation Study", "",

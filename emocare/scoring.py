@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from emocare.runtime import autocast, to_device
+from emocare.runtime import autocast, resolve_device, to_device
 
 FUSION_BATCH = 512  # cached embeddings are small: big batches, one per call for the service
 
@@ -42,9 +42,10 @@ def features(specialist: nn.Module, batch: dict, device: torch.device) -> torch.
 
 @torch.inference_mode()
 def fusion_logits(fusion: nn.Module, emb: dict[str, torch.Tensor], present: torch.Tensor, device: torch.device,
-                  batch_size: int = FUSION_BATCH) -> np.ndarray:
+                  batch_size: int = FUSION_BATCH, calibrated: bool = True) -> np.ndarray:
     """Fusion logits [N, C] for embeddings ``emb[m]`` [N, D_m] and the ``present`` mask [N, M]
-    (modalities in ``fusion.modalities`` order; an absent modality's row is ignored)."""
+    (modalities in ``fusion.modalities`` order; an absent modality's row is ignored), with the model's
+    calibration applied unless ``calibrated`` is False."""
     fusion.eval()
     out = []
     for start in range(0, len(present), batch_size):
@@ -52,7 +53,41 @@ def fusion_logits(fusion: nn.Module, emb: dict[str, torch.Tensor], present: torc
         batch = to_device({"emb": {m: emb[m][rows] for m in fusion.modalities}, "present": present[rows]}, device)
         with autocast(device):
             out.append(fusion(batch).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, len(fusion.labels)), np.float32)
+    logits = torch.cat(out).numpy() if out else np.zeros((0, len(fusion.labels)), np.float32)
+    return fusion.calibrate(logits) if calibrated else logits
+
+
+@torch.inference_mode()
+def attribution(fusion: nn.Module, emb: dict[str, torch.Tensor], present: torch.Tensor, device: torch.device
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(calibrated probabilities [N, C], attribution [N, M]): how much each post's top class loses in probability
+    when each of its modalities is hidden from the fusion model. NaN where the modality is absent, or is the
+    post's only one (hiding it leaves nothing to score)."""
+    probs = torch.softmax(torch.from_numpy(fusion_logits(fusion, emb, present, device, len(present) or 1)), 1)
+    top = probs.argmax(1, keepdim=True)
+    out = torch.full(present.shape, float("nan"))
+    several = present.sum(1) > 1
+    for j in range(present.shape[1]):
+        rows = present[:, j] & several
+        if rows.any():
+            hidden = present[rows].clone()
+            hidden[:, j] = False
+            without = torch.softmax(torch.from_numpy(fusion_logits(
+                fusion, {m: e[rows] for m, e in emb.items()}, hidden, device, len(hidden))), 1)
+            out[rows, j] = (probs[rows].gather(1, top[rows]) - without.gather(1, top[rows])).squeeze(1)
+    return probs.numpy(), out.numpy()
+
+
+def cached_fusion_logits(model: nn.Module, cache, rows: np.ndarray, shown: list[str] | None = None,
+                         device: str = "cpu", calibrated: bool = True) -> np.ndarray:
+    """:func:`fusion_logits` for an embedding cache's (:class:`emocare.cache.Cache`) ``rows``, with modalities
+    outside ``shown`` hidden (masked)."""
+    mods, idx = model.modalities, torch.as_tensor(rows, dtype=torch.long)
+    present = cache.present_matrix(mods)[idx]
+    if shown is not None:
+        present = present & torch.tensor([m in shown for m in mods])
+    dev = resolve_device(device)
+    return fusion_logits(model.to(dev), {m: cache.emb[m][idx] for m in mods}, present, dev, calibrated=calibrated)
 
 
 def head_logits(state_dict: dict[str, torch.Tensor], feats: torch.Tensor) -> np.ndarray:

@@ -1,10 +1,14 @@
 """`emocare trends`: how a community's emotions move over time, from a predictions file.
 
-Writes ``trends.csv`` (counts and shares per emotion, period and group), ``trends.png`` (stacked
-emotion shares over time per group, post volume below) and ``report.html``: one self-contained
-page (images inline, no network) with the chart, the periods whose emotion shares moved most
-against their trailing average ("anger spiked the week of the update"), and the most confident
-example posts per emotion and period with their text and a thumbnail.
+Writes ``trends.csv`` (per emotion, period and group: the posts it is the top label of, and its
+estimated share with a bootstrap interval), ``trends.png`` (the shares over time per group, each
+with its interval as a band, post volume below) and ``report.html``: one self-contained page
+(images inline, no network) with the chart, the periods whose emotion shares moved most against
+their trailing average ("anger spiked the week of the update"), whether each move lies outside its
+interval, and the most confident example posts per emotion and period with their text and a thumbnail.
+
+A share is a quantification (:mod:`emocare.quantify`) from the calibrated probabilities, not a count
+of top labels, which would carry the classifier's bias toward the classes training weighted up.
 
 Rows with an ``error``, without ``created_utc`` or below ``min_confidence`` are left out and
 counted: read = used + errors + undated + low_confidence. The classes, their names and colours come
@@ -24,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from emocare.bundle import demo_warning, provenance_path
-from emocare.gallery import ocr_line
+from emocare.gallery import attribution_line, ocr_line
 from emocare.io import atomic_path, read_json, write_json, write_text
 from emocare.labels import LabelSet
 from emocare.media.thumbs import thumbnail
+from emocare.quantify import BOOTSTRAP, DEFAULT, LEVEL, METHODS, NEEDS_STATS, estimate, interval
 
 PERIODS = {"day": "D", "week": "W", "month": "M"}
 MAX_GROUPS_CHARTED = 6
@@ -91,44 +96,59 @@ def prepare(df: pd.DataFrame, classes: LabelSet, by: str, group: str | None,
     return df, counts
 
 
-def period_table(df: pd.DataFrame, by: str, classes: LabelSet) -> pd.DataFrame:
-    """Posts per group, period and emotion, with every period of each group's range present (zero posts)."""
-    names = list(classes)
-    counts = df.groupby(["group", "period", "label"]).size().unstack("label", fill_value=0)
-    counts = counts.reindex(columns=names, fill_value=0)
+def period_table(df: pd.DataFrame, by: str, classes: LabelSet, method: str = DEFAULT,
+                 stats: dict | None = None) -> pd.DataFrame:
+    """Per group and period: the posts whose top class is each class (columns named after the classes), the
+    period's ``posts``, and each class's estimated share (``share:<class>``, :func:`emocare.quantify.estimate`)
+    with its bootstrap interval (``low:<class>``, ``high:<class>``). Every period of each group's range is
+    present: an empty one has zero posts and no share (NaN)."""
+    names, cols = list(classes), [f"p_{c}" for c in classes]
+    rows = []
+    for (g, period), part in df.groupby(["group", "period"]):
+        probs = np.nan_to_num(part[cols].to_numpy(float))
+        share, (low, high) = estimate(probs, method, stats), interval(probs, method, stats)
+        rows.append({"group": g, "period": period,
+                     **dict(zip(names, np.bincount(probs.argmax(1), minlength=len(names)).tolist(), strict=True)),
+                     **{f"{k}:{c}": float(v[i]) for k, v in (("share", share), ("low", low), ("high", high))
+                        for i, c in enumerate(names)}})
     frames = []
-    for g, part in counts.groupby(level="group"):
+    for g, part in pd.DataFrame(rows).set_index(["group", "period"]).groupby(level="group"):
         periods = part.index.get_level_values("period")
         full = pd.period_range(periods.min(), periods.max(), freq=PERIODS[by]).start_time
-        frames.append(part.droplevel("group").reindex(full, fill_value=0).assign(group=g))
+        part = part.droplevel("group").reindex(full)
+        part[names] = part[names].fillna(0).astype(int)
+        frames.append(part.assign(group=g))
     table = pd.concat(frames).rename_axis("period").reset_index().set_index(["group", "period"])
     table["posts"] = table[names].sum(axis=1)
     return table
 
 
 def _classes(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c != "posts"]
+    return [c for c in table.columns if c != "posts" and ":" not in c]  # ":" is never in a class name
 
 
-def _shares(part: pd.DataFrame) -> pd.DataFrame:
-    """Each class's share of its period's posts; NaN (not 0) for a period without posts."""
-    return part[_classes(part)].div(part["posts"].where(part["posts"] > 0), axis=0)
+def _estimates(part: pd.DataFrame, kind: str = "share") -> pd.DataFrame:
+    """The ``share``, ``low`` or ``high`` columns of a period table, named by class; NaN for a period without
+    posts."""
+    return part[[f"{kind}:{c}" for c in _classes(part)]].set_axis(_classes(part), axis=1)
 
 
 def long_table(table: pd.DataFrame) -> pd.DataFrame:
-    """``trends.csv``: one row per group, period and emotion with count, share (empty without posts) and the
-    period's posts."""
-    shares = _shares(table)
-    out = (table[_classes(table)].stack().rename("count").to_frame()
-           .join(shares.stack().rename("share")).join(table["posts"]).reset_index()
-           .rename(columns={"level_2": "emotion", "label": "emotion"}))
+    """``trends.csv``: one row per group, period and emotion: the posts it is the top label of (``count``),
+    its estimated share with the interval (empty without posts), and the period's posts."""
+    out = table[_classes(table)].stack().rename("count").to_frame()
+    for kind, column in (("share", "share"), ("low", "share_low"), ("high", "share_high")):
+        out = out.join(_estimates(table, kind).stack(future_stack=True).rename(column))
+    out = out.join(table["posts"]).reset_index().rename(columns={"level_2": "emotion"})
     out["period"] = out["period"].dt.date.astype(str)
-    out["share"] = out["share"].round(4)
-    return out[["group", "period", "emotion", "count", "share", "posts"]]
+    for column in ("share", "share_low", "share_high"):
+        out[column] = out[column].round(4)
+    return out[["group", "period", "emotion", "count", "share", "share_low", "share_high", "posts"]]
 
 
 def spikes(table: pd.DataFrame, window: int = 4, min_posts: int = 10, top: int = 10) -> pd.DataFrame:
-    """The (group, period, emotion) whose share moved most against the mean of the ``window`` periods before.
+    """The (group, period, emotion) whose estimated share moved most against the mean of the ``window`` periods
+    before; ``outside`` says whether that mean lies outside the period's interval.
 
     Periods with fewer than ``min_posts`` posts, and those with fewer than two earlier periods to
     compare with, are not ranked.
@@ -136,16 +156,18 @@ def spikes(table: pd.DataFrame, window: int = 4, min_posts: int = 10, top: int =
     rows = []
     for g, part in table.groupby(level="group"):
         part = part.droplevel("group")
-        share = _shares(part)
+        share, low, high = (_estimates(part, k) for k in ("share", "low", "high"))
         trailing = share.shift(1).rolling(window, min_periods=2).mean()
         for c in _classes(part):
-            moved = pd.DataFrame({"share": share[c], "trailing": trailing[c], "posts": part["posts"],
-                                  "count": part[c]}).dropna()
+            moved = pd.DataFrame({"share": share[c], "trailing": trailing[c], "low": low[c], "high": high[c],
+                                  "posts": part["posts"], "count": part[c]}).dropna()
             moved = moved[moved["posts"] >= min_posts]
             rows += [{"group": g, "period": p.date().isoformat(), "emotion": c, "share": r.share,
-                      "trailing": r.trailing, "change": r.share - r.trailing, "count": int(r["count"]),
+                      "low": r.low, "high": r.high, "trailing": r.trailing, "change": r.share - r.trailing,
+                      "outside": bool(r.trailing < r.low or r.trailing > r.high), "count": int(r["count"]),
                       "posts": int(r.posts)} for p, r in moved.iterrows()]
-    ranked = pd.DataFrame(rows, columns=["group", "period", "emotion", "share", "trailing", "change", "count", "posts"])
+    ranked = pd.DataFrame(rows, columns=["group", "period", "emotion", "share", "low", "high", "trailing", "change",
+                                         "outside", "count", "posts"])
     return ranked.reindex(ranked["change"].abs().sort_values(ascending=False).index).head(top).reset_index(drop=True)
 
 
@@ -160,7 +182,8 @@ def chart(table: pd.DataFrame, path: Path, by: str, classes: LabelSet) -> None:
 
 
 def chart_figure(table: pd.DataFrame, by: str, classes: LabelSet):
-    """Stacked emotion shares over time per group (the busiest groups), post volume in a panel below each."""
+    """Each emotion's estimated share over time per group (the busiest groups), a line with its interval as a
+    band, and the post volume in a panel below each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,12 +195,15 @@ def chart_figure(table: pd.DataFrame, by: str, classes: LabelSet):
                              gridspec_kw={"height_ratios": [3, 1] * len(groups)})
     for k, g in enumerate(groups):
         part = table.xs(g, level="group")
-        shares = _shares(part)  # NaN where a period has no posts: a gap, not a dip to 0 %
+        # NaN where a period has no posts: a gap, not a dip to 0 %
+        share, low, high = (_estimates(part, kind) for kind in ("share", "low", "high"))
         top, bottom = axes[2 * k, 0], axes[2 * k + 1, 0]
-        top.stackplot(part.index, *(shares[c] for c in classes), labels=[classes.display[c] for c in classes],
-                      colors=[classes.colours[c] for c in classes])
-        top.set_ylim(0, 1)
-        top.set_ylabel("share of posts")
+        for c in classes:
+            top.fill_between(part.index, low[c], high[c], color=classes.colours[c], alpha=0.15, linewidth=0)
+            top.plot(part.index, share[c], color=classes.colours[c], linewidth=2.5, marker="o", markersize=3,
+                     label=classes.display[c])
+        top.set_ylim(0, max(0.05, float(np.nanmax(high.to_numpy())) * 1.1))
+        top.set_ylabel("share of posts (95% interval)")
         top.set_title(f"{g}: emotions per {by}" if g != "all" else f"Emotions per {by}")
         top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         # from the first period's start to the last period's end: the last volume bar whole, one period a period
@@ -202,7 +228,8 @@ def _pct(x: float) -> str:
 
 
 def report_html(counts: dict, table: pd.DataFrame, moved: pd.DataFrame, picks: pd.DataFrame, root: Path,
-                chart_png: Path, by: str, source: str, classes: LabelSet, no_moves: str, warning: str | None) -> str:
+                chart_png: Path, by: str, source: str, classes: LabelSet, no_moves: str, warning: str | None,
+                method_note: str) -> str:
     """The self-contained report page; ``no_moves`` says why the moves table is empty, if it is."""
     e = html.escape
     chart_uri = "data:image/png;base64," + base64.b64encode(chart_png.read_bytes()).decode()
@@ -210,10 +237,12 @@ def report_html(counts: dict, table: pd.DataFrame, moved: pd.DataFrame, picks: p
         f'<tr><td>{e(str(r.group))}</td><td>{r.period}</td>'
         f'<td><span class="dot" style="background:{classes.colours[r.emotion]}"></span>{e(classes.display[r.emotion])}'
         f'</td>'
-        f'<td class="num">{_pct(r.share)}</td><td class="num">{_pct(r.trailing)}</td>'
+        f'<td class="num">{_pct(r.share)} <small>({_pct(r.low)} to {_pct(r.high)})</small></td>'
+        f'<td class="num">{_pct(r.trailing)}</td>'
         f'<td class="num {"up" if r.change > 0 else "down"}">{"▲" if r.change > 0 else "▼"} '
-        f'{100 * abs(r.change):.1f} pts</td><td class="num">{r["count"]} / {r.posts}</td></tr>'
-        for _, r in moved.iterrows()) or f'<tr><td colspan="7">{e(no_moves)}</td></tr>'
+        f'{100 * abs(r.change):.1f} pts</td><td>{"yes" if r.outside else "no: within the noise"}</td>'
+        f'<td class="num">{r["count"]} / {r.posts}</td></tr>'
+        for _, r in moved.iterrows()) or f'<tr><td colspan="8">{e(no_moves)}</td></tr>'
     cells: dict = {}
     for _, r in picks.iterrows():
         media = {k: root / r[k] for k in ("image", "video") if isinstance(r.get(k), str)}
@@ -222,7 +251,7 @@ def report_html(counts: dict, table: pd.DataFrame, moved: pd.DataFrame, picks: p
         text = e(str(r.get("text") or "")[:160])
         cells.setdefault(r.period, {}).setdefault(r.label, []).append(
             f'<div class="ex">{img}<p>{text}</p>{ocr_line(r.get("ocr_text"))}'
-            f'<small>{_pct(r.confidence)} · {e(str(r.group))}</small></div>')
+            f'{attribution_line(r.get("attribution"))}<small>{_pct(r.confidence)} · {e(str(r.group))}</small></div>')
     head = "".join(f'<th><span class="dot" style="background:{classes.colours[c]}"></span>{e(classes.display[c])}'
                    "</th>" for c in classes)
     body = "".join(f"<tr><th>{p.date().isoformat()}</th>" + "".join(
@@ -240,6 +269,7 @@ td.num {{ text-align: right; }} .up {{ color: #c5221f; }} .down {{ color: #1967d
 .dot {{ display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 5px; }}
 .ex {{ width: 150px; margin-bottom: 6px; }} .ex img {{ display: block; max-width: {THUMB_PX}px; }}
 .ex p {{ margin: 2px 0; }} .ex p.ocr {{ color: #5f6368; font-style: italic; }}
+.ex p.attr {{ color: #5f6368; font-size: 12px; }}
 .ex small {{ color: #5f6368; }} .meta {{ color: #5f6368; }}
 img.chart {{ max-width: 100%; }} .warn {{ background: #fce8e6; color: #a50e0e; padding: 8px 12px; }}
 </style></head><body>
@@ -247,12 +277,13 @@ img.chart {{ max-width: 100%; }} .warn {{ background: #fce8e6; color: #a50e0e; p
 {banner}
 <p class="meta">{e(source)}: {counts['used']} posts used of {counts['read']} read ({counts['errors']} with errors,
 {counts['undated']} without a date, {counts['low_confidence']} below the confidence threshold);
-{n_periods} {by}s.</p>
+{n_periods} {by}s. {e(method_note)}</p>
 <h2>Emotions over time</h2>
 <img class="chart" id="chart" src="{chart_uri}" alt="stacked emotion shares per {by}, with post volume">
 <h2>Biggest moves against the trailing average</h2>
-<table id="spikes"><tr><th>group</th><th>{by} of</th><th>emotion</th><th>share</th><th>trailing mean</th>
-<th>change</th><th>posts</th></tr>{spike_rows}</table>
+<table id="spikes"><tr><th>group</th><th>{by} of</th><th>emotion</th><th>share ({int(100 * LEVEL)}% interval)</th>
+<th>trailing mean</th><th>change</th><th>trailing mean outside the interval</th><th>top label / posts</th></tr>
+{spike_rows}</table>
 <h2>Most confident posts per emotion and {by}</h2>
 <table id="examples"><tr><th>{by} of</th>{head}</tr>{body}</table>
 </body></html>
@@ -269,10 +300,22 @@ def _why_no_moves(table: pd.DataFrame, min_posts: int) -> str:
             "and a move needs such a period after two earlier ones.")
 
 
+METHOD_NOTES = {"count": "the share of posts whose top label it is (biased toward the classes training weighted up)",
+                "pcc": "the mean calibrated probability (probabilistic classify and count)",
+                "acc": "top-label shares adjusted with the validation confusion matrix (adjusted classify and count)",
+                "pacc": "mean probabilities adjusted with the validation split's (probabilistic adjusted count)",
+                "em": "the mean calibrated probability re-weighted to the period's own class mix (EM, Saerens 2002)"}
+
+
 def trends(predictions: str | Path, out_dir: str | Path, by: str = "week", group: str | None = None,
            min_confidence: float = 0.0, window: int = 4, min_posts: int = 10, top: int = 10,
-           examples_per_cell: int = 1) -> dict:
-    """Write ``trends.csv``, ``trends.png``, ``spikes.csv`` and ``report.html`` into ``out_dir``; returns counts."""
+           examples_per_cell: int = 1, quantifier: str = DEFAULT) -> dict:
+    """Write ``trends.csv``, ``trends.png``, ``spikes.csv`` and ``report.html`` into ``out_dir``; returns counts.
+
+    ``quantifier`` is the share estimator (:data:`emocare.quantify.METHODS`); ``acc``, ``pacc`` and ``em`` use the
+    validation statistics of the bundle that wrote the predictions (``<predictions>.models.json``)."""
+    if quantifier not in METHODS:
+        raise ValueError(f"--quantifier must be one of {', '.join(METHODS)}, not {quantifier!r}")
     predictions, out_dir = Path(predictions), Path(out_dir)
     raw, classes, origin = load_predictions(predictions)
     warning = demo_warning(origin.get("training_data"))
@@ -281,7 +324,12 @@ def trends(predictions: str | Path, out_dir: str | Path, by: str = "week", group
     df, counts = prepare(raw, classes, by, group, min_confidence)
     if df.empty:
         raise ValueError(f"{predictions}: no dated predictions left to chart ({counts})")
-    table = period_table(df, by, classes)
+    stats = origin.get("validation")
+    if quantifier in NEEDS_STATS and not stats:
+        raise ValueError(f"--quantifier {quantifier} needs the validation statistics of the bundle that wrote "
+                         f"{predictions.name} (its {provenance_path(predictions).name}, written by `emocare predict` "
+                         "with a bundle this version trained); use pcc")
+    table = period_table(df, by, classes, quantifier, stats)
     write_text(out_dir / "trends.csv", long_table(table).to_csv(index=False))
     moved = spikes(table, window, min_posts, top)
     write_text(out_dir / "spikes.csv", moved.round(4).to_csv(index=False))
@@ -289,8 +337,11 @@ def trends(predictions: str | Path, out_dir: str | Path, by: str = "week", group
     picks = examples(df, examples_per_cell)
     write_text(out_dir / "report.html", report_html(counts, table, moved, picks, predictions.parent,
                                                     out_dir / "trends.png", by, predictions.name, classes,
-                                                    _why_no_moves(table, min_posts), warning))
-    summary = {**counts, "periods": int(table.index.get_level_values("period").nunique()),
+                                                    _why_no_moves(table, min_posts), warning,
+                                                    f"Each share is {METHOD_NOTES[quantifier]}, with a "
+                                                    f"{int(100 * LEVEL)}% bootstrap interval ({BOOTSTRAP} "
+                                                    "resamples of the period's posts)."))
+    summary = {**counts, "quantifier": quantifier, "periods": int(table.index.get_level_values("period").nunique()),
                "groups": int(table.index.get_level_values("group").nunique()),
                "top_move": moved.iloc[0][["group", "period", "emotion", "change"]].to_dict() if len(moved) else None,
                "out": str(out_dir)}

@@ -91,7 +91,9 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     test = _json(r / "test" / "summary.json")
     assert test["test_posts"] == stats["splits"]["test"]["count"] == test["n"] + test["unscored_posts"]
     headline = _json(r / "metrics.json")
-    assert headline["test"] == {k: test[k] for k in ("macro_f1", "weighted_f1", "accuracy")}
+    assert headline["test"] == {**{k: test[k] for k in ("macro_f1", "weighted_f1", "accuracy")},
+                                "ece": test["calibration"]["ece_after"],
+                                "ece_uncalibrated": test["calibration"]["ece_before"]}
     assert set(headline) == {"test", "by_modalities", "specialist_alone", "ablation"}
     confusion = (r / "test" / "confusion.csv").read_text().strip().splitlines()
     assert len(confusion) - 1 == test["n"]

@@ -103,3 +103,51 @@ def test_a_missing_bundle_is_reported_before_loading_anything(command, tmp_path:
     err = capsys.readouterr().err
     assert f"no trained models in {tmp_path / 'nowhere'}" in err and "fusion/best_model.pt" in err
     assert "dvc repro" in err and "--models" in err
+
+
+def test_probabilities_are_calibrated_and_attribution_explains_the_label(model: EmoCare, demo_dir: Path):
+    """The fusion model's stored calibration reaches predict; hiding a modality costs what ``attribution`` says."""
+    import torch
+
+    from emocare.calibration import apply, softmax
+    from emocare.fusion import CALIBRATION
+    from emocare.scoring import fusion_logits
+
+    assert model.fusion.calibration["kind"] == CALIBRATION and model.validation["posts"] > 0
+    image = _media(demo_dir, "image")
+    both = model.predict(text="me rn:", image=image)
+    assert set(both["attribution"]) == {"text", "image"}
+    alone = model.predict(text="me rn:")
+    assert alone["attribution"] == {}  # one modality: nothing to hide it against
+    top = both["label"]
+    assert both["attribution"]["image"] == pytest.approx(both["probabilities"][top] - alone["probabilities"][top],
+                                                         abs=1e-3)
+    decoded, _ = model.decode({"text": "me rn:"})
+    emb = {m: torch.zeros(1, model.specialists[m].dim) for m in model.fusion.modalities}
+    from emocare.scoring import features
+    emb["text"] = features(model.specialists["text"], model.specialists["text"].collate([(decoded["text"], -1)]),
+                           model.device)
+    present = torch.tensor([[m == "text" for m in model.fusion.modalities]])
+    raw = fusion_logits(model.fusion, emb, present, model.device, calibrated=False)
+    calibrated = softmax(apply(raw, model.fusion.calibration))[0]
+    assert alone["probabilities"][DEFAULT.names[0]] == pytest.approx(float(calibrated[0]), abs=1e-5)
+
+
+def test_min_confidence_labels_uncertain_and_is_counted(model: EmoCare, trained_bundle: Path, demo_dir: Path,
+                                                        tmp_path: Path, capsys):
+    assert model.predict(text="so mad", min_confidence=1.01)["label"] == "uncertain"
+    assert model.predict(text="so mad", min_confidence=0.0)["label"] in DEFAULT.names
+    lines = (demo_dir / "manifest.jsonl").read_text().splitlines()[:20]
+    (tmp_path / "media").symlink_to(demo_dir / "media")
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "pred.jsonl"
+    assert cli(["predict", "--models", str(trained_bundle), "--device", "cpu", "--manifest",
+                str(tmp_path / "m.jsonl"), "-o", str(out), "--min-confidence", "0.5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    low = [r for r in rows if max(r["probabilities"].values()) < 0.5]
+    assert summary["uncertain"] == len(low) == sum(r["label"] == "uncertain" for r in rows)
+    assert summary["uncertain_rate"] == pytest.approx(len(low) / len(rows), abs=1e-4)
+    assert all("attribution" in r for r in rows)
+    provenance = json.loads((tmp_path / "pred.jsonl.models.json").read_text())
+    assert provenance["validation"] == model.validation  # what `trends --quantifier acc|pacc` needs

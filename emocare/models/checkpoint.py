@@ -44,12 +44,15 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra) -> None:
     """Atomically save weights plus everything needed to rebuild ``model`` (tensors and plain values only)."""
     payload = {"kind": model.checkpoint_kind, "labels": list(model.labels), "spec": model.spec(),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
-    _save(plain(payload), path)
+    save_payload(payload, path)
 
 
-def _save(payload: dict, path: str | Path) -> None:
-    """``torch.save`` through a file object, atomically: saved to a path, the archive's inner folder would be
-    named after the random temporary file, so the same weights would give different bytes (and DVC hashes)."""
+def save_payload(payload: dict, path: str | Path) -> None:
+    """Atomically save a checkpoint's payload (tensors and plain values only; else ValueError).
+
+    ``torch.save`` goes through a file object: saved to a path, the archive's inner folder would be named
+    after the random temporary file, so the same weights would give different bytes (and DVC hashes)."""
+    payload = plain(payload)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(payload, f)
 
@@ -73,7 +76,7 @@ def convert_checkpoint(path: str | Path, out: str | Path | None = None) -> dict:
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise ValueError(f"{path}: not an EmoCare checkpoint (no state_dict)")
     out = Path(out or path)
-    _save(plain(payload), out)
+    save_payload(payload, out)
     read_checkpoint(out)
     return {"converted": str(path), "out": str(out), "kind": payload.get("kind")}
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from emocare.calibration import apply
 from emocare.models.checkpoint import load_model
 
 KINDS = ("attention", "gated", "concat")
@@ -46,7 +48,7 @@ class FusionModel(nn.Module):
     checkpoint_kind = "fusion"
 
     def __init__(self, dims: dict[str, int], *, kind: str, d_model: int, heads: int, hidden: int, dropout: float,
-                 modality_dropout: float, labels: list[str]):
+                 modality_dropout: float, labels: list[str], calibration: dict | None = None):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"fusion.kind must be one of {KINDS}, got {kind!r}")
@@ -54,8 +56,9 @@ class FusionModel(nn.Module):
             raise ValueError("fusion needs at least one modality with embeddings")
         self.modalities = list(dims)
         self.config = {"dims": dict(dims), "kind": kind, "d_model": d_model, "heads": heads, "hidden": hidden,
-                       "dropout": dropout, "modality_dropout": modality_dropout}
+                       "dropout": dropout, "modality_dropout": modality_dropout, "calibration": calibration}
         self.kind, self.p_drop, self.labels = kind, modality_dropout, list(labels)
+        self.calibration = calibration  # emocare.calibration: fitted after training, applied by emocare.scoring
         n = len(self.modalities)
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d_model)) for m, d in dims.items()})
         if kind == "attention":
@@ -87,6 +90,10 @@ class FusionModel(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         return self.head(self.fuse(batch))
 
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated logits: the fitted :mod:`emocare.calibration` map (none before it is fitted)."""
+        return apply(logits, self.calibration)
+
     @classmethod
     def from_params(cls, dims: dict[str, int], cfg: dict, labels: list[str]) -> FusionModel:
         """The model the ``fusion`` section of ``params.yaml`` describes, over modalities of ``dims``."""
@@ -94,7 +101,7 @@ class FusionModel(nn.Module):
                    dropout=cfg["hidden_dropout"], modality_dropout=cfg["dropout"], labels=labels)
 
     def spec(self) -> dict:
-        return dict(self.config)
+        return {**self.config, "calibration": self.calibration}
 
     @classmethod
     def from_spec(cls, spec: dict, labels: list[str]) -> FusionModel:

@@ -82,6 +82,8 @@ class Prediction(BaseModel):
     label: str = Field(description="the most probable class")
     probabilities: dict[str, float] = Field(description="every class of the model, with its probability (sum 1)")
     modalities: list[Literal["text", "image", "video"]] = Field(description="the modalities the prediction used")
+    attribution: dict[str, float] = Field(default_factory=dict, description=(
+        "per modality used: how much the label's probability falls when it is hidden (none for a single modality)"))
     ocr_text: str | None = Field(None, description="the text read from the image or video (models trained with "
                                  "text.ocr only)")
 

@@ -1,0 +1,65 @@
+"""Quantification: class shares of a set of posts from the model's probabilities, with bootstrap intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emocare.calibration import softmax
+from emocare.quantify import estimate, interval, validation_stats
+
+
+def biased_classifier(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Probabilities of a classifier that favours class 2 (as class weights make a model favour rare classes)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(len(labels), 3))
+    logits[np.arange(len(labels)), labels] += 1.5
+    logits[:, 2] += 0.8
+    return softmax(logits)
+
+
+def test_adjusted_count_recovers_a_shifted_mix():
+    rng = np.random.default_rng(0)
+    val_labels = rng.choice(3, 6000, p=[0.5, 0.3, 0.2])
+    stats = validation_stats(biased_classifier(val_labels, 1), val_labels)
+    test_labels = rng.choice(3, 6000, p=[0.2, 0.3, 0.5])  # another month's mix
+    truth = np.bincount(test_labels) / len(test_labels)
+    probs = biased_classifier(test_labels, 2)
+    error = {m: np.abs(estimate(probs, m, stats) - truth).mean() for m in ("count", "pcc", "acc", "pacc")}
+    assert error["acc"] < 0.02 and error["pacc"] < 0.02
+    assert error["count"] > 0.05 and error["pcc"] > 0.025  # the bias stays in the raw shares
+    assert estimate(probs, "acc", stats).sum() == pytest.approx(1.0)
+
+
+def test_em_recovers_a_shifted_mix_from_calibrated_probabilities():
+    """Probabilities calibrated for the validation mix, a month with another mix: EM re-weights to it, the mean
+    probability stays pulled toward the validation mix."""
+    rng = np.random.default_rng(4)
+    val_prior, month_prior = np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.3, 0.5])
+    evidence = rng.normal(size=(6000, 3))  # a post's likelihood under each class, up to a constant
+    labels = rng.choice(3, 6000, p=month_prior)
+    evidence[np.arange(6000), labels] += 1.5
+    probs = softmax(evidence + np.log(val_prior))  # what a classifier calibrated on validation says
+    stats = {"prior": val_prior.tolist()}
+    truth = np.bincount(labels) / len(labels)
+    assert np.abs(estimate(probs, "em", stats) - truth).mean() < 0.02
+    assert np.abs(estimate(probs, "pcc") - truth).mean() > 0.05
+    with pytest.raises(ValueError, match="validation statistics"):
+        estimate(probs, "em", {"confusion": []})  # a bundle from before the prior was stored
+
+
+def test_interval_covers_the_estimate_and_narrows_with_more_posts():
+    rng = np.random.default_rng(3)
+    probs = softmax(rng.normal(size=(2000, 4)))
+    low, high = interval(probs, "pcc")
+    share = estimate(probs, "pcc")
+    assert (low <= share).all() and (share <= high).all()
+    small_low, small_high = interval(probs[:100], "pcc")
+    assert ((small_high - small_low) > 2 * (high - low)).all()
+
+
+def test_adjusted_methods_need_the_bundles_statistics():
+    with pytest.raises(ValueError, match="validation statistics"):
+        estimate(np.full((3, 2), 0.5), "acc", None)
+    with pytest.raises(ValueError, match="count, pcc, acc, pacc, em"):
+        estimate(np.full((3, 2), 0.5), "median")
