@@ -173,8 +173,8 @@ def score_batch(model: EmoCare, items: list[dict], media_errors: str, out_dir: P
     return rows
 
 
-def _fingerprint(manifest: Path, models_dir: Path, settings: dict) -> dict:
-    """What a progress record must match for a re-run to continue it."""
+def run_fingerprint(manifest: Path, models_dir: Path, settings: dict) -> dict:
+    """What a progress record (or a cached result) must match for a re-run to reuse it."""
     def stamp(p: Path) -> list[int]:
         st = p.stat()
         return [st.st_size, st.st_mtime_ns]
@@ -304,7 +304,7 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
     parts_dir = out.with_name(out.name + ".parts")
     part = parts_dir / f"rank{rank}-of-{world}.jsonl"
     progress = parts_dir / f"rank{rank}-of-{world}.progress.json"
-    fingerprint = _fingerprint(manifest, models_dir, {"batch_size": batch_size, "media_errors": media_errors,
+    fingerprint = run_fingerprint(manifest, models_dir, {"batch_size": batch_size, "media_errors": media_errors,
                                                       "min_confidence": min_confidence, "world": world, "rank": rank})
     if rank == 0:
         tqdm.write(f"predict: {n} posts, {world} process(es), {workers} DataLoader worker(s) each, "

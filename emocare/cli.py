@@ -10,6 +10,8 @@ from pathlib import Path
 
 from emocare.bundle import MODELS_DIR, require_bundle
 from emocare.io import MB
+from emocare.labelling.decisions import RESOLVE
+from emocare.labelling.queue import STRATEGIES
 from emocare.quantify import DEFAULT as QUANTIFIER
 from emocare.quantify import METHODS
 from emocare.reddit import cli as reddit_cli
@@ -102,6 +104,58 @@ def cmd_serve(a: argparse.Namespace) -> None:
                       max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, timeout_s=a.timeout_s,
                       access_log=a.access_log)
     serve(a.models, a.host, a.port, cfg, a.device)
+
+
+def cmd_label(a: argparse.Namespace) -> None:
+    from emocare.labelling.server import Session, serve
+
+    serve(Session.open(a.posts, a.labels, _label_set(a.models), a.annotator, a.strategy, a.random_share, a.target,
+                       a.models, a.seed), a.host, a.port)
+
+
+def cmd_label_stats(a: argparse.Namespace) -> dict:
+    from emocare.labelling.agreement import stats
+    from emocare.labelling.decisions import LabelLog
+
+    return stats(LabelLog(_existing(a.labels_file)).read(), list(_label_set(a.models).names))
+
+
+def cmd_label_export(a: argparse.Namespace) -> dict:
+    from emocare.labelling.export import export
+
+    return export(_existing(a.labels_file), a.posts, a.out, _label_set(a.models), a.resolve)
+
+
+def cmd_label_to_ls(a: argparse.Namespace) -> dict:
+    from emocare.labelling.labelstudio import to_label_studio
+
+    return to_label_studio(a.posts, a.out, _label_set(a.models), a.labels, a.media_url)
+
+
+def cmd_label_from_ls(a: argparse.Namespace) -> dict:
+    from emocare.labelling.labelstudio import from_label_studio
+
+    return from_label_studio(_existing(a.tasks), a.posts_out, a.labels, _label_set(a.models), a.media_url)
+
+
+def _existing(path: str) -> str:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"labels file {path} not found")
+    return path
+
+
+def _label_set(models: str | None):
+    """The classes to label with: the bundle's when there is one, else params.yaml's (else the five)."""
+    from emocare.params import project_labels
+
+    if models and Path(models).is_dir():
+        from emocare.bundle import fusion_path
+        from emocare.labels import LabelSet
+        from emocare.models.checkpoint import read_checkpoint
+
+        if fusion_path(models).is_file():
+            return LabelSet.from_payload(read_checkpoint(fusion_path(models)))
+    return project_labels()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,11 +254,57 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--access-log", action="store_true", help="log every request (/metrics counts them anyway)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_serve)
+
+    lab = sub.add_parser("label", help="label posts in the browser (`label POSTS --labels L`), `label stats`, "
+                         "`label export`").add_subparsers(dest="label_command", required=True)
+    s = lab.add_parser("serve", help="the labelling page (the default: `emocare label POSTS ...`)")
+    s.add_argument("posts", help="the posts to label (a manifest, e.g. validate's posts.jsonl)")
+    s.add_argument("--labels", required=True, help="the labels file decisions are appended to (.jsonl)")
+    s.add_argument("--models", default=MODELS_DIR, help="the bundle that ranks posts, and whose classes are asked")
+    s.add_argument("--host", default="127.0.0.1", help="another address needs the token printed at start")
+    s.add_argument("--port", type=int, default=8010)
+    s.add_argument("--annotator", default=os.environ.get("USER") or "anonymous")
+    s.add_argument("--strategy", default="mixed", choices=STRATEGIES)
+    s.add_argument("--random-share", type=float, default=0.2, help="with mixed: the share of random picks")
+    s.add_argument("--target", type=int, help="labels wanted (default: every post)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_label)
+    s = lab.add_parser("stats", help="counts, per-annotator figures, kappa, confusion, disagreements")
+    s.add_argument("labels_file")
+    s.add_argument("--models", default=MODELS_DIR)
+    s.set_defaults(func=cmd_label_stats)
+    s = lab.add_parser("export", help="the labelled posts as a manifest that validate and dvc repro take")
+    s.add_argument("labels_file")
+    s.add_argument("--posts", required=True, help="the posts file that was labelled")
+    s.add_argument("-o", "--out", required=True, help="the manifest to write, e.g. labelled/manifest.jsonl")
+    s.add_argument("--resolve", default="majority", choices=RESOLVE,
+                   help="a post labelled by several annotators: the most frequent label, or the latest")
+    s.add_argument("--models", default=MODELS_DIR)
+    s.set_defaults(func=cmd_label_export)
+    s = lab.add_parser("to-label-studio", help="posts (and decisions) as Label Studio tasks JSON, with its config")
+    s.add_argument("posts")
+    s.add_argument("-o", "--out", required=True, help="the tasks file (.json); the labeling config goes beside (.xml)")
+    s.add_argument("--labels", help="a labels file whose decisions become the tasks' annotations")
+    s.add_argument("--media-url", default="", help="prefix of media paths, e.g. /data/local-files/?d=brawl/")
+    s.add_argument("--models", default=MODELS_DIR)
+    s.set_defaults(func=cmd_label_to_ls)
+    s = lab.add_parser("from-label-studio", help="a Label Studio JSON export as posts and decisions")
+    s.add_argument("tasks", help="Label Studio's JSON export")
+    s.add_argument("--posts-out", required=True, help="the posts manifest to write (in the media paths' folder)")
+    s.add_argument("--labels", required=True, help="the labels file the decisions are appended to")
+    s.add_argument("--media-url", default="", help="the prefix to strip from media paths")
+    s.add_argument("--models", default=MODELS_DIR)
+    s.set_defaults(func=cmd_label_from_ls)
     return p
+
+
+LABEL_COMMANDS = ("serve", "stats", "export", "to-label-studio", "from-label-studio", "-h", "--help")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["label"] and argv[1:2] and argv[1] not in LABEL_COMMANDS:
+        argv = ["label", "serve", *argv[1:]]  # `emocare label POSTS ...` is the page
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:

@@ -1,0 +1,115 @@
+"""The labels file: every labelling decision, appended one JSON object a line and fsynced before it is
+acknowledged, so that a killed server (or a lost machine) loses nothing it said it kept.
+
+A decision is ``{"id", "label", "annotator", "strategy", "score", "time"}``; an undo is
+``{"id", "annotator", "undo": true, "time"}`` and takes back that annotator's latest decision on the
+post. Nothing is ever rewritten: what an annotator currently says is the log replayed
+(:func:`current`), in file order, and a post's label across annotators is :func:`resolve`'s.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+RESOLVE = ("majority", "latest")
+
+
+class LabelLog:
+    """The append-only labels file (shared by the server's threads, and by several servers on one machine)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def read(self) -> list[dict]:
+        """Every record so far, in file order. A last line without its newline (a write killed before it was
+        acknowledged) is left out; any other line that is not a JSON object is an error naming it."""
+        if not self.path.is_file():
+            return []
+        chunks = self.path.read_bytes().split(b"\n")
+        out = []
+        for n, raw in enumerate(chunks[:-1], 1):  # the last chunk has no newline: empty, or torn
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                record = None
+            if not isinstance(record, dict) or "id" not in record:
+                raise ValueError(f"{self.path}: line {n} is not a decision (a JSON object with an id): {raw[:80]!r}")
+            out.append(record)
+        return out
+
+    def append(self, record: dict, at: float | None = None) -> dict:
+        """Write ``record`` with its ``time`` (now, or ``at``) durably: on disk before this returns."""
+        record = {**record, "time": round(time.time() if at is None else at, 3)}
+        line = (json.dumps(record) + "\n").encode()  # ASCII: no character of a record can look like a newline
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # another server appending to the same file waits
+                _drop_torn_line(fd)
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return record
+
+
+def _drop_torn_line(fd: int) -> None:
+    """Cut a last line without its newline: a write killed before it was acknowledged."""
+    size = os.fstat(fd).st_size
+    tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+    if tail and not tail.endswith(b"\n"):
+        os.ftruncate(fd, size - len(tail) + tail.rfind(b"\n") + 1)
+
+
+def current(records: list[dict], annotator: str | None = None) -> dict[tuple[str, str], dict]:
+    """The standing decision per (annotator, post id), undos applied, each with its position in the file
+    (``seq``, what "latest" means); only ``annotator``'s when given."""
+    stacks: dict[tuple[str, str], list[dict]] = {}
+    for seq, r in enumerate(records):
+        if annotator is not None and r.get("annotator") != annotator:
+            continue
+        key = (r.get("annotator"), r["id"])
+        if r.get("undo"):
+            if stacks.get(key):
+                stacks[key].pop()
+        else:
+            stacks.setdefault(key, []).append({**r, "seq": seq})
+    return {k: v[-1] for k, v in stacks.items() if v}
+
+
+def last_undoable(records: list[dict], annotator: str, ids: set[str] | dict | None = None) -> str | None:
+    """The post id (among ``ids``, when given) of ``annotator``'s latest decision that still stands: what ``u``
+    takes back."""
+    standing = [r for (_, pid), r in current(records, annotator).items() if ids is None or pid in ids]
+    return max(standing, key=lambda r: r["seq"])["id"] if standing else None
+
+
+def resolve(records: list[dict], how: str = "majority") -> dict[str, dict]:
+    """Per post id: ``{"label", "votes", "random"}``. ``majority`` takes the most frequent standing label (ties:
+    the latest of the tied), ``latest`` the latest in the file; ``random`` says whether any decision on it was
+    a random pick (an unbiased sample, for evaluation)."""
+    if how not in RESOLVE:
+        raise ValueError(f"--resolve must be one of {', '.join(RESOLVE)}, not {how!r}")
+    by_post: dict[str, list[dict]] = {}
+    for r in sorted(current(records).values(), key=lambda r: r["seq"]):
+        by_post.setdefault(r["id"], []).append(r)
+    out = {}
+    for pid, rs in by_post.items():
+        votes = Counter(r["label"] for r in rs)
+        if how == "latest":
+            label = rs[-1]["label"]
+        else:
+            top = max(votes.values())
+            label = next(r["label"] for r in reversed(rs) if votes[r["label"]] == top)
+        out[pid] = {"label": label, "votes": dict(votes), "random": any(r.get("strategy") == "random" for r in rs)}
+    return out
