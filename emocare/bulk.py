@@ -30,7 +30,7 @@ from tqdm import tqdm
 from emocare.bundle import fusion_path, provenance_path
 from emocare.data.manifest import parse_line, unix_time
 from emocare.distributed import barrier, init_distributed, rank_world
-from emocare.io import atomic_path, read_json, write_json
+from emocare.io import atomic_path, file_stamp, read_json, write_json
 from emocare.labels import MODALITIES
 from emocare.predict import NO_MODALITY, UNCERTAIN, EmoCare
 from emocare.runtime import die_with_parent
@@ -175,12 +175,8 @@ def score_batch(model: EmoCare, items: list[dict], media_errors: str, out_dir: P
 
 def run_fingerprint(manifest: Path, models_dir: Path, settings: dict) -> dict:
     """What a progress record (or a cached result) must match for a re-run to reuse it."""
-    def stamp(p: Path) -> list[int]:
-        st = p.stat()
-        return [st.st_size, st.st_mtime_ns]
-
-    return {"manifest": str(manifest.resolve()), "manifest_stamp": stamp(manifest),
-            "models_stamp": stamp(fusion_path(models_dir)), **settings}
+    return {"manifest": str(manifest.resolve()), "manifest_stamp": file_stamp(manifest),
+            "models_stamp": file_stamp(fusion_path(models_dir)), **settings}
 
 
 def _resume_state(progress: Path, part: Path, fingerprint: dict) -> dict:

@@ -21,7 +21,7 @@ from emocare.models.checkpoint import read_checkpoint
 from emocare.models.fusion import load_fusion
 from emocare.plots import ablation_png, confusion_png, reliability_png
 from emocare.report import ablation_markdown
-from emocare.scoring import attribution, cached_fusion_logits, head_logits
+from emocare.scoring import attribution, attribution_record, cached_fusion_logits, head_logits
 
 
 def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors: int = 50,
@@ -75,7 +75,7 @@ def evaluate_test(cache: Cache, posts: list[Post], out_dir: str | Path, n_errors
     _, attr = attribution(model, {m: cache.emb[m][shown] for m in model.modalities},
                           cache.present_matrix(model.modalities)[shown], torch.device("cpu"))
     for err, a in zip(errors, attr, strict=True):
-        err["attribution"] = {m: round(float(v), 4) for m, v in zip(model.modalities, a, strict=True) if v == v}
+        err["attribution"] = attribution_record(model.modalities, a)
     if ocr:
         for err, text in zip(errors, posts_ocr([by_id[e["id"]] for e in errors], frame_store), strict=True):
             err["ocr_text"] = text

@@ -113,6 +113,12 @@ def file_chunks(f, size: int = 1 << 20) -> Iterator[bytes]:
         yield chunk
 
 
+def file_stamp(path: str | os.PathLike) -> list[int]:
+    """A file's size and modification time (ns): what changes when it is rewritten, cheaply."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's bytes, read a chunk at a time."""
     digest = hashlib.sha256()

@@ -28,7 +28,7 @@ from emocare.labels import LabelSet
 from emocare.media.ocr import media_text, with_ocr
 from emocare.models import load_checkpoint
 from emocare.runtime import resolve_device
-from emocare.scoring import attribution, features
+from emocare.scoring import attribution, attribution_record, features
 
 ImageInput = str | Path | bytes | Image.Image | None
 NO_MODALITY = "the post has no usable modality (no text, and no media this model was trained on)"
@@ -121,7 +121,7 @@ class EmoCare:
         return [{"label": names[int(p.argmax())] if p.max() >= min_confidence else UNCERTAIN,
                  "probabilities": {c: round(float(x), 6) for c, x in zip(names, p, strict=True)},
                  "modalities": [m for m in mods if m in d],
-                 "attribution": {m: round(float(v), 4) for m, v in zip(mods, a, strict=True) if not np.isnan(v)},
+                 "attribution": attribution_record(mods, a),
                  **({"ocr_text": d["ocr_text"]} if "ocr_text" in d else {})}
                 for d, p, a in zip(decoded, probs, attr, strict=True)]
 

@@ -78,6 +78,11 @@ def attribution(fusion: nn.Module, emb: dict[str, torch.Tensor], present: torch.
     return probs.numpy(), out.numpy()
 
 
+def attribution_record(modalities: list[str], values: np.ndarray) -> dict[str, float]:
+    """One post's row of :func:`attribution` as results carry it: its modalities (NaN ones left out), rounded."""
+    return {m: round(float(v), 4) for m, v in zip(modalities, values, strict=True) if not np.isnan(v)}
+
+
 def cached_fusion_logits(model: nn.Module, cache, rows: np.ndarray, shown: list[str] | None = None,
                          device: str = "cpu", calibrated: bool = True) -> np.ndarray:
     """:func:`fusion_logits` for an embedding cache's (:class:`emocare.cache.Cache`) ``rows``, with modalities

@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from emocare.data.manifest import iter_manifest, resolve_media
+from emocare.io import file_stamp
 from emocare.labelling.decisions import LabelLog, current, last_undoable
 from emocare.labelling.queue import NEEDS_MODELS, order, uncertainty_scores
 from emocare.labels import LabelSet
@@ -50,11 +51,6 @@ class LabelError(ValueError):
         self.status = status
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
-
-
 @dataclass
 class Session:
     """One annotator's labelling of a posts file: the asking order, what stands, what was skipped."""
@@ -68,7 +64,7 @@ class Session:
     posts: dict[str, dict] = field(default_factory=dict)
     skipped: set[str] = field(default_factory=set)
     front: list[str] = field(default_factory=list)  # undone posts, asked again first
-    stamp: tuple[int, int] = (0, 0)
+    stamp: list[int] = field(default_factory=list)  # emocare.io.file_stamp of the posts file at start
     lock: threading.RLock = field(default_factory=threading.RLock)  # one request at a time changes the session
 
     @classmethod
@@ -80,7 +76,7 @@ class Session:
             raise FileNotFoundError(f"posts file {posts_path} not found")
         if target is not None and target < 1:
             raise ValueError(f"--target must be at least 1, not {target}")
-        stamp = _stamp(posts_path)  # before reading and scoring: a change while they run is caught too
+        stamp = file_stamp(posts_path)  # before reading and scoring: a change while they run is caught too
         posts = {}
         for line in iter_manifest(posts_path):
             rec = line.record
@@ -101,7 +97,7 @@ class Session:
                    stamp=stamp)
 
     def _check_unchanged(self) -> None:
-        if _stamp(self.posts_path) != self.stamp:
+        if file_stamp(self.posts_path) != self.stamp:
             raise LabelError(HTTPStatus.CONFLICT, f"{self.posts_path} changed since `emocare label` started: "
                                                   "restart it, so that ids and media are read again")
 

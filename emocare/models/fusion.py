@@ -56,7 +56,7 @@ class FusionModel(nn.Module):
             raise ValueError("fusion needs at least one modality with embeddings")
         self.modalities = list(dims)
         self.config = {"dims": dict(dims), "kind": kind, "d_model": d_model, "heads": heads, "hidden": hidden,
-                       "dropout": dropout, "modality_dropout": modality_dropout, "calibration": calibration}
+                       "dropout": dropout, "modality_dropout": modality_dropout}
         self.kind, self.p_drop, self.labels = kind, modality_dropout, list(labels)
         self.calibration = calibration  # emocare.calibration: fitted after training, applied by emocare.scoring
         n = len(self.modalities)
