@@ -6,8 +6,11 @@ Then, from the pipeline's own cache and fusion model:
 
 - test ECE (top label, 15 bins) and NLL for each calibration (:data:`emocare.calibration.KINDS`), fitted on
   validation;
-- ``--months`` months, each ``--month-posts`` test posts drawn with a class mix unlike the training mix (each
-  class's training share times exp(N(0, ``--shift``)), renormalised), and for every calibration and
+- test ECE's floor: what perfectly calibrated probabilities with the same confidences would read on this many
+  test posts (:func:`emocare.calibration.ece_floor`);
+- ``--months`` months for each size in ``--month-posts`` (posts per month, comma-separated), test posts
+  drawn with a class mix unlike the training mix (each class's training share times exp(N(0, ``--shift``)),
+  renormalised), and for every calibration and
   quantifier the mean absolute error of the estimated shares against the month's true shares;
 - end to end, as a user runs it: the first month as a manifest dated into one week, `emocare predict` and
   `emocare trends --quantifier Q` for each quantifier, the error of ``trends.csv``'s shares, with the bundle's
@@ -16,7 +19,7 @@ Then, from the pipeline's own cache and fusion model:
 ``--workdir DIR`` keeps the project copy; run again with the same DIR, only what changed is re-run (a new
 ``--calibration`` re-runs the fusion stage and after, seconds).
 
-    python benchmarks/calibration.py [--posts 5000] [--months 20] [--month-posts 400] [--workdir DIR]
+    python benchmarks/calibration.py [--posts 5000] [--months 20] [--month-posts 400,1000] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -51,14 +54,14 @@ def main() -> None:
     ap.add_argument("--posts", type=int, default=5000)
     ap.add_argument("--test-share", type=float, default=0.3)
     ap.add_argument("--months", type=int, default=20)
-    ap.add_argument("--month-posts", type=int, default=400)
+    ap.add_argument("--month-posts", default="400,1000", help="posts per month, comma-separated sizes")
     ap.add_argument("--shift", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--calibration", help="fusion.calibration of the pipeline run (default: params.yaml's)")
     ap.add_argument("--workdir", type=Path, help="keep the project copy here, and reuse it when it exists")
     a = ap.parse_args()
     from emocare.cache import load_cache
-    from emocare.calibration import KINDS, apply, ece, fit_calibration, nll, softmax
+    from emocare.calibration import KINDS, apply, ece, ece_floor, fit_calibration, nll, softmax
     from emocare.models.fusion import load_fusion
     from emocare.quantify import METHODS, estimate, validation_stats
     from emocare.scoring import cached_fusion_logits
@@ -97,18 +100,21 @@ def main() -> None:
             p_val, p_test = softmax(apply(raw["val"], fitted)), softmax(apply(raw["test"], fitted))
             probs[kind] = (p_test, validation_stats(p_val, y_val))
             out["calibrations"][kind] = {"test_ece": round(ece(p_test, y_test), 4),
+                                         "test_ece_floor": round(ece_floor(p_test), 4),
                                          "test_nll": round(nll(p_test, y_test), 4),
                                          "test_accuracy": round(float((p_test.argmax(1) == y_test).mean()), 4)}
         rng = np.random.default_rng(a.seed)
-        months = [month_rows(y_test, prior, a.month_posts, a.shift, rng) for _ in range(a.months)]
-        out["month_shift_from_training_mix"] = round(float(np.mean([np.abs(m - prior).mean() for _, m in months])), 4)
+        sizes = [int(n) for n in a.month_posts.split(",")]
+        months = {n: [month_rows(y_test, prior, n, a.shift, rng) for _ in range(a.months)] for n in sizes}
+        out["month_shift_from_training_mix"] = {
+            n: round(float(np.mean([np.abs(m - prior).mean() for _, m in ms])), 4) for n, ms in months.items()}
         for kind, (p_test, stats) in probs.items():
-            out["calibrations"][kind]["share_mae"] = {
+            out["calibrations"][kind]["share_mae"] = {n: {
                 method: round(float(np.mean([np.abs(estimate(p_test[r], method, stats) - mix).mean()
-                                             for r, mix in months])), 4) for method in METHODS}
+                                             for r, mix in ms])), 4) for method in METHODS} for n, ms in months.items()}
 
         # end to end: the first month through `emocare predict` and `emocare trends`
-        rows, mix = months[0]
+        rows, mix = months[sizes[0]][0]
         by_id = {json.loads(x)["id"]: json.loads(x) for x in (repo / "data" / "posts.jsonl").read_text().splitlines()}
         with open(repo / "month.jsonl", "w", encoding="utf-8") as f:
             for i, r in enumerate(rows):

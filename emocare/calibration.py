@@ -8,9 +8,13 @@ split by minimising the unweighted negative log-likelihood:
 * ``bcts``: one scale and a bias per class (bias-corrected temperature scaling, Alexandari et al. 2020): the
   bias undoes the class weights' prior shift, so the label can change;
 * ``vector``: a scale and a bias per class (Guo et al. 2017);
+* ``matrix``: ``logits @ W + bias`` with a full matrix ``W`` whose off-diagonal entries are held near 0 by an
+  L2 penalty (matrix scaling with off-diagonal regularisation, the logit form of Dirichlet calibration, Kull
+  et al. 2019): a class's probability may then also move with the other classes' logits;
 * ``none``: the identity.
 
-The fusion checkpoint stores the fitted ``{"kind", "scale", "bias"}`` and
+The fusion checkpoint stores the fitted ``{"kind", "scale", "bias"}`` (``scale``: a list per class, or for
+``matrix`` the rows of ``W``) and
 :func:`emocare.scoring.fusion_logits` applies it, so every probability the project gives is calibrated.
 """
 
@@ -18,9 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = ("temperature", "bcts", "vector", "none")
+KINDS = ("temperature", "bcts", "vector", "matrix", "none")
 ECE_BINS = 15
 LBFGS_STEPS = 200
+OFF_DIAGONAL_L2 = 0.1  # matrix: the penalty on the mean squared off-diagonal entry (README: how much it matters)
+FLOOR_DRAWS = 200  # label draws behind ece_floor: its own spread is then under 0.001
 
 
 def identity(n_classes: int) -> dict:
@@ -37,6 +43,8 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, kind: str) -> dict:
     if kind == "none" or len(labels) == 0:
         return identity(n_classes)
     x, y = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels, dtype=torch.long)
+    if kind == "matrix":
+        return _fit_matrix(x, y)
     # log-scale keeps every scale positive: the order of a post's classes by logit never flips
     log_scale = torch.zeros(n_classes if kind == "vector" else 1, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=kind != "temperature")
@@ -54,20 +62,44 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, kind: str) -> dict:
     return {"kind": kind, "scale": [float(s) for s in scale], "bias": [float(b) for b in bias.detach()]}
 
 
+def _fit_matrix(x, y) -> dict:
+    import torch
+
+    k = x.shape[1]
+    w = torch.eye(k, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    off = 1 - torch.eye(k, dtype=torch.float64)
+    opt = torch.optim.LBFGS([w, bias], lr=0.5, max_iter=LBFGS_STEPS, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        penalty = OFF_DIAGONAL_L2 * ((w * off) ** 2).sum() / max(k * (k - 1), 1)
+        loss = torch.nn.functional.cross_entropy(x @ w + bias, y) + penalty
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {"kind": "matrix", "scale": w.detach().tolist(), "bias": [float(b) for b in bias.detach()]}
+
+
 def describe(fitted: dict) -> str:
     """The fitted calibration in words, for the reports."""
-    temperature = 1 / fitted["scale"][0]
-    return {"temperature": f"temperature scaling (T = {temperature:.3f})",
-            "bcts": f"bias-corrected temperature scaling (T = {temperature:.3f}, and a bias per class)",
-            "vector": "vector scaling (a scale and a bias per class)", "none": "none"}[fitted["kind"]]
+    kind = fitted["kind"]
+    if kind in ("temperature", "bcts"):
+        temperature = 1 / fitted["scale"][0]
+        return (f"temperature scaling (T = {temperature:.3f})" if kind == "temperature" else
+                f"bias-corrected temperature scaling (T = {temperature:.3f}, and a bias per class)")
+    return {"vector": "vector scaling (a scale and a bias per class)",
+            "matrix": "matrix scaling (a matrix over the classes' logits and a bias per class, off-diagonal L2)",
+            "none": "none"}[kind]
 
 
 def apply(logits: np.ndarray, calibration: dict | None) -> np.ndarray:
     """Calibrated logits (``logits`` unchanged without a calibration)."""
     if not calibration:
         return logits
-    return (logits * np.asarray(calibration["scale"], np.float32) + np.asarray(calibration["bias"], np.float32)
-            ).astype(np.float32)
+    scale, bias = np.asarray(calibration["scale"], np.float32), np.asarray(calibration["bias"], np.float32)
+    return ((logits @ scale if scale.ndim == 2 else logits * scale) + bias).astype(np.float32)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -90,6 +122,20 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float | 
         return None
     return float(sum(r["posts"] * abs(r["accuracy"] - r["confidence"]) for r in reliability(probs, labels, bins))
                  / len(labels))
+
+
+def ece_floor(probs: np.ndarray, bins: int = ECE_BINS, draws: int = FLOOR_DRAWS, seed: int = 0) -> float | None:
+    """The ECE that perfectly calibrated probabilities with these confidences would read on this many posts:
+    the mean over ``draws`` of the ECE when each post's top label is right with probability its confidence
+    (consistency resampling, Broecker & Smith 2007). The binned ECE of a finite set is never 0, so an ECE at
+    or under this floor is as calibrated as the set can show."""
+    if len(probs) == 0:
+        return None
+    conf = probs.max(1)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    right = np.random.default_rng(seed).random((draws, len(conf))) < conf
+    gap = sum(np.abs((right[:, which == b] - conf[which == b]).sum(1)) for b in np.unique(which))
+    return float(gap.mean() / len(conf))
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float | None:

@@ -9,7 +9,7 @@ import torch
 
 from emocare.bundle import MODELS_DIR, fusion_path, specialist_path, subset_path
 from emocare.cache import Cache
-from emocare.calibration import ECE_BINS, ece, nll, reliability, softmax
+from emocare.calibration import ECE_BINS, ece, ece_floor, nll, reliability, softmax
 from emocare.data.manifest import Post
 from emocare.gallery import error_gallery
 from emocare.io import write_json, write_jsonl, write_text
@@ -96,7 +96,8 @@ def _calibration_report(before: np.ndarray, after: np.ndarray, labels: np.ndarra
         f"{by_bin[k][b]['accuracy']:.4f}" if b in by_bin[k] else "" for k in curves) + "\n" for b in range(ECE_BINS))
     write_text(out_dir / "reliability.csv", "confidence,ideal,before,after\n" + rows)
     return {"kind": (fitted or {}).get("kind", "none"), "ece_before": eces["before"], "ece_after": eces["after"],
-            "nll_before": nll(before, labels), "nll_after": nll(after, labels), "bins": ECE_BINS}
+            "ece_floor": ece_floor(after), "nll_before": nll(before, labels), "nll_after": nll(after, labels),
+            "bins": ECE_BINS, "posts": len(labels)}
 
 
 def _error_record(post: Post, classes: LabelSet, true: int, pred: int, probs: np.ndarray, combo: str) -> dict:
