@@ -12,11 +12,13 @@ with its own `dvc repro`:
   image post whose title says nothing; without and with OCR.
 
 All variants share one decoded-frames store (so EfficientNet's features and the OCR text are computed once)
-and one split (the same labels, seed and fractions). OCR's word recall and precision against the CSV's text
-(lower-cased words) and its seconds per image (one process, the store off) are measured on ``--ocr-sample``
-images.
+and, for each of ``--split-seeds``, one split (the same labels, seed and fractions); ``summary`` gives each
+variant's mean over the seeds and the mean and range of fusion minus text alone. OCR's word recall and
+precision against the CSV's text (lower-cased words) and its seconds per image (one process, the store off)
+are measured on ``--ocr-sample`` images.
 
     python benchmarks/real_memes.py LABELS.csv [--variants scratch,pretrained,ocr,title,title+ocr]
+                                              [--split-seeds 42,1,2] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import csv
 import json
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -66,7 +69,7 @@ def ocr_quality(rows: list[dict], folder: Path, sample: int, store: Path) -> dic
             "word_precision": round(right / max(found, 1), 4), "s_per_image": round(seconds / max(sample, 1), 3)}
 
 
-def run_variant(name: str, data: Path, frames: Path, labels: list[str]) -> dict:
+def run_variant(name: str, data: Path, frames: Path, labels: list[str], split_seed: int) -> dict:
     overrides, title_only = VARIANTS[name]
     manifest = data / f"{name}.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,13 +83,14 @@ def run_variant(name: str, data: Path, frames: Path, labels: list[str]) -> dict:
         params["labels"] = labels
         params["data"].update(manifest=str(manifest), root=str(data))
         params["frame_store"] = str(frames)
+        params["split"]["seed"] = split_seed
         for section, values in overrides.items():
             params[section].update(values)
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         wall, _ = sh(repo, sys.executable, "-m", "dvc", "repro")
         metrics = json.loads((repo / "reports" / "metrics.json").read_text())
         image = json.loads((repo / "reports" / "image" / "info.json").read_text())
-        return {"dvc_repro_s": round(wall, 1), "image_backbone": image.get("backbone"),
+        return {"split_seed": split_seed, "dvc_repro_s": round(wall, 1), "image_backbone": image.get("backbone"),
                 "image_pretrained_source": image.get("pretrained_source"), "image_frozen": image.get("frozen"),
                 "text_ocr": bool(params["text"].get("ocr")),
                 "validation": json.loads((repo / "reports" / "data" / "validation.json").read_text()),
@@ -101,6 +105,9 @@ def main() -> None:
     ap.add_argument("labels_csv", type=Path)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--ocr-sample", type=int, default=100, help="images for OCR word accuracy and speed")
+    ap.add_argument("--split-seeds", default="42", help="split.seed values, comma-separated: one split each")
+    ap.add_argument("--workdir", type=Path, help="keep the copied memes (data/) and the frame store (frames/: "
+                    "decoded frames, EfficientNet features, OCR text) here, for a later run to reuse")
     a = ap.parse_args()
     with open(a.labels_csv, encoding="utf-8", newline="") as f:
         rows = [{"image": r["image"], "text": r["text"], "label": r["label"].strip().lower()}
@@ -108,10 +115,12 @@ def main() -> None:
     labels = sorted({r["label"] for r in rows})
     out: dict = {"memes": len(rows), "labels": dict(Counter(r["label"] for r in rows).most_common())}
     with tempfile.TemporaryDirectory() as tmp:
-        data, frames = Path(tmp) / "memes", Path(tmp) / "frames"
+        work = a.workdir or Path(tmp)
+        data, frames = work / "data", work / "frames"
         for r in rows:  # a copy inside the data root the manifests declare
             (data / r["image"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(a.labels_csv.parent / r["image"], data / r["image"])
+            if not (data / r["image"]).is_file():  # the stores key a file by its path, size and time
+                shutil.copy2(a.labels_csv.parent / r["image"], data / r["image"])
         for name, text in (("labels.csv", None), ("titles.csv", TITLE)):
             with open(data / name, "w", encoding="utf-8", newline="") as f:
                 writer = csv.DictWriter(f, ["image", "text", "label"])
@@ -119,10 +128,24 @@ def main() -> None:
                 writer.writerows({**r, "text": text or r["text"]} for r in rows)
         out["ocr"] = ocr_quality(rows, data, a.ocr_sample, frames)
         print(json.dumps({"ocr": out["ocr"]}), file=sys.stderr, flush=True)
-        for name in a.variants.split(","):
-            out[name] = run_variant(name, data, frames, labels)
-            print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)
+        runs: dict[str, list[dict]] = {}
+        for seed in (int(x) for x in a.split_seeds.split(",")):
+            for name in a.variants.split(","):
+                runs.setdefault(name, []).append(run_variant(name, data, frames, labels, seed))
+                print(json.dumps({name: runs[name][-1]}), file=sys.stderr, flush=True)
+    out["runs"] = runs
+    out["summary"] = {name: summary(r) for name, r in runs.items()}
     print(json.dumps(out, indent=2))
+
+
+def summary(runs: list[dict]) -> dict:
+    """A variant's test macro-F1 averaged over its split seeds, and fusion minus text alone (mean, min, max)."""
+    score = {k: [r["test_macro_f1"][k] for r in runs] for k in runs[0]["test_macro_f1"]}
+    score["tfidf_logreg"] = [r["tfidf_logreg"]["test_macro_f1"] for r in runs]
+    gain = [r["test_macro_f1"]["fusion"] - r["test_macro_f1"]["text_alone"] for r in runs]
+    return {"seeds": len(runs), **{k: round(statistics.fmean(v), 4) for k, v in score.items()},
+            "fusion_minus_text": {"mean": round(statistics.fmean(gain), 4), "min": round(min(gain), 4),
+                                  "max": round(max(gain), 4)}}
 
 
 if __name__ == "__main__":

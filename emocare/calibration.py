@@ -127,15 +127,16 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float | 
 def ece_floor(probs: np.ndarray, bins: int = ECE_BINS, draws: int = FLOOR_DRAWS, seed: int = 0) -> float | None:
     """The ECE that perfectly calibrated probabilities with these confidences would read on this many posts:
     the mean over ``draws`` of the ECE when each post's top label is right with probability its confidence
-    (consistency resampling, Broecker & Smith 2007). The binned ECE of a finite set is never 0, so an ECE at
-    or under this floor is as calibrated as the set can show."""
+    (consistency resampling, Broecker & Smith 2007). The binned ECE of a finite set is 0 only where every
+    confidence is 0 or 1, so an ECE at or under this floor is as calibrated as the set can show."""
     if len(probs) == 0:
         return None
-    conf = probs.max(1)
+    conf = probs.max(1).astype(np.float64)
     which = np.minimum((conf * bins).astype(int), bins - 1)
-    right = np.random.default_rng(seed).random((draws, len(conf))) < conf
-    gap = sum(np.abs((right[:, which == b] - conf[which == b]).sum(1)) for b in np.unique(which))
-    return float(gap.mean() / len(conf))
+    rng = np.random.default_rng(seed)
+    gaps = [np.abs(np.bincount(which, weights=(rng.random(len(conf)) < conf) - conf, minlength=bins)).sum()
+            for _ in range(draws)]  # one draw at a time: memory stays one row of posts
+    return float(np.mean(gaps) / len(conf))
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float | None:

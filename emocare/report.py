@@ -93,7 +93,7 @@ def _calibration_lines(fitted: dict | None, test: dict | None) -> list[str]:
             f"| test | {_f(test['ece_before'])} | {_f(test['ece_after'])} | {_f(test['nll_before'])} | "
             f"{_f(test['nll_after'])} |", "",
             f"ECE: top-label expected calibration error, {test['bins']} equal-width confidence bins. Perfectly "
-            f"calibrated probabilities with the calibrated model's confidences would read {_f(test.get('ece_floor'))} "
+            f"calibrated probabilities with the calibrated model's confidences would read {_f(test['ece_floor'])} "
             f"on these {test['posts']} test posts (each top label drawn right with its confidence): an ECE near that "
             "is as calibrated as this test set can show.", "",
             "![reliability diagram](test/reliability.png)", ""]
