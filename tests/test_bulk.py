@@ -123,11 +123,13 @@ def test_parquet_and_two_processes_give_the_same_rows(trained_bundle: Path, demo
     assert summary["processes"] == 2 and summary["records"] == 123
     rows2 = [json.loads(x) for x in two.read_text().splitlines()]
     assert [r["line"] for r in rows2] == [r["line"] for r in rows]  # shards merged in manifest order
+    floats = ("probabilities", "attribution")  # rounded to 4 places: float noise may move the last one
     for a, b in zip(rows, rows2, strict=True):  # other batch boundaries and threads: equal to float tolerance
-        assert {k: v for k, v in a.items() if k != "probabilities"} == {k: v for k, v in b.items()
-                                                                          if k != "probabilities"}
-        for c in a.get("probabilities", {}):
-            assert abs(a["probabilities"][c] - b["probabilities"][c]) < 1e-4
+        assert {k: v for k, v in a.items() if k not in floats} == {k: v for k, v in b.items() if k not in floats}
+        for key in floats:
+            assert a.get(key, {}).keys() == b.get(key, {}).keys()
+            for c in a.get(key, {}):
+                assert abs(a[key][c] - b[key][c]) <= 2e-4, (key, c)
 
 
 def test_resume_after_kill_9_gives_the_uninterrupted_result(trained_bundle: Path, demo_dir: Path, tmp_path: Path,
