@@ -43,43 +43,35 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, kind: str) -> dict:
     if kind == "none" or len(labels) == 0:
         return identity(n_classes)
     x, y = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels, dtype=torch.long)
+    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=kind != "temperature")
     if kind == "matrix":
-        return _fit_matrix(x, y)
+        w = torch.eye(n_classes, dtype=torch.float64, requires_grad=True)
+        off = 1 - torch.eye(n_classes, dtype=torch.float64)
+        pairs = max(n_classes * (n_classes - 1), 1)
+        _minimise([w, bias], lambda: torch.nn.functional.cross_entropy(x @ w + bias, y)
+                  + OFF_DIAGONAL_L2 * ((w * off) ** 2).sum() / pairs)
+        return {"kind": kind, "scale": w.detach().tolist(), "bias": bias.detach().tolist()}
     # log-scale keeps every scale positive: the order of a post's classes by logit never flips
     log_scale = torch.zeros(n_classes if kind == "vector" else 1, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=kind != "temperature")
-    params = [log_scale] if kind == "temperature" else [log_scale, bias]
+    _minimise([log_scale] if kind == "temperature" else [log_scale, bias],
+              lambda: torch.nn.functional.cross_entropy(x * log_scale.exp() + bias, y))
+    scale = log_scale.detach().exp().expand(n_classes)
+    return {"kind": kind, "scale": [float(s) for s in scale], "bias": bias.detach().tolist()}
+
+
+def _minimise(params: list, loss) -> None:
+    """Minimise ``loss()`` over the tensors ``params`` in place with L-BFGS (a few parameters, full batch)."""
+    import torch
+
     opt = torch.optim.LBFGS(params, lr=0.5, max_iter=LBFGS_STEPS, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x * log_scale.exp() + bias, y)
-        loss.backward()
-        return loss
+        value = loss()
+        value.backward()
+        return value
 
     opt.step(closure)
-    scale = log_scale.detach().exp().expand(n_classes)
-    return {"kind": kind, "scale": [float(s) for s in scale], "bias": [float(b) for b in bias.detach()]}
-
-
-def _fit_matrix(x, y) -> dict:
-    import torch
-
-    k = x.shape[1]
-    w = torch.eye(k, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    off = 1 - torch.eye(k, dtype=torch.float64)
-    opt = torch.optim.LBFGS([w, bias], lr=0.5, max_iter=LBFGS_STEPS, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        penalty = OFF_DIAGONAL_L2 * ((w * off) ** 2).sum() / max(k * (k - 1), 1)
-        loss = torch.nn.functional.cross_entropy(x @ w + bias, y) + penalty
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return {"kind": "matrix", "scale": w.detach().tolist(), "bias": [float(b) for b in bias.detach()]}
 
 
 def describe(fitted: dict) -> str:
@@ -107,10 +99,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+def _bin(conf: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's equal-width bin, 0 .. bins - 1 (a confidence of 1 in the last)."""
+    return np.minimum((conf * bins).astype(int), bins - 1)
+
+
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
     """Top-label reliability: per equal-width confidence bin with posts, its posts, mean confidence and accuracy."""
     conf, right = probs.max(1), probs.argmax(1) == labels
-    which = np.minimum((conf * bins).astype(int), bins - 1)
+    which = _bin(conf, bins)
     return [{"bin": b, "low": b / bins, "high": (b + 1) / bins, "posts": int((which == b).sum()),
              "confidence": float(conf[which == b].mean()), "accuracy": float(right[which == b].mean())}
             for b in range(bins) if (which == b).any()]
@@ -132,7 +129,7 @@ def ece_floor(probs: np.ndarray, bins: int = ECE_BINS, draws: int = FLOOR_DRAWS,
     if len(probs) == 0:
         return None
     conf = probs.max(1).astype(np.float64)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
+    which = _bin(conf, bins)
     rng = np.random.default_rng(seed)
     gaps = [np.abs(np.bincount(which, weights=(rng.random(len(conf)) < conf) - conf, minlength=bins)).sum()
             for _ in range(draws)]  # one draw at a time: memory stays one row of posts
