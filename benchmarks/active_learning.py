@@ -31,12 +31,12 @@ import yaml
 
 from emocare.cache import load_cache
 from emocare.calibration import softmax
-from emocare.fusion import train_fusion
 from emocare.io import write_json
 from emocare.labelling.queue import entropy, order
 from emocare.labels import LabelSet
 from emocare.metrics import summary
 from emocare.models.fusion import load_fusion
+from emocare.pipeline.fusion_training import train_fusion
 from emocare.scoring import cached_fusion_logits
 
 STRATEGIES = ("uncertainty", "mixed", "random")

@@ -26,9 +26,9 @@ from emocare.bundle import specialist_path
 from emocare.cache import write_cache
 from emocare.data.manifest import load_posts
 from emocare.data.split import read_split
-from emocare.embed import encode_posts
 from emocare.labels import MODALITIES
 from emocare.models import load_checkpoint
+from emocare.pipeline.embed import encode_posts
 from emocare.runtime import autocast, choose_precision, resolve_device, resolve_workers, to_device
 
 

@@ -27,10 +27,10 @@ import torch
 from emocare.bulk import default_workers, predict_manifest
 from emocare.bundle import specialist_path
 from emocare.data.manifest import load_posts
-from emocare.embed import encode_posts
 from emocare.labels import MODALITIES
 from emocare.models import load_checkpoint
 from emocare.params import load_params
+from emocare.pipeline.embed import encode_posts
 from emocare.runtime import resolve_device
 
 

@@ -22,7 +22,7 @@ from emocare.data.split import class_weights, read_split
 from emocare.labels import LabelSet
 from emocare.models import build_specialist
 from emocare.params import TrainConfig, load_params
-from emocare.training import fit
+from emocare.pipeline.training import fit
 
 
 def main() -> None:

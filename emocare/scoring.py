@@ -1,6 +1,6 @@
 """The one scoring path: specialist features, fusion logits and specialist-head logits for a batch of posts.
 
-Embedding (:mod:`emocare.embed`), evaluation (:mod:`emocare.evaluate`), prediction, bulk prediction
+Embedding (:mod:`emocare.pipeline.embed`), evaluation (:mod:`emocare.pipeline.evaluate`), prediction, bulk prediction
 and the service (all through :class:`emocare.predict.EmoCare`) and the trainer's validation score
 posts with these functions, so a change in how a model is run reaches all of them at once.
 """

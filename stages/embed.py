@@ -5,8 +5,8 @@ import sys
 from emocare.bundle import specialist_path
 from emocare.data.manifest import load_posts
 from emocare.data.split import read_split
-from emocare.embed import embed_modality
 from emocare.params import load_params
+from emocare.pipeline.embed import embed_modality
 
 if __name__ == "__main__":
     modality, params = sys.argv[1], load_params()

@@ -6,11 +6,11 @@ time was interpreters starting and importing torch."""
 from emocare.bundle import training_record
 from emocare.cache import load_cache
 from emocare.data.manifest import load_posts
-from emocare.evaluate import evaluate_test, headline_metrics, run_ablation, write_ablation
-from emocare.fusion import train_fusion_models
 from emocare.io import write_json
 from emocare.labels import LabelSet
 from emocare.params import load_params
+from emocare.pipeline.evaluate import evaluate_test, headline_metrics, run_ablation, write_ablation
+from emocare.pipeline.fusion_training import train_fusion_models
 
 if __name__ == "__main__":
     params, cache, posts = load_params(), load_cache("cache/embeddings"), load_posts("data/posts.jsonl")

@@ -3,7 +3,7 @@
 from emocare.io import write_text
 from emocare.labels import LabelSet
 from emocare.params import load_params
-from emocare.report import build_results
+from emocare.pipeline.report import build_results
 
 if __name__ == "__main__":
     write_text("reports/RESULTS.md", build_results(LabelSet.from_params(load_params()), "reports"))

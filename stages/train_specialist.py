@@ -4,7 +4,7 @@ import sys
 
 from emocare.bundle import specialist_path
 from emocare.params import load_params
-from emocare.specialists import train_specialist
+from emocare.pipeline.specialists import train_specialist
 
 if __name__ == "__main__":
     modality = sys.argv[1]

@@ -64,10 +64,10 @@ def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> P
     """A models/ folder trained in-process on the tiny demo with the pipeline's own functions."""
     from emocare.bundle import fusion_path, training_record
     from emocare.cache import load_cache
-    from emocare.embed import embed_modality
-    from emocare.fusion import train_fusion
     from emocare.labels import DEFAULT, MODALITIES
-    from emocare.specialists import train_specialist
+    from emocare.pipeline.embed import embed_modality
+    from emocare.pipeline.fusion_training import train_fusion
+    from emocare.pipeline.specialists import train_specialist
 
     root = tmp_path_factory.mktemp("bundle")
     posts, split = validated_split(demo_dir, root)

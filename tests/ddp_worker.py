@@ -8,8 +8,8 @@ from pathlib import Path
 from emocare.data.manifest import load_posts
 from emocare.data.split import read_split
 from emocare.distributed import rank_world
-from emocare.embed import embed_modality
-from emocare.specialists import train_specialist
+from emocare.pipeline.embed import embed_modality
+from emocare.pipeline.specialists import train_specialist
 
 if __name__ == "__main__":
     mode, root = sys.argv[1], Path(sys.argv[2])

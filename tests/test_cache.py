@@ -15,9 +15,9 @@ from emocare.cache import load_cache
 from emocare.cli import main as cli
 from emocare.data.split import stratified_split
 from emocare.data.validate import validate_manifest
-from emocare.embed import embed_modality
 from emocare.labels import DEFAULT, MODALITIES
 from emocare.models import build_specialist, save_checkpoint
+from emocare.pipeline.embed import embed_modality
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from conftest import TRAIN
 from test_fusion import FUSION, synthetic_cache
 
 from emocare.calibration import apply, describe, ece, ece_floor, fit_calibration, nll, reliability, softmax
-from emocare.fusion import CALIBRATION, train_fusion
 from emocare.labels import DEFAULT
 from emocare.models.checkpoint import read_checkpoint
 from emocare.models.fusion import load_fusion
+from emocare.pipeline.fusion_training import CALIBRATION, train_fusion
 from emocare.scoring import cached_fusion_logits
 
 

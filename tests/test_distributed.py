@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import TINY_TRAIN, TRAIN, VISION, validated_split
 
-from emocare.embed import embed_modality
 from emocare.io import write_json
 from emocare.launch import command
-from emocare.specialists import train_specialist
+from emocare.pipeline.embed import embed_modality
+from emocare.pipeline.specialists import train_specialist
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

@@ -12,13 +12,13 @@ import torch
 
 from emocare.data.datasets import decode_media
 from emocare.data.validate import validate_manifest
-from emocare.embed import embed_modality
 from emocare.labels import DEFAULT
 from emocare.media import frame_store as store_mod
 from emocare.media.frame_store import FrameStore
 from emocare.media.video import read_frames, write_video
 from emocare.models import build_specialist
 from emocare.models.checkpoint import save_checkpoint
+from emocare.pipeline.embed import embed_modality
 from emocare.transforms import eval_transform
 
 VISION = {"backbone": "EmoCare-ViT-Tiny-64", "dropout": 0.3, "frames": 4}

@@ -12,12 +12,12 @@ from conftest import TRAIN
 
 from emocare.bundle import fusion_path, subset_path
 from emocare.cache import Cache
-from emocare.evaluate import run_ablation
-from emocare.fusion import train_fusion, train_fusion_models
 from emocare.labels import DEFAULT, SUBSETS
 from emocare.metrics import scores
 from emocare.models import load_checkpoint
 from emocare.models.fusion import KINDS, FusionModel, modality_dropout
+from emocare.pipeline.evaluate import run_ablation
+from emocare.pipeline.fusion_training import train_fusion, train_fusion_models
 from emocare.scoring import cached_fusion_logits
 
 

@@ -110,7 +110,7 @@ def test_probabilities_are_calibrated_and_attribution_explains_the_label(model: 
     import torch
 
     from emocare.calibration import apply, softmax
-    from emocare.fusion import CALIBRATION
+    from emocare.pipeline.fusion_training import CALIBRATION
     from emocare.scoring import fusion_logits
 
     assert model.fusion.calibration["kind"] == CALIBRATION and model.validation["posts"] > 0

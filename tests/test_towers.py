@@ -85,8 +85,8 @@ def test_absent_weights_name_the_ways_out(tmp_path: Path):
 
 def test_frozen_image_specialist_trains_its_head_on_stored_features(demo_dir: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch):
-    from emocare.embed import embed_modality
-    from emocare.specialists import train_specialist
+    from emocare.pipeline.embed import embed_modality
+    from emocare.pipeline.specialists import train_specialist
 
     posts, split = validated_split(demo_dir, tmp_path)
     store = tmp_path / "frames"

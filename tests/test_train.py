@@ -14,12 +14,12 @@ from procs import children, kill_and_wait
 from torch import nn
 from torch.utils.data import Dataset
 
-from emocare.curves import Curves
 from emocare.labels import DEFAULT
 from emocare.models.fusion import FusionModel
 from emocare.params import TrainConfig
+from emocare.pipeline.curves import Curves
+from emocare.pipeline.training import fit
 from emocare.runtime import resolve_device
-from emocare.training import fit
 
 
 class Blobs(Dataset):

@@ -13,8 +13,8 @@ from emocare.labels import LabelSet
 from emocare.models import build_specialist, pretrained_source
 from emocare.models.checkpoint import save_checkpoint
 from emocare.params import TrainConfig
+from emocare.pipeline.training import fit, write_reports
 from emocare.runtime import count_parameters, resolve_device, seed_everything
-from emocare.training import fit, write_reports
 
 
 def backbone_info(modality: str, cfg: dict, model) -> dict:

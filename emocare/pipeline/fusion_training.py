@@ -18,10 +18,10 @@ from emocare.labels import MODALITIES, SUBSETS, LabelSet
 from emocare.models.checkpoint import save_payload
 from emocare.models.fusion import FusionModel, load_fusion
 from emocare.params import TrainConfig
+from emocare.pipeline.training import fit, write_reports
 from emocare.quantify import validation_stats
 from emocare.runtime import count_parameters, die_with_parent, resolve_device, seed_everything
 from emocare.scoring import cached_fusion_logits
-from emocare.training import fit, write_reports
 
 CALIBRATION = "bcts"  # fusion.calibration's default: see emocare.calibration and the README
 

@@ -19,12 +19,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from emocare.curves import Curves
 from emocare.distributed import all_gather, all_sum, barrier, init_distributed, is_main, rank_world
 from emocare.io import write_json
 from emocare.metrics import report_dict, scores
 from emocare.models.checkpoint import save_checkpoint
 from emocare.params import TrainConfig
+from emocare.pipeline.curves import Curves
 from emocare.runtime import (
     autocast,
     choose_precision,
@@ -77,7 +77,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
     Under torchrun the model is wrapped in DistributedDataParallel, the training split is sharded
     by a DistributedSampler (reshuffled each epoch), validation is scored on the whole split
     (gathered across ranks) so that every rank takes the same early-stopping decision, and rank 0
-    alone writes the checkpoint and the curves (:class:`~emocare.curves.Curves`).
+    alone writes the checkpoint and the curves (:class:`~emocare.pipeline.curves.Curves`).
     """
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"{desc}: training needs posts in both train ({len(train_ds)}) and val ({len(val_ds)})")

@@ -19,8 +19,8 @@ from emocare.metrics import confusion, report_dict
 from emocare.metrics import summary as _summary
 from emocare.models.checkpoint import read_checkpoint
 from emocare.models.fusion import load_fusion
-from emocare.plots import ablation_png, confusion_png, reliability_png
-from emocare.report import ablation_markdown
+from emocare.pipeline.plots import ablation_png, confusion_png, reliability_png
+from emocare.pipeline.report import ablation_markdown
 from emocare.scoring import attribution, attribution_record, cached_fusion_logits, head_logits
 
 
@@ -132,7 +132,7 @@ def run_ablation(cache: Cache, models_dir: str | Path = MODELS_DIR) -> list[dict
     """Test macro-F1 of the seven modality subsets, ``masked`` and ``retrained``.
 
     ``masked`` hides the other modalities from the fusion model; ``retrained`` scores the subset's
-    own fusion model that :func:`emocare.fusion.train_fusion_models` wrote. Each row is evaluated on
+    own fusion model that :func:`emocare.pipeline.fusion_training.train_fusion_models` wrote. Each row is evaluated on
     the test posts having at least one of the subset's modalities.
     """
     model, _ = load_fusion(fusion_path(models_dir))
