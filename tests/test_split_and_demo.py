@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emocare.data.demo import CLASS_MIX, MODALITY_MIX, generate, summary
+from emocare.data.demo import CLASS_MIX, MODALITY_MIX, build_if_used, generate, summary
 from emocare.data.manifest import Post, load_posts
 from emocare.data.split import SPLITS, class_weights, content_key, dataset_stats, stratified_split
 from emocare.labels import DEFAULT, combo_name
@@ -98,3 +98,12 @@ def test_demo_is_deterministic_bytes(tmp_path):
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
     media = list((tmp_path / "a" / "media").iterdir())
     assert {f.suffix for f in media} == {".png", ".mp4"}
+
+
+def test_the_demo_set_is_built_only_when_the_pipeline_reads_it(tmp_path):
+    demo = tmp_path / "data" / "demo"
+    said = build_if_used(demo, tmp_path / "data" / "ours", posts=20, seed=1)
+    assert "skipped" in said and not (demo / "manifest.jsonl").exists()
+    assert "data.root is" in (demo / "NOT_BUILT.md").read_text()
+    said = build_if_used(demo, demo, posts=20, seed=1)
+    assert said.startswith("wrote") and summary(demo / "manifest.jsonl")["posts"] == 20

@@ -204,6 +204,21 @@ def generate(out_dir: str | Path, posts: int = 1250, seed: int = 7) -> Path:
     return manifest
 
 
+def build_if_used(out_dir: str | Path, data_root: str | Path, posts: int, seed: int) -> str:
+    """The demo set in ``out_dir`` when ``data_root`` (params.yaml's data.root) is that folder; otherwise only a
+    note saying why it is empty, so a ``dvc repro`` on a team's own data does not generate 1,250 posts."""
+    out_dir = Path(out_dir)
+    if Path(data_root).resolve() == out_dir.resolve():
+        return f"wrote {generate(out_dir, posts, seed)}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    note = out_dir / "NOT_BUILT.md"
+    with atomic_path(note, suffix=".md") as tmp:
+        tmp.write_text(f"The demo set is not built: params.yaml's data.root is {data_root}, not {out_dir}.\n"
+                       f"Set data.root: {out_dir} (and data.manifest: {out_dir}/manifest.jsonl) to build it.\n",
+                       encoding="utf-8")
+    return f"skipped the demo set: data.root is {data_root} (wrote {note})"
+
+
 def summary(manifest: str | Path) -> dict:
     """Class and modality shares of a demo manifest (for checks and the CLI)."""
     with open(manifest, encoding="utf-8") as f:
