@@ -39,7 +39,6 @@ CREATE TABLE IF NOT EXISTS decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, id 
 CREATE INDEX IF NOT EXISTS decisions_key ON decisions (annotator, id);
 CREATE TABLE IF NOT EXISTS standing (annotator TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
                                      label TEXT NOT NULL, PRIMARY KEY (annotator, id));
-CREATE INDEX IF NOT EXISTS standing_post ON standing (id);
 CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
                                        added REAL NOT NULL);
 """
