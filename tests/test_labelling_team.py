@@ -4,6 +4,7 @@ API, the review queue, and the server on hostile input."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -278,3 +279,86 @@ def test_the_cookie_is_the_ports_own(team):
     call = _client(port)
     assert call("GET", "/api/state", Cookie=f"emocare_label_token_{port + 1}={tokens['ana']}")[0] == 403
     assert call("GET", "/api/state", Cookie=f"emocare_label_token_{port}={tokens['ana']}")[0] == 200
+
+
+def test_three_annotators_in_three_browsers_and_a_reviewer(demo_dir: Path, tmp_path: Path, monkeypatch):
+    """Routing, overlap, a disagreement resolved on the admin page, export: as a team would, in Chromium."""
+    from browser import need_chromium
+    from playwright.sync_api import sync_playwright
+    from test_labelling import _free_port
+
+    monkeypatch.chdir(tmp_path)
+    posts = posts_file(demo_dir, tmp_path / "p", n=8)
+    db, port, log = tmp_path / "team.db", _free_port(), tmp_path / "server.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "emocare.cli", "label", str(posts), "--labels", str(db),
+                                 "--strategy", "random", "--annotators", "ana,ben,chloe", "--admin", "lead",
+                                 "--overlap", "0.25", "--k", "3", "--port", str(port), "--models", "none"],
+                                stderr=err)
+    try:
+        links: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        while len(links) < 4 and time.monotonic() < deadline:
+            links = dict(re.findall(r"  (\w+) \(\w+\): open (http://\S+)", log.read_text()))
+            time.sleep(0.2)
+        assert set(links) == {"ana", "ben", "chloe", "lead"}, log.read_text()[-2000:]
+        keys = {"ana": "2", "ben": "3", "chloe": "2"}  # joy, anger, joy: ben disagrees on every overlap post
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=need_chromium(), args=["--no-sandbox"])
+            pages = {}
+            for who in keys:  # a context each: their own cookie jar, as three laptops
+                page = browser.new_context().new_page()
+                page.route("**/*", lambda route: route.continue_() if "127.0.0.1" in route.request.url
+                           else route.abort())
+                page.goto(links[who])
+                pages[who] = page
+            for page in pages.values():
+                page.wait_for_selector("#post[data-id], #done:visible")
+            seen: dict[str, set[str]] = {}
+            for _ in range(40):  # turns until every page says done (bounded)
+                moved = False
+                for who, page in pages.items():
+                    page.reload()  # the latest routing: a post another annotator gave back, or none left
+                    page.wait_for_selector("#post[data-id], #done:visible")
+                    if page.is_visible("#done"):
+                        continue
+                    pid = page.get_attribute("#post", "data-id")
+                    assert pid not in seen.get(who, set())
+                    with page.expect_response("**/api/label") as answer:
+                        page.keyboard.press(keys[who])
+                    assert answer.value.ok
+                    seen.setdefault(who, set()).add(pid)
+                    moved = True
+                if not moved:
+                    break
+            by_post: dict[str, set[str]] = {}
+            for who, ids in seen.items():
+                for pid in ids:
+                    by_post.setdefault(pid, set()).add(who)
+            assert len(by_post) == 8 and all(seen.values())  # every post labelled, everyone got work
+            overlap = [p for p, w in by_post.items() if len(w) > 1]
+            assert len(overlap) == 2 and all(len(by_post[p]) == 3 for p in overlap)  # k = 3 on the overlap
+            assert sum(len(w) for w in by_post.values()) == 6 + 2 * 3  # no other post was done twice
+            admin = browser.new_context().new_page()
+            admin.goto(links["lead"])
+            admin.wait_for_selector("#pairs tbody tr")
+            assert "Fleiss' kappa over the 2 posts" in admin.inner_text("#fleiss")
+            assert admin.locator("#members tbody tr").count() == 4
+            admin.click("#load-review")
+            admin.wait_for_selector(".item[data-reason=disagreement]", timeout=120_000)
+            item = admin.locator(".item[data-reason=disagreement]").first
+            settled = item.get_attribute("data-id")
+            assert settled in overlap and "ben: anger" in item.inner_text()
+            with admin.expect_response("**/api/admin/adjudicate") as answer:
+                item.locator("button[data-label=sadness]").click()
+            assert answer.value.ok
+            browser.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    out = tmp_path / "labelled.jsonl"
+    assert cli(["label", "export", str(db), "--posts", str(posts), "-o", str(out), "--models", "none"]) == 0
+    exported = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert len(exported) == 8 and exported[settled]["label"] == "sadness" and exported[settled]["label_adjudicated"]
+    other = next(p for p in overlap if p != settled)
+    assert exported[other]["label"] == "joy" and exported[other]["label_votes"] == {"joy": 2, "anger": 1}

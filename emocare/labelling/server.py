@@ -398,9 +398,9 @@ def serve(session: Session, host: str = "127.0.0.1", port: int = 8010, annotator
         raise RuntimeError(f"cannot listen on {host}:{port} ({e.strerror}): is another server there? try --port"
                            ) from None
     base = f"http://{host}:{server.server_address[1]}"
-    links = [f"  {name} ({role}): {base}{'/admin' if role == 'admin' else '/'}?token={t}"
+    links = [f"  {name} ({role}): open {base}{'/admin' if role == 'admin' else '/'}?token={t}"
              for t, (name, role) in session.members.items()]
-    print(f"label: {len(session.posts)} posts, decisions to {session.log.path}; open\n" + "\n".join(links),
+    print(f"label: {len(session.posts)} posts, decisions to {session.log.path}; a link each:\n" + "\n".join(links),
           file=sys.stderr, flush=True)
     try:
         server.serve_forever()
