@@ -7,7 +7,8 @@ file lock before its already-labelled check). Prints JSON.
 ``--decisions`` decisions on distinct posts as fast as they can (``saturated``), each one durable (fsynced)
 before the next, the already-labelled check made under the lock; then ``--paced`` more, each after a pause
 (``paced_after``: a team at work on a store that holds the first ones). Per decision latency: p50, p99, max;
-the p99 of the first and of the last tenth (constant time: the last tenth no slower than the first).
+the p99 of the first and of the last tenth (constant time: the last tenth no slower than the first); and
+``open_ms``, what a server's start costs: every standing decision read back from the store.
 
     python benchmarks/label_store.py [--decisions 50000] [--annotators 5] [--workdir DIR]
 """
@@ -36,16 +37,27 @@ class IndexedLog:
         self.lock = threading.Lock()
         path.touch()
 
+    def _catch_up(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        for line in os.pread(fd, size - self.offset, self.offset).splitlines():  # other writers' lines
+            r = json.loads(line)
+            self.standing.add((r["annotator"], r["id"]))
+        self.offset = size
+
+    def catch_up(self) -> set:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._catch_up(fd)
+        finally:
+            os.close(fd)
+        return self.standing
+
     def decide(self, record: dict) -> dict:
         with self.lock:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                size = os.fstat(fd).st_size
-                for line in os.pread(fd, size - self.offset, self.offset).splitlines():  # other writers' lines
-                    r = json.loads(line)
-                    self.standing.add((r["annotator"], r["id"]))
-                self.offset = size
+                self._catch_up(fd)
                 key = (record["annotator"], record["id"])
                 if key in self.standing:
                     raise AlreadyLabelled(key)
@@ -97,14 +109,26 @@ def main() -> None:
     ap.add_argument("--paced", type=int, default=2000, help="decisions written afterwards at --think-ms")
     ap.add_argument("--think-ms", type=float, default=100.0, help="mean pause before each paced decision (a fast "
                     "annotator takes 2,000)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each candidate, alternating")
     ap.add_argument("--workdir", help="where the files go (default: a temporary folder); the disk matters")
     a = ap.parse_args()
-    out = {"annotators": a.annotators, "think_ms": a.think_ms}
-    with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
-        for name, store in (("sqlite_wal", LabelStore(Path(tmp) / "labels.db")),
-                            ("indexed_log", IndexedLog(Path(tmp) / "labels.jsonl"))):
-            out[name] = {"saturated": run(store, a.decisions, a.annotators),
-                         "paced_after": run(store, a.paced, a.annotators, a.think_ms, tag="q")}
+    out = {"annotators": a.annotators, "think_ms": a.think_ms, "sqlite_wal": [], "indexed_log": []}
+    for _ in range(a.repeats):
+        with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
+            for name, opener, path in (("sqlite_wal", LabelStore, Path(tmp) / "labels.db"),
+                                       ("indexed_log", IndexedLog, Path(tmp) / "labels.jsonl")):
+                store = opener(path)
+                result = {"saturated": run(store, a.decisions, a.annotators),
+                          "paced_after": run(store, a.paced, a.annotators, a.think_ms, tag="q")}
+                started = time.perf_counter()  # a server's start: every standing decision, from the store
+                if name == "sqlite_wal":
+                    store.close()
+                    n = len(LabelStore(path).standing())
+                else:
+                    n = len(opener(path).catch_up())
+                result["open_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                result["open_decisions"] = n
+                out[name].append(result)
     print(json.dumps(out, indent=2))
 
 
