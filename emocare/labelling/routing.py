@@ -35,20 +35,29 @@ class Router:
         self.k, self.lease_s, self.clock = k, lease_s, clock
         self.overlap = set(random.Random(seed).sample(sorted(ids), round(overlap * len(ids))))
         self.taken: dict[str, set[str]] = {}  # post -> annotators with a standing decision on it
-        for who, pid in standing:
-            self.taken.setdefault(pid, set()).add(who)
+        self.lock = threading.Lock()
+        self.reset(standing)
         self.leases: dict[str, dict[str, float]] = {}  # post -> annotator -> when the lease ends
         self.held: dict[str, str] = {}  # annotator -> the post leased to them
-        self.lock = threading.Lock()
+
+    def reset(self, standing: Iterable[tuple[str, str]]) -> None:
+        """Who has labelled what: every (annotator, post) with a standing decision."""
+        taken: dict[str, set[str]] = {}
+        for who, pid in standing:
+            taken.setdefault(pid, set()).add(who)
+        with self.lock:
+            self.taken = taken
 
     def capacity(self, pid: str) -> int:
         """How many annotators label ``pid``."""
         return self.k if pid in self.overlap else 1
 
     def _free_for(self, who: str, pid: str, now: float) -> bool:
-        holders = {a for a, until in self.leases.get(pid, {}).items() if until > now and a != who}
-        done = self.taken.get(pid, set())
-        return who not in done and len(done | holders) < self.capacity(pid)
+        done = self.taken.get(pid, ())
+        if who in done or len(done) >= self.capacity(pid):  # the common case, decided without the leases
+            return False
+        holders = sum(1 for a, until in self.leases.get(pid, {}).items() if until > now and a != who and a not in done)
+        return len(done) + holders < self.capacity(pid)
 
     def next_for(self, who: str, asked: Iterable[str], skipped: set[str] | frozenset = frozenset()) -> str | None:
         """Lease ``who`` the first post of ``asked`` (the asking order) that is theirs to label: one no other

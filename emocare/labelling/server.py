@@ -1,14 +1,19 @@
-"""``emocare label``: a page that shows one post at a time and records each decision with one keypress.
+"""``emocare label``: a page that shows one post at a time and records each decision with one keypress;
+one server for a team.
 
 The server is the standard library's threading HTTP server (no extra dependency): the page and its script
-are one file of package data (``page.html``, no CDN), the API is JSON. A decision is appended to the labels
-file and fsynced (:class:`~emocare.labelling.decisions.LabelLog`) before the answer goes back, and the page
-moves on only on that answer. The model's guess is never shown: an annotator who sees it tends to agree.
+are one file of package data (``page.html``, no CDN), the API is JSON. A decision is written durably (a labels
+database, :mod:`~emocare.labelling.store`, or a labels file, :class:`~emocare.labelling.decisions.LabelLog`)
+before the answer goes back, and the page moves on only on that answer. The model's guess is never shown: an
+annotator who sees it tends to agree.
 
-It binds 127.0.0.1. Every request needs the token in the URL printed at start (the page keeps it as a
-same-site cookie): the page writes files and shows private posts, so neither another host nor another web
-page open in the same browser may use it. Requests must also name this server as their Host (no DNS
-rebinding), and changes come as JSON only (no cross-site form posts).
+Each member of the team has a link with their own token (the page keeps it as a same-site cookie named
+after the port, so servers on one host keep theirs); the admin's link opens ``admin.html``: progress, pace,
+agreement, the review queue (:mod:`~emocare.labelling.admin`). Posts are routed between annotators with an
+overlap and leases (:mod:`~emocare.labelling.routing`). Every request needs a token: the page writes files and
+shows private posts, so neither another host nor another web page open in the same browser may use it.
+Requests must also name this server as their Host (no DNS rebinding), and changes come as JSON only (no
+cross-site form posts). It binds 127.0.0.1 unless ``--host`` says otherwise (then put it behind TLS).
 """
 
 from __future__ import annotations
@@ -124,9 +129,7 @@ class Session:
     def _resync(self) -> None:
         """Read the standing decisions again: another server wrote to the same labels."""
         self.labels = {k: v for k, v in self.log.standing().items() if k[1] in self.posts}
-        self.router.taken = {}
-        for who, pid in self.labels:
-            self.router.taken.setdefault(pid, set()).add(who)
+        self.router.reset(self.labels)
 
     def state(self, who: str | None = None) -> dict:
         """The next post to ask ``who`` (None when every post is labelled, skipped or with others) and the progress."""
