@@ -362,3 +362,17 @@ def test_three_annotators_in_three_browsers_and_a_reviewer(demo_dir: Path, tmp_p
     assert len(exported) == 8 and exported[settled]["label"] == "sadness" and exported[settled]["label_adjudicated"]
     other = next(p for p in overlap if p != settled)
     assert exported[other]["label"] == "joy" and exported[other]["label_votes"] == {"joy": 2, "anger": 1}
+
+
+def test_beyond_loopback_the_names_given_are_accepted_and_no_other(team):
+    session, tokens, _, _ = team
+    httpd = LabelServer(("127.0.0.1", 0), _handler(session, None, "0.0.0.0", ["label.example.org"]))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        call, port = _client(httpd.server_address[1]), httpd.server_address[1]
+        for host, status in (("label.example.org", 200), (f"label.example.org:{port}", 200),
+                             (f"evil.example:{port}", 421)):
+            assert call("GET", "/api/state", tokens["ben"], Host=host)[0] == status, host
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
