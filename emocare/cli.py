@@ -12,6 +12,7 @@ from emocare.bundle import MODELS_DIR, require_bundle
 from emocare.io import MB
 from emocare.labelling.decisions import RESOLVE
 from emocare.labelling.queue import STRATEGIES
+from emocare.labelling.routing import LEASE_S, OVERLAP, K
 from emocare.quantify import DEFAULT as QUANTIFIER
 from emocare.quantify import METHODS
 from emocare.reddit import cli as reddit_cli
@@ -109,15 +110,26 @@ def cmd_serve(a: argparse.Namespace) -> None:
 def cmd_label(a: argparse.Namespace) -> None:
     from emocare.labelling.server import Session, serve
 
-    serve(Session.open(a.posts, a.labels, _label_set(a.models), a.annotator, a.strategy, a.random_share, a.target,
-                       a.models, a.seed), a.host, a.port)
+    team = [n.strip() for n in (a.annotators or "").split(",") if n.strip()]
+    serve(Session.open(a.posts, a.labels, _label_set(a.models), team[0] if team else a.annotator, a.strategy,
+                       a.random_share, a.target, a.models, a.seed, a.overlap, a.k, a.lease),
+          a.host, a.port, team or None, a.admin, a.name or [])
 
 
 def cmd_label_stats(a: argparse.Namespace) -> dict:
     from emocare.labelling.agreement import stats
-    from emocare.labelling.decisions import LabelLog
+    from emocare.labelling.store import open_labels
 
-    return stats(LabelLog(_existing(a.labels_file)).read(), list(_label_set(a.models).names))
+    return stats(open_labels(_existing(a.labels_file)).read(), list(_label_set(a.models).names))
+
+
+def cmd_label_import(a: argparse.Namespace) -> dict:
+    from emocare.labelling.store import DB_SUFFIXES, LabelStore
+
+    if Path(a.labels).suffix not in DB_SUFFIXES:
+        raise ValueError(f"--labels {a.labels}: a labels database ends with one of {', '.join(DB_SUFFIXES)}")
+    store = LabelStore(a.labels)
+    return {"imported": store.import_log(_existing(a.labels_file)), "decisions": store.count(), "labels": a.labels}
 
 
 def cmd_label_export(a: argparse.Namespace) -> dict:
@@ -259,11 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "`label export`").add_subparsers(dest="label_command", required=True)
     s = lab.add_parser("serve", help="the labelling page (the default: `emocare label POSTS ...`)")
     s.add_argument("posts", help="the posts to label (a manifest, e.g. validate's posts.jsonl)")
-    s.add_argument("--labels", required=True, help="the labels file decisions are appended to (.jsonl)")
+    s.add_argument("--labels", required=True, help="where decisions go: a database (.db; a team's) or a labels file "
+                   "(.jsonl, appended to)")
     s.add_argument("--models", default=MODELS_DIR, help="the bundle that ranks posts, and whose classes are asked")
-    s.add_argument("--host", default="127.0.0.1", help="another address needs the token printed at start")
+    s.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface; put it "
+                   "behind a TLS proxy, the links carry tokens)")
+    s.add_argument("--name", action="append", help="a host name (or name:port) the team's browsers use for this "
+                   "server, e.g. the TLS proxy's (repeatable)")
     s.add_argument("--port", type=int, default=8010)
-    s.add_argument("--annotator", default=os.environ.get("USER") or "anonymous")
+    s.add_argument("--annotator", default=os.environ.get("USER") or "anonymous", help="a team of one")
+    s.add_argument("--annotators", help="the team, e.g. ana,ben,chloe: a link each (more from the admin page)")
+    s.add_argument("--admin", default="admin", help="the admin's name (the admin link: progress, agreement, review)")
+    s.add_argument("--overlap", type=float, default=OVERLAP, help="the share of posts labelled by several annotators")
+    s.add_argument("--k", type=int, default=K, help="annotators per overlap post")
+    s.add_argument("--lease", type=float, default=LEASE_S, help="seconds a post handed out is held for its annotator")
     s.add_argument("--strategy", default="mixed", choices=STRATEGIES)
     s.add_argument("--random-share", type=float, default=0.2, help="with mixed: the share of random picks")
     s.add_argument("--target", type=int, help="labels wanted (default: every post)")
@@ -273,12 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("labels_file")
     s.add_argument("--models", default=MODELS_DIR)
     s.set_defaults(func=cmd_label_stats)
+    s = lab.add_parser("import", help="a labels file's decisions into a labels database (.db)")
+    s.add_argument("labels_file")
+    s.add_argument("--labels", required=True, help="the database, e.g. labels.db (created if new)")
+    s.set_defaults(func=cmd_label_import)
     s = lab.add_parser("export", help="the labelled posts as a manifest that validate and dvc repro take")
     s.add_argument("labels_file")
     s.add_argument("--posts", required=True, help="the posts file that was labelled")
     s.add_argument("-o", "--out", required=True, help="the manifest to write, e.g. labelled/manifest.jsonl")
     s.add_argument("--resolve", default="majority", choices=RESOLVE,
-                   help="a post labelled by several annotators: the most frequent label, or the latest")
+                   help="a post labelled by several annotators (and no reviewer's adjudication): the most frequent "
+                   "label, or the latest")
     s.add_argument("--models", default=MODELS_DIR)
     s.set_defaults(func=cmd_label_export)
     s = lab.add_parser("to-label-studio", help="posts (and decisions) as Label Studio tasks JSON, with its config")
@@ -298,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-LABEL_COMMANDS = ("serve", "stats", "export", "to-label-studio", "from-label-studio", "-h", "--help")
+LABEL_COMMANDS = ("serve", "stats", "import", "export", "to-label-studio", "from-label-studio", "-h", "--help")
 
 
 def main(argv: list[str] | None = None) -> int:

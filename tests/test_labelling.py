@@ -66,7 +66,7 @@ def test_log_replays_undos_and_survives_a_torn_line(tmp_path: Path):
     assert all(json.loads(x) for x in log.path.read_text().splitlines())
     assert resolve(log.read(), "latest")["a"]["label"] == "sadness"
     assert resolve(log.read(), "majority")["a"] == {"label": "sadness", "votes": {"joy": 1, "sadness": 1},
-                                                   "random": True}
+                                                   "random": True, "adjudicated": False}
 
 
 def test_agreement_matches_the_textbook_figures():

@@ -15,6 +15,8 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 RESOLVE = ("majority", "latest")
@@ -46,21 +48,55 @@ class LabelLog:
             out.append(record)
         return out
 
-    def append(self, record: dict, at: float | None = None) -> dict:
-        """Write ``record`` with its ``time`` (now, or ``at``) durably: on disk before this returns."""
-        record = {**record, "time": round(time.time() if at is None else at, 3)}
-        line = (json.dumps(record) + "\n").encode()  # ASCII: no character of a record can look like a newline
+    @contextmanager
+    def _locked(self) -> Iterator[int]:
+        """The file open for appending, locked against this server's threads and other servers."""
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # another server appending to the same file waits
                 _drop_torn_line(fd)
-                os.write(fd, line)
-                os.fsync(fd)
+                yield fd
             finally:
                 os.close(fd)
-        return record
+
+    def append(self, record: dict, at: float | None = None) -> dict:
+        """Write ``record`` with its ``time`` (now, or ``at``) durably: on disk before this returns."""
+        with self._locked() as fd:
+            return _write(fd, record, at)
+
+    def decide(self, record: dict) -> dict:
+        """Write an annotator's decision unless they already have one standing on the post (:class:`AlreadyLabelled`),
+        checked under the file lock. Reads the whole file: a team, or many decisions, want a database
+        (:mod:`emocare.labelling.store`)."""
+        with self._locked() as fd:
+            if (record.get("annotator"), record["id"]) in current(self.read(), record.get("annotator")):
+                raise AlreadyLabelled(f"post {record['id']!r} is already labelled by {record.get('annotator')}")
+            return _write(fd, record, None)
+
+    def undo_last(self, annotator: str, ids: set[str] | dict) -> str | None:
+        """Take back ``annotator``'s latest standing decision on one of ``ids``; returns its post id (None: none)."""
+        with self._locked() as fd:
+            pid = last_undoable(self.read(), annotator, ids)
+            if pid is not None:
+                _write(fd, {"id": pid, "annotator": annotator, "undo": True}, None)
+            return pid
+
+    def standing(self) -> dict[tuple[str, str], str]:
+        """Every (annotator, post id)'s standing label (adjudications left out)."""
+        return {k: r["label"] for k, r in current(self.read()).items() if not r.get("adjudication")}
+
+
+class AlreadyLabelled(ValueError):
+    """The annotator already has a standing decision on the post."""
+
+
+def _write(fd: int, record: dict, at: float | None) -> dict:
+    record = {**record, "time": round(time.time() if at is None else at, 3)}
+    os.write(fd, (json.dumps(record) + "\n").encode())  # ASCII: no character of a record can look like a newline
+    os.fsync(fd)
+    return record
 
 
 def _drop_torn_line(fd: int) -> None:
@@ -73,10 +109,11 @@ def _drop_torn_line(fd: int) -> None:
 
 def current(records: list[dict], annotator: str | None = None) -> dict[tuple[str, str], dict]:
     """The standing decision per (annotator, post id), undos applied, each with its position in the file
-    (``seq``, what "latest" means); only ``annotator``'s when given."""
+    (``seq``, what "latest" means); only ``annotator``'s when given. A reviewer's adjudications are not
+    decisions (:func:`adjudications`)."""
     stacks: dict[tuple[str, str], list[dict]] = {}
     for seq, r in enumerate(records):
-        if annotator is not None and r.get("annotator") != annotator:
+        if (annotator is not None and r.get("annotator") != annotator) or r.get("adjudication"):
             continue
         key = (r.get("annotator"), r["id"])
         if r.get("undo"):
@@ -94,10 +131,17 @@ def last_undoable(records: list[dict], annotator: str, ids: set[str] | dict | No
     return max(standing, key=lambda r: r["seq"])["id"] if standing else None
 
 
+def adjudications(records: list[dict]) -> dict[str, dict]:
+    """Per post id, a reviewer's latest adjudication (``{"id", "label", "annotator": reviewer, "adjudication":
+    true}``): the label that settles a disagreement or a likely error."""
+    return {r["id"]: r for r in records if r.get("adjudication")}
+
+
 def resolve(records: list[dict], how: str = "majority") -> dict[str, dict]:
-    """Per post id: ``{"label", "votes", "random"}``. ``majority`` takes the most frequent standing label (ties:
-    the latest of the tied), ``latest`` the latest in the file; ``random`` says whether any decision on it was
-    a random pick (an unbiased sample, for evaluation)."""
+    """Per post id: ``{"label", "votes", "random", "adjudicated"}``. A reviewer's adjudication comes first; else
+    ``majority`` takes the most frequent standing label (ties: the latest of the tied), ``latest`` the latest in
+    the file; ``random`` says whether any decision on it was a random pick (an unbiased sample, for
+    evaluation)."""
     if how not in RESOLVE:
         raise ValueError(f"--resolve must be one of {', '.join(RESOLVE)}, not {how!r}")
     by_post: dict[str, list[dict]] = {}
@@ -111,5 +155,8 @@ def resolve(records: list[dict], how: str = "majority") -> dict[str, dict]:
         else:
             top = max(votes.values())
             label = next(r["label"] for r in reversed(rs) if votes[r["label"]] == top)
-        out[pid] = {"label": label, "votes": dict(votes), "random": any(r.get("strategy") == "random" for r in rs)}
+        out[pid] = {"label": label, "votes": dict(votes), "random": any(r.get("strategy") == "random" for r in rs),
+                    "adjudicated": False}
+    for pid, r in adjudications(records).items():
+        out[pid] = {**out.get(pid, {"votes": {}, "random": False}), "label": r["label"], "adjudicated": True}
     return out

@@ -1,8 +1,9 @@
 """``emocare label export``: the labelled posts only, as a manifest that ``emocare validate`` keeps whole.
 
-Each post is its line of the posts file with ``label`` set (resolved across annotators,
-:func:`~emocare.labelling.decisions.resolve`), its media paths rewritten relative to the new manifest's
-folder, and ``label_votes`` and ``label_random`` (the post was a random pick: an unbiased sample) beside.
+Each post is its line of the posts file with ``label`` set (a reviewer's adjudication, else resolved across
+annotators, :func:`~emocare.labelling.decisions.resolve`), its media paths rewritten relative to the new
+manifest's folder, and ``label_votes``, ``label_random`` (the post was a random pick: an unbiased sample) and
+``label_adjudicated`` beside. The labels are a labels file or a labels database.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 from emocare.data.manifest import iter_manifest, resolve_media
 from emocare.io import write_jsonl
-from emocare.labelling.decisions import LabelLog, resolve
+from emocare.labelling.decisions import resolve
+from emocare.labelling.store import open_labels
 from emocare.labels import LabelSet
 
 
@@ -20,7 +22,7 @@ def export(labels_path: str | Path, posts_path: str | Path, out: str | Path, cla
            how: str = "majority") -> dict:
     """Write the manifest ``out``; returns counts (labelled posts, written, random picks, per class)."""
     labels_path, posts_path, out = Path(labels_path), Path(posts_path), Path(out)
-    resolved = resolve(LabelLog(labels_path).read(), how)
+    resolved = resolve(open_labels(labels_path).read(), how)
     unknown = sorted({r["label"] for r in resolved.values()} - set(classes.names))
     if unknown:
         raise ValueError(f"{labels_path}: labels {unknown} are not among the classes {list(classes.names)}")
@@ -34,7 +36,7 @@ def export(labels_path: str | Path, posts_path: str | Path, out: str | Path, cla
             continue
         seen.add(pid)
         rec = {**rec, "label": resolved[pid]["label"], "label_votes": resolved[pid]["votes"],
-               "label_random": resolved[pid]["random"]}
+               "label_random": resolved[pid]["random"], "label_adjudicated": resolved[pid]["adjudicated"]}
         for key in ("image", "video"):
             if rec.get(key):
                 if os.path.isabs(rec[key]):
@@ -54,4 +56,5 @@ def export(labels_path: str | Path, posts_path: str | Path, out: str | Path, cla
     write_jsonl(out, records)
     per_class = {c: sum(r["label"] == c for r in records) for c in classes.names}
     return {"labelled": len(resolved), "written": len(records), "random": sum(r["label_random"] for r in records),
+            "adjudicated": sum(r["label_adjudicated"] for r in records),
             "per_class": per_class, "out": str(out)}

@@ -20,7 +20,8 @@ from xml.sax.saxutils import quoteattr
 
 from emocare.data.manifest import iter_manifest
 from emocare.io import read_json, write_json, write_jsonl, write_text
-from emocare.labelling.decisions import LabelLog, current
+from emocare.labelling.decisions import current
+from emocare.labelling.store import open_labels
 from emocare.labels import LabelSet
 
 FROM_NAME = "emotion"
@@ -39,7 +40,7 @@ def to_label_studio(posts_path: str | Path, out: str | Path, classes: LabelSet, 
                     media_url: str = "", from_name: str = FROM_NAME) -> dict:
     """Write ``out`` (tasks JSON) and ``out``'s ``.xml`` labeling config; returns counts."""
     posts_path, out = Path(posts_path), Path(out)
-    standing = current(LabelLog(labels_path).read()) if labels_path else {}
+    standing = current(open_labels(labels_path).read()) if labels_path else {}
     by_post: dict[str, list[dict]] = {}
     for (_, pid), r in sorted(standing.items(), key=lambda kv: kv[1]["time"]):
         by_post.setdefault(pid, []).append(r)
@@ -113,7 +114,7 @@ def from_label_studio(tasks_path: str | Path, posts_out: str | Path, labels_path
                     decisions.append(({"id": pid, "label": label, "annotator": _annotator(annotation),
                                        "strategy": STRATEGY, "score": None}, _time(annotation.get("created_at"))))
     write_jsonl(posts_out, posts)
-    log = LabelLog(labels_path)
+    log = open_labels(labels_path)
     kept = log.read()
     timed = {(r["id"], r.get("label"), r.get("annotator"), r.get("time")) for r in kept}
     untimed = {key[:3] for key in timed}

@@ -1,14 +1,19 @@
-"""``emocare label``: a page that shows one post at a time and records each decision with one keypress.
+"""``emocare label``: a page that shows one post at a time and records each decision with one keypress;
+one server for a team.
 
 The server is the standard library's threading HTTP server (no extra dependency): the page and its script
-are one file of package data (``page.html``, no CDN), the API is JSON. A decision is appended to the labels
-file and fsynced (:class:`~emocare.labelling.decisions.LabelLog`) before the answer goes back, and the page
-moves on only on that answer. The model's guess is never shown: an annotator who sees it tends to agree.
+are one file of package data (``page.html``, no CDN), the API is JSON. A decision is written durably (a labels
+database, :mod:`~emocare.labelling.store`, or a labels file, :class:`~emocare.labelling.decisions.LabelLog`)
+before the answer goes back, and the page moves on only on that answer. The model's guess is never shown: an
+annotator who sees it tends to agree.
 
-It binds 127.0.0.1. Every request needs the token in the URL printed at start (the page keeps it as a
-same-site cookie): the page writes files and shows private posts, so neither another host nor another web
-page open in the same browser may use it. Requests must also name this server as their Host (no DNS
-rebinding), and changes come as JSON only (no cross-site form posts).
+Each member of the team has a link with their own token (the page keeps it as a same-site cookie named
+after the port, so servers on one host keep theirs); the admin's link opens ``admin.html``: progress, pace,
+agreement, the review queue (:mod:`~emocare.labelling.admin`). Posts are routed between annotators with an
+overlap and leases (:mod:`~emocare.labelling.routing`). Every request needs a token: the page writes files and
+shows private posts, so neither another host nor another web page open in the same browser may use it.
+Requests must also name this server as their Host (no DNS rebinding), and changes come as JSON only (no
+cross-site form posts). It binds 127.0.0.1 unless ``--host`` says otherwise (then put it behind TLS).
 """
 
 from __future__ import annotations
@@ -28,17 +33,22 @@ from http import HTTPStatus
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
+from itertools import chain
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from emocare.data.manifest import iter_manifest, resolve_media
 from emocare.io import file_stamp
-from emocare.labelling.decisions import LabelLog, current, last_undoable
+from emocare.labelling.admin import review_queue, team_state
+from emocare.labelling.decisions import AlreadyLabelled, LabelLog
 from emocare.labelling.queue import NEEDS_MODELS, order, uncertainty_scores
+from emocare.labelling.routing import LEASE_S, OVERLAP, K, Router
+from emocare.labelling.store import LabelStore, open_labels
 from emocare.labels import LabelSet
 from emocare.media.thumbs import video_strip
 
-COOKIE = "emocare_label_token"
+COOKIE = "emocare_label_token"  # + the port
+TIMEOUT_S = 30
 META_SHOWN = ("subreddit", "created_utc", "flair", "author", "permalink")
 MAX_BODY = 64 * 1024
 
@@ -53,24 +63,31 @@ class LabelError(ValueError):
 
 @dataclass
 class Session:
-    """One annotator's labelling of a posts file: the asking order, what stands, what was skipped."""
+    """A team's labelling of a posts file: the asking order, the routing between annotators
+    (:class:`~emocare.labelling.routing.Router`), each annotator's standing decisions and skips. ``annotator``
+    is the one a request without a name speaks for (a team of one)."""
 
     posts_path: Path
-    log: LabelLog
+    log: LabelStore | LabelLog
     classes: LabelSet
     annotator: str
     queue: list[tuple[str, str, float | None]]
     target: int
     posts: dict[str, dict] = field(default_factory=dict)
-    skipped: set[str] = field(default_factory=set)
-    front: list[str] = field(default_factory=list)  # undone posts, asked again first
+    router: Router | None = None
     stamp: list[int] = field(default_factory=list)  # emocare.io.file_stamp of the posts file at start
     lock: threading.RLock = field(default_factory=threading.RLock)  # one request at a time changes the session
+    skipped: dict[str, set[str]] = field(default_factory=dict)  # per annotator
+    front: dict[str, list[str]] = field(default_factory=dict)  # per annotator: undone posts, asked again first
+    labels: dict[tuple[str, str], str] = field(default_factory=dict)  # (annotator, post) -> standing label
+    members: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> (name, role)
+    features: dict[str, object] = field(default_factory=dict)  # a text -> its embedding, for the review queue
 
     @classmethod
     def open(cls, posts_path: str | Path, labels_path: str | Path, classes: LabelSet, annotator: str = "anonymous",
              strategy: str = "mixed", random_share: float = 0.2, target: int | None = None,
-             models_dir: str | Path | None = None, seed: int = 0) -> Session:
+             models_dir: str | Path | None = None, seed: int = 0, overlap: float = OVERLAP, k: int = K,
+             lease_s: float = LEASE_S) -> Session:
         posts_path, labels_path = Path(posts_path), Path(labels_path)
         if not posts_path.is_file():
             raise FileNotFoundError(f"posts file {posts_path} not found")
@@ -93,72 +110,110 @@ class Session:
                 raise ValueError(NEEDS_MODELS.format(strategy=strategy))
             scores = uncertainty_scores(posts_path, Path(models_dir), labels_path)
         queue = order(list(posts), strategy, scores, random_share, seed)
-        return cls(posts_path, LabelLog(labels_path), classes, annotator, queue, target or len(posts), posts,
-                   stamp=stamp)
+        log = open_labels(labels_path)
+        labels = {k_: v for k_, v in log.standing().items() if k_[1] in posts}
+        router = Router(list(posts), labels, overlap, k, lease_s, seed)
+        return cls(posts_path, log, classes, annotator, queue, target or len(posts), posts, router, stamp=stamp,
+                   labels=labels)
+
+    def __post_init__(self) -> None:
+        self.picks = {pid: (how, score) for pid, how, score in self.queue}
+        if self.router is None:
+            self.router = Router(list(self.posts), self.labels, overlap=0)
 
     def _check_unchanged(self) -> None:
         if file_stamp(self.posts_path) != self.stamp:
             raise LabelError(HTTPStatus.CONFLICT, f"{self.posts_path} changed since `emocare label` started: "
                                                   "restart it, so that ids and media are read again")
 
-    def _mine(self) -> dict[str, dict]:
-        """This annotator's standing decisions on this posts file's posts (the labels file may hold others)."""
-        return {pid: r for (_, pid), r in current(self.log.read(), self.annotator).items() if pid in self.posts}
+    def _resync(self) -> None:
+        """Read the standing decisions again: another server wrote to the same labels."""
+        self.labels = {k: v for k, v in self.log.standing().items() if k[1] in self.posts}
+        self.router.reset(self.labels)
 
-    def state(self) -> dict:
-        """The next post to ask about (None when every post is labelled or skipped) and the progress."""
-        mine = self._mine()
-        asked = [*self.front, *(i for i, _, _ in self.queue)]
-        nxt = next((i for i in asked if i not in mine and i not in self.skipped), None)
-        per_class = dict(Counter(r["label"] for r in mine.values()))
-        return {"post": self._show(nxt) if nxt else None, "labelled": len(mine), "target": self.target,
-                "skipped": len(self.skipped), "per_class": per_class}
+    def state(self, who: str | None = None) -> dict:
+        """The next post to ask ``who`` (None when every post is labelled, skipped or with others) and the progress."""
+        who = who or self.annotator
+        with self.lock:
+            front = self.front.get(who, [])
+            nxt = self.router.next_for(who, chain(front, (i for i, _, _ in self.queue)), self.skipped.get(who, set()))
+            per_class = Counter(label for (w, _), label in self.labels.items() if w == who)
+            return {"post": self._show(nxt) if nxt else None, "labelled": per_class.total(), "target": self.target,
+                    "skipped": len(self.skipped.get(who, ())), "per_class": dict(per_class), "annotator": who}
 
     def _show(self, pid: str) -> dict:
         rec = self.posts[pid]
         meta = {k: rec[k] for k in META_SHOWN if rec.get(k) not in (None, "")}
         if isinstance(meta.get("created_utc"), int | float):
-            meta["created_utc"] = datetime.fromtimestamp(meta["created_utc"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+            meta["created_utc"] = _date(meta["created_utc"])
         return {"id": pid, "text": rec.get("text") or "", "image": bool(rec.get("image")),
                 "video": bool(rec.get("video")), "meta": meta}
 
     def _pick(self, pid: str) -> tuple[str, float | None]:
-        for i, strategy, score in self.queue:
-            if i == pid:
-                return strategy, score
-        raise LabelError(HTTPStatus.NOT_FOUND, f"unknown post id {pid!r}: not in {self.posts_path.name}")
+        if pid not in self.picks:
+            raise LabelError(HTTPStatus.NOT_FOUND, f"unknown post id {pid!r}: not in {self.posts_path.name}")
+        return self.picks[pid]
 
-    def label(self, pid: str, label: str) -> dict:
+    def label(self, pid: str, label: str, who: str | None = None) -> dict:
+        who = who or self.annotator
         with self.lock:
             self._check_unchanged()
             strategy, score = self._pick(pid)
             if label not in self.classes.names:
                 raise LabelError(HTTPStatus.UNPROCESSABLE_ENTITY,
                                  f"label {label!r} is not one of the classes {list(self.classes.names)}")
-            if pid in self._mine():  # a second tab, or a page from before a restart: undo it first
-                raise LabelError(HTTPStatus.CONFLICT, f"post {pid!r} is already labelled by {self.annotator}; "
-                                                      "press u to undo that decision first")
-            self.log.append({"id": pid, "label": label, "annotator": self.annotator, "strategy": strategy,
-                             "score": score})
-            self.front = [i for i in self.front if i != pid]
-            return self.state()
+            try:  # checked in the store, under its lock: a second tab or server is refused
+                self.log.decide({"id": pid, "label": label, "annotator": who, "strategy": strategy, "score": score})
+            except AlreadyLabelled:
+                self._resync()
+                raise LabelError(HTTPStatus.CONFLICT, f"post {pid!r} is already labelled by {who}; "
+                                                      "press u to undo that decision first") from None
+            self.labels[(who, pid)] = label
+            self.router.decided(who, pid)
+            self.front[who] = [i for i in self.front.get(who, []) if i != pid]
+            return self.state(who)
 
-    def skip(self, pid: str) -> dict:
+    def skip(self, pid: str, who: str | None = None) -> dict:
+        who = who or self.annotator
         with self.lock:
             self._pick(pid)
-            self.skipped.add(pid)
-            return self.state()
+            self.skipped.setdefault(who, set()).add(pid)
+            self.router.release(who)
+            return self.state(who)
 
-    def undo(self) -> dict:
+    def undo(self, who: str | None = None) -> dict:
+        who = who or self.annotator
         with self.lock:
             self._check_unchanged()
-            pid = last_undoable(self.log.read(), self.annotator, self.posts)
+            pid = self.log.undo_last(who, self.posts)
             if pid is None:
                 raise LabelError(HTTPStatus.CONFLICT, "nothing to undo")
-            self.log.append({"id": pid, "annotator": self.annotator, "undo": True})
-            self.skipped.discard(pid)
-            self.front.insert(0, pid)
-            return self.state()
+            self.labels.pop((who, pid), None)
+            self.router.undone(who, pid)
+            self.skipped.get(who, set()).discard(pid)
+            self.front.setdefault(who, []).insert(0, pid)
+            return self.state(who)
+
+    def adjudicate(self, pid: str, label: str, reviewer: str) -> dict:
+        """Record ``reviewer``'s label for ``pid``: what ``label export`` takes over the annotators' votes."""
+        with self.lock:
+            self._pick(pid)
+            if label not in self.classes.names:
+                raise LabelError(HTTPStatus.UNPROCESSABLE_ENTITY,
+                                 f"label {label!r} is not one of the classes {list(self.classes.names)}")
+            return self.log.append({"id": pid, "label": label, "annotator": reviewer, "adjudication": True})
+
+    def add_member(self, name: str, role: str = "annotator") -> str:
+        """Add ``name`` to the team; returns the token of their link (kept in a labels database, so links survive
+        a restart; with a labels file, new at each start)."""
+        with self.lock:
+            if isinstance(self.log, LabelStore):
+                token = self.log.add_annotator(name, role)
+            else:
+                member = LabelStore.check_member(name, role)
+                token = next((t for t, m in self.members.items() if m == member), None) or secrets.token_urlsafe(16)
+            self.members[token] = (name, role)
+            return token
 
     def media(self, pid: str, kind: str) -> tuple[Path | bytes, str]:
         """A post's image or video file (its path), or ``frames`` (a strip of its video's sampled frames, JPEG)."""
@@ -167,6 +222,8 @@ class Session:
         if rec is None or kind not in ("image", "video", "frames") or not rec.get(field_):
             raise LabelError(HTTPStatus.NOT_FOUND, f"post {pid!r} has no {kind}")
         path = resolve_media(self.posts_path.parent, rec[field_])
+        if not path.is_file():  # gone since validation, or a folder: say so (an empty 200 shows nothing)
+            raise LabelError(HTTPStatus.NOT_FOUND, f"post {pid!r}: its {field_} {rec[field_]} is not a file")
         if kind == "frames":
             buf = io.BytesIO()
             video_strip(path, frames=8, px=960).save(buf, "JPEG", quality=85)
@@ -174,20 +231,44 @@ class Session:
         return path, mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def _handler(session: Session, token: str, host: str):
+def _date(t: float) -> str:
+    """A Unix time as a UTC date; one no calendar holds (1e20) as the number it is."""
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"{t!r} (not a date)"
+
+
+class LabelServer(ThreadingHTTPServer):
+    """The standard library's threading server, with a listen backlog for a team's burst of page loads (its
+    default of 5 reset 72 of 100 simultaneous connections)."""
+
+    request_queue_size = 256
+    daemon_threads = True
+
+
+def _handler(session: Session, token: str | None, host: str, names: list[str] | tuple = ()):
+    """The request handler; ``token`` (when given) is ``session.annotator``'s, beside the team's tokens;
+    ``names``: the host names (or name:port) browsers may use for this server besides ``host``."""
     page = files("emocare.labelling").joinpath("page.html").read_bytes()
-    config = {"classes": [{"name": n, "display": session.classes.display[n], "colour": session.classes.colours[n]}
-                          for n in session.classes.names], "annotator": session.annotator}
+    admin_page = files("emocare.labelling").joinpath("admin.html").read_bytes()
+    if token is not None:
+        session.members[token] = (session.annotator, "annotator")
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = TIMEOUT_S  # a connection that sends nothing (half open, or slow on purpose) frees its thread
+
         def log_message(self, *args) -> None:  # quiet: the terminal shows what matters, not every request
             pass
 
         def handle_one_request(self) -> None:
             try:
                 super().handle_one_request()
-            except ConnectionError:  # the page moved on while a video was still loading: nothing to answer
+            except (ConnectionError, TimeoutError):  # the page moved on, or the client went quiet: nothing to answer
                 self.close_connection = True
+
+        def _cookie(self) -> str:
+            return f"{COOKIE}_{self.server.server_address[1]}"  # per port: servers on one host keep their own
 
         def _send(self, status: int, body: bytes | Path, kind: str, cookie: str | None = None) -> None:
             self.send_response(status)
@@ -195,7 +276,7 @@ def _handler(session: Session, token: str, host: str):
             self.send_header("Content-Length", str(body.stat().st_size if isinstance(body, Path) else len(body)))
             self.send_header("Cache-Control", "no-store")
             if cookie:
-                self.send_header("Set-Cookie", f"{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict")
+                self.send_header("Set-Cookie", f"{self._cookie()}={cookie}; Path=/; HttpOnly; SameSite=Strict")
             self.end_headers()
             if isinstance(body, Path):
                 with open(body, "rb") as f:
@@ -209,52 +290,69 @@ def _handler(session: Session, token: str, host: str):
         def _run(self, action) -> None:
             try:
                 result = action()
+                if isinstance(result, tuple):
+                    return self._send(200, *result)
             except LabelError as e:
                 return self._json(e.status, {"error": str(e)})
             except (ValueError, OSError) as e:  # unreadable media or labels file: say so, keep serving
                 return self._json(400, {"error": f"{type(e).__name__}: {e}"})
             except Exception as e:  # noqa: BLE001 - a bug must not leave the page without an answer
                 return self._json(500, {"error": f"{type(e).__name__}: {e}"})
-            if isinstance(result, tuple):
-                self._send(200, *result)
-            else:
-                self._json(200, result)
+            self._json(200, result)
 
-        def _allowed(self, given: str | None) -> bool:
-            """The request names this server and carries the token (header, cookie or ``?token=``)."""
+        def _member(self, given: str | None) -> tuple[str, str] | None:
+            """Who sends the request (name, role): it names this server and carries a member's token (header,
+            cookie or ``?token=``). Else None, answered."""
             port = self.server.server_address[1]
-            hosts = {f"{h}:{port}" for h in (host, "127.0.0.1", "localhost")}
+            hosts = {f"{h}:{port}" for h in (host, "127.0.0.1", "localhost", *names)} | set(names)
             if self.headers.get("Host") not in hosts:
                 self._json(421, {"error": f"this server answers as {sorted(hosts)}, not {self.headers.get('Host')}"})
-                return False
+                return None
             cookie = SimpleCookie(self.headers.get("Cookie") or "")
-            offered = given or self.headers.get("X-EmoCare-Token") or (cookie[COOKIE].value if COOKIE in cookie
-                                                                       else "")
-            if not hmac.compare_digest(offered, token):
-                self._json(403, {"error": "open the URL `emocare label` printed at start (it carries the token)"})
-                return False
-            return True
+            offered = (given or self.headers.get("X-EmoCare-Token")
+                       or (cookie[self._cookie()].value if self._cookie() in cookie else "")).encode()
+            # every token compared (in constant time each): which one matched must not show in the timing
+            found = [m for t, m in list(session.members.items()) if hmac.compare_digest(offered, t.encode())]
+            if not found:
+                self._json(403, {"error": "open your link: the URL `emocare label` printed (it carries your token)"})
+                return None
+            return found[0]
 
         def do_GET(self) -> None:
             url = urlparse(self.path)
             given = parse_qs(url.query).get("token", [None])[0]
-            if not self._allowed(given):
+            member = self._member(given)
+            if member is None:
                 return
+            who, role = member
+            token = next(t for t, m in session.members.items() if m == member)
             parts = [unquote(p) for p in url.path.strip("/").split("/")]
             if url.path == "/":
                 self._send(200, page, "text/html; charset=utf-8", cookie=token)
             elif url.path == "/api/config":
-                self._json(200, config)
+                self._json(200, {"classes": [{"name": n, "display": session.classes.display[n],
+                                              "colour": session.classes.colours[n]} for n in session.classes.names],
+                                 "annotator": who})
             elif url.path == "/api/state":
-                self._run(session.state)
+                self._run(lambda: session.state(who))
             elif len(parts) == 3 and parts[0] == "media":
                 self._run(lambda: session.media(parts[1], parts[2]))
+            elif role != "admin" and (url.path == "/admin" or url.path.startswith("/api/admin/")):
+                self._json(403, {"error": "the admin link opens this page"})
+            elif url.path == "/admin":
+                self._send(200, admin_page, "text/html; charset=utf-8", cookie=token)
+            elif url.path == "/api/admin/state":
+                self._run(lambda: team_state(session))
+            elif url.path == "/api/admin/review":
+                self._run(lambda: review_queue(session))
             else:
                 self._json(404, {"error": f"no such page: {url.path}"})
 
         def do_POST(self) -> None:
-            if not self._allowed(None):
+            member = self._member(None)
+            if member is None:
                 return
+            who, role = member
             if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
                 return self._json(415, {"error": "send JSON (Content-Type: application/json)"})
             length = self.headers.get("Content-Length") or "0"
@@ -266,8 +364,14 @@ def _handler(session: Session, token: str, host: str):
                 return self._json(400, {"error": f"the body is not JSON: {e}"})
             if not isinstance(body, dict):
                 return self._json(400, {"error": "the body must be a JSON object"})
-            actions = {"/api/label": lambda: session.label(str(body.get("id")), str(body.get("label"))),
-                       "/api/skip": lambda: session.skip(str(body.get("id"))), "/api/undo": session.undo}
+            actions = {"/api/label": lambda: session.label(str(body.get("id")), str(body.get("label")), who),
+                       "/api/skip": lambda: session.skip(str(body.get("id")), who),
+                       "/api/undo": lambda: session.undo(who)}
+            if role == "admin":
+                actions |= {"/api/admin/adjudicate": lambda: session.adjudicate(str(body.get("id")),
+                                                                                str(body.get("label")), who),
+                            "/api/admin/annotators": lambda: _link_of(session, str(body.get("name")),
+                                                                      str(body.get("role") or "annotator"))}
             action = actions.get(urlparse(self.path).path)
             if action is None:
                 return self._json(404, {"error": f"no such action: {self.path}"})
@@ -276,17 +380,31 @@ def _handler(session: Session, token: str, host: str):
     return Handler
 
 
-def serve(session: Session, host: str = "127.0.0.1", port: int = 8010) -> None:
-    """Serve the labelling page until interrupted."""
-    token = secrets.token_urlsafe(16)
+def _link_of(session: Session, name: str, role: str) -> dict:
+    """Add a member; their link's path (the page adds its own address)."""
+    token = session.add_member(name, role)
+    return {"name": name, "role": role, "path": f"{'/admin' if role == 'admin' else '/'}?token={token}"}
+
+
+def serve(session: Session, host: str = "127.0.0.1", port: int = 8010, annotators: list[str] | None = None,
+          admin: str = "admin", names: list[str] | tuple = ()) -> None:
+    """Serve the labelling pages until interrupted: a link per annotator (``annotators``, else
+    ``session.annotator`` alone) and an admin link, printed."""
+    for name in annotators or [session.annotator]:
+        session.add_member(name)
+    session.add_member(admin, "admin")
+    if isinstance(session.log, LabelStore):  # members added on the admin page at an earlier run
+        session.members |= {m["token"]: (n, m["role"]) for n, m in session.log.team().items()}
     try:
-        server = ThreadingHTTPServer((host, port), _handler(session, token, host))
+        server = LabelServer((host, port), _handler(session, None, host, names))
     except OSError as e:
         raise RuntimeError(f"cannot listen on {host}:{port} ({e.strerror}): is another server there? try --port"
                            ) from None
-    url = f"http://{host}:{server.server_address[1]}/?token={token}"
-    print(f"label: {len(session.posts)} posts, annotator {session.annotator}, decisions to {session.log.path}; "
-          f"open {url}", file=sys.stderr, flush=True)
+    base = f"http://{host}:{server.server_address[1]}"
+    links = [f"  {name} ({role}): open {base}{'/admin' if role == 'admin' else '/'}?token={t}"
+             for t, (name, role) in session.members.items()]
+    print(f"label: {len(session.posts)} posts, decisions to {session.log.path}; a link each:\n" + "\n".join(links),
+          file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
