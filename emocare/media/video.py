@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -112,6 +111,8 @@ def read_frames_pyav(path: str | Path, k: int) -> list[np.ndarray]:
     A frame's index is its presentation time times the frame rate, as OpenCV counts frames, so both read the
     same frames. Without a frame count in the container, the packets are counted.
     """
+    import av  # here: only this decoder needs PyAV
+
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError) as e:
@@ -125,7 +126,7 @@ def read_frames_pyav(path: str | Path, k: int) -> list[np.ndarray]:
         if not rate or not base:
             raise VideoError(f"{path}: the video stream has no frame rate or time base")
 
-        def index(item: av.VideoFrame | av.Packet) -> int:
+        def index(item) -> int:  # a frame or a packet
             return round(float((item.pts - start) * base * rate))
 
         try:
