@@ -65,7 +65,8 @@ class FrameStore:
         self.root, self.modality, self.frames = Path(root), modality, frames if modality == "video" else 1
         self.geometric = geometric
         steps = re.sub(r" at 0x[0-9a-f]+", "", repr(self.geometric))  # a function's repr names its address
-        decoder = f"|{video_decoder()}" if modality == "video" else ""  # decoders may round pixels differently
+        self.decoder = video_decoder()  # named in the tag: decoders could round pixels differently
+        decoder = f"|{self.decoder}" if modality == "video" else ""
         self._tag = f"v{VERSION}|{modality}|{self.frames}|{steps}{decoder}"
 
     def path(self, media: str | Path) -> Path:
@@ -83,7 +84,7 @@ class FrameStore:
         if self.modality == "image":
             images = [load_image(media)]
         else:
-            images = [Image.fromarray(f) for f in read_frames(media, self.frames)]
+            images = [Image.fromarray(f) for f in read_frames(media, self.frames, self.decoder)]
         pixels = np.stack([np.asarray(self.geometric(img), dtype=np.uint8) for img in images])
         entry.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(entry, suffix=".npy") as tmp, open(tmp, "wb") as f:
