@@ -97,8 +97,10 @@ def run_seed(dest: Path, tokenizer: Path, posts: int = 6250, changes: dict | Non
     if own_sampler:
         gpu = GpuSampler()
         gpu.start()
-    # PYTHONPATH: the copy's stages import the copy's emocare, not the editable install's (this working tree)
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(dest),
+    # PYTHONPATH: the copy's stages import the copy's emocare, not this working tree's (packages carried to a
+    # lent GPU, on the PYTHONPATH given, stay importable)
+    path = os.pathsep.join([str(dest), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=dest, env=env, stdout=subprocess.PIPE,
