@@ -32,7 +32,7 @@ from torchvision import transforms as T
 
 from emocare.io import atomic_path
 from emocare.media.image import load_image
-from emocare.media.video import read_frames
+from emocare.media.video import read_frames, video_decoder
 
 VERSION = 1  # bump when what an entry holds changes
 
@@ -65,7 +65,9 @@ class FrameStore:
         self.root, self.modality, self.frames = Path(root), modality, frames if modality == "video" else 1
         self.geometric = geometric
         steps = re.sub(r" at 0x[0-9a-f]+", "", repr(self.geometric))  # a function's repr names its address
-        self._tag = f"v{VERSION}|{modality}|{self.frames}|{steps}"
+        self.decoder = video_decoder()  # named in the tag: decoders could round pixels differently
+        decoder = f"|{self.decoder}" if modality == "video" else ""
+        self._tag = f"v{VERSION}|{modality}|{self.frames}|{steps}{decoder}"
 
     def path(self, media: str | Path) -> Path:
         """The entry for a media file: named by the file's identity and what is done to it."""
@@ -82,7 +84,7 @@ class FrameStore:
         if self.modality == "image":
             images = [load_image(media)]
         else:
-            images = [Image.fromarray(f) for f in read_frames(media, self.frames)]
+            images = [Image.fromarray(f) for f in read_frames(media, self.frames, self.decoder)]
         pixels = np.stack([np.asarray(self.geometric(img), dtype=np.uint8) for img in images])
         entry.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(entry, suffix=".npy") as tmp, open(tmp, "wb") as f:
