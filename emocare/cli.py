@@ -11,7 +11,7 @@ from pathlib import Path
 from emocare.bundle import MODELS_DIR, require_bundle
 from emocare.io import MB
 from emocare.labelling.decisions import RESOLVE
-from emocare.labelling.queue import STRATEGIES
+from emocare.labelling.queue import DEFAULT, STRATEGIES
 from emocare.quantify import DEFAULT as QUANTIFIER
 from emocare.quantify import METHODS
 from emocare.reddit import cli as reddit_cli
@@ -108,9 +108,11 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
 def cmd_label(a: argparse.Namespace) -> None:
     from emocare.labelling.server import Session, serve
+    from emocare.params import load_params
 
+    ocr = bool(load_params().get("text", {}).get("ocr")) if Path("params.yaml").is_file() else False
     serve(Session.open(a.posts, a.labels, _label_set(a.models), a.annotator, a.strategy, a.random_share, a.target,
-                       a.models, a.seed), a.host, a.port)
+                       a.models, a.seed, ocr), a.host, a.port)
 
 
 def cmd_label_stats(a: argparse.Namespace) -> dict:
@@ -264,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="another address needs the token printed at start")
     s.add_argument("--port", type=int, default=8010)
     s.add_argument("--annotator", default=os.environ.get("USER") or "anonymous")
-    s.add_argument("--strategy", default="mixed", choices=STRATEGIES)
-    s.add_argument("--random-share", type=float, default=0.2, help="with mixed: the share of random picks")
+    s.add_argument("--strategy", default=DEFAULT, choices=STRATEGIES,
+                   help="balanced, margin, entropy, balanced-margin, random: the live model's order; mixed, "
+                   "uncertainty: ranked up front by --models")
+    s.add_argument("--random-share", type=float, default=0.2, help="the share of random picks (the evaluation sample)")
     s.add_argument("--target", type=int, help="labels wanted (default: every post)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_label)

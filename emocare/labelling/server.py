@@ -34,7 +34,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 from emocare.data.manifest import iter_manifest, resolve_media
 from emocare.io import file_stamp
 from emocare.labelling.decisions import LabelLog, current, last_undoable
-from emocare.labelling.queue import NEEDS_MODELS, order, uncertainty_scores
+from emocare.labelling.live import LiveModel
+from emocare.labelling.queue import DEFAULT, LIVE, NEEDS_MODELS, order, uncertainty_scores
 from emocare.labels import LabelSet
 from emocare.media.thumbs import video_strip
 
@@ -66,11 +67,12 @@ class Session:
     front: list[str] = field(default_factory=list)  # undone posts, asked again first
     stamp: list[int] = field(default_factory=list)  # emocare.io.file_stamp of the posts file at start
     lock: threading.RLock = field(default_factory=threading.RLock)  # one request at a time changes the session
+    live: LiveModel | None = None  # the live strategies' model and order (then ``queue`` is empty)
 
     @classmethod
     def open(cls, posts_path: str | Path, labels_path: str | Path, classes: LabelSet, annotator: str = "anonymous",
-             strategy: str = "mixed", random_share: float = 0.2, target: int | None = None,
-             models_dir: str | Path | None = None, seed: int = 0) -> Session:
+             strategy: str = DEFAULT, random_share: float = 0.2, target: int | None = None,
+             models_dir: str | Path | None = None, seed: int = 0, ocr: bool = False) -> Session:
         posts_path, labels_path = Path(posts_path), Path(labels_path)
         if not posts_path.is_file():
             raise FileNotFoundError(f"posts file {posts_path} not found")
@@ -87,6 +89,11 @@ class Session:
             if str(rec["id"]) in posts:
                 raise ValueError(f"{posts_path}: line {line.line_no}: id {rec['id']!r} appears twice")
             posts[str(rec["id"])] = rec
+        if strategy in LIVE:  # no bundle scoring up front: the live model ranks, in the background
+            log = LabelLog(labels_path)
+            live = LiveModel(posts, posts_path, log, classes, labels_path.with_name(labels_path.name + ".live"),
+                             strategy, random_share, seed, ocr, Path(models_dir) if models_dir else None)
+            return cls(posts_path, log, classes, annotator, [], target or len(posts), posts, stamp=stamp, live=live)
         scores = None
         if strategy != "random":
             if models_dir is None or not Path(models_dir).is_dir():
@@ -105,12 +112,17 @@ class Session:
         """This annotator's standing decisions on this posts file's posts (the labels file may hold others)."""
         return {pid: r for (_, pid), r in current(self.log.read(), self.annotator).items() if pid in self.posts}
 
+    def _queue(self, done: set[str]) -> list[tuple[str, str, float | None]]:
+        return self.live.order(done) if self.live else self.queue
+
     def state(self) -> dict:
         """The next post to ask about (None when every post is labelled or skipped) and the progress."""
         mine = self._mine()
-        asked = [*self.front, *(i for i, _, _ in self.queue)]
+        asked = [*self.front, *(i for i, _, _ in self._queue(set(mine) | self.skipped))]
         nxt = next((i for i in asked if i not in mine and i not in self.skipped), None)
         per_class = dict(Counter(r["label"] for r in mine.values()))
+        if self.live:  # after the first post is chosen: loading the encoder must not delay it
+            self.live.start()
         return {"post": self._show(nxt) if nxt else None, "labelled": len(mine), "target": self.target,
                 "skipped": len(self.skipped), "per_class": per_class}
 
@@ -123,7 +135,7 @@ class Session:
                 "video": bool(rec.get("video")), "meta": meta}
 
     def _pick(self, pid: str) -> tuple[str, float | None]:
-        for i, strategy, score in self.queue:
+        for i, strategy, score in self._queue(set()):
             if i == pid:
                 return strategy, score
         raise LabelError(HTTPStatus.NOT_FOUND, f"unknown post id {pid!r}: not in {self.posts_path.name}")
@@ -141,6 +153,8 @@ class Session:
             self.log.append({"id": pid, "label": label, "annotator": self.annotator, "strategy": strategy,
                              "score": score})
             self.front = [i for i in self.front if i != pid]
+            if self.live:
+                self.live.poke()
             return self.state()
 
     def skip(self, pid: str) -> dict:
@@ -158,6 +172,8 @@ class Session:
             self.log.append({"id": pid, "annotator": self.annotator, "undo": True})
             self.skipped.discard(pid)
             self.front.insert(0, pid)
+            if self.live:
+                self.live.poke()
             return self.state()
 
     def media(self, pid: str, kind: str) -> tuple[Path | bytes, str]:
@@ -247,6 +263,8 @@ def _handler(session: Session, token: str, host: str):
                 self._json(200, config)
             elif url.path == "/api/state":
                 self._run(session.state)
+            elif url.path == "/api/live":  # the live model's figures (the page's "when to stop" panel)
+                self._json(200, session.live.report if session.live else {"strategy": None})
             elif len(parts) == 3 and parts[0] == "media":
                 self._run(lambda: session.media(parts[1], parts[2]))
             else:
@@ -293,3 +311,5 @@ def serve(session: Session, host: str = "127.0.0.1", port: int = 8010) -> None:
         pass
     finally:
         server.server_close()
+        if session.live:
+            session.live.stop()
