@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emocare.bundle import fusion_path
 from emocare.data.manifest import resolve_media
 from emocare.io import atomic_path
 from emocare.labelling.decisions import LabelLog, current, resolve
@@ -334,7 +335,7 @@ class LiveModel:
 
     def _score_bundle(self, order: list[str]) -> bool:
         """The last trained bundle's class for each random pick not yet scored (a few at a time)."""
-        if self.models_dir is None or not (Path(self.models_dir) / "fusion.pt").is_file():
+        if self.models_dir is None or not fusion_path(self.models_dir).is_file():
             return False
         todo = [p for p in order if p in self.sample and p not in (self._bundle or {})][:16]
         if not todo:
