@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ def curve(data: dict, strategy: str, seed: int, sizes: list[int], pool_size: int
             counts = np.bincount(y[labelled], minlength=k)
             ranked = [others[i] for i in rank(strategy, model(x[others]), counts, step, rng)] if others else []
             want = step
-        picks = interleave(sample, ranked, n_sample, len(labelled) - n_sample, share)[:want]
+        picks = list(itertools.islice(interleave(sample, ranked, n_sample, len(labelled) - n_sample, share), want))
         for post, from_sample in picks:
             (sample if from_sample else others).remove(post)
             labelled.append(post)

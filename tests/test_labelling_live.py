@@ -44,7 +44,7 @@ def test_rank_balances_predicted_classes_and_margin_takes_the_least_sure():
 
 
 def test_interleave_keeps_the_random_share_from_the_first_post():
-    order = interleave(list("SSSSSSSSSS"), list(range(40)), 0, 0, 0.2)
+    order = list(interleave(list("SSSSSSSSSS"), list(range(40)), 0, 0, 0.2))
     flags = [s for _, s in order]
     assert flags[0] is True  # the evaluation sample starts with the first post
     assert all(sum(flags[:n]) == int(np.ceil(0.2 * n)) for n in range(1, 41))
@@ -182,3 +182,12 @@ def test_the_page_shows_the_live_panel(labelled, tmp_path: Path):
     r = session.live.report
     assert f"macro-F1 on the {r['random_picks']} random picks" in text and f"{r['macro_f1']:.3f}" in text
     assert "stopped paying" in text and "last trained bundle" in text and "dvc repro" in text
+
+
+def test_the_bootstrap_is_macro_f1_on_each_resample():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 80)
+    pred = np.where(rng.random(80) < 0.6, y, rng.integers(0, 4, 80))
+    draws = np.random.default_rng(0).integers(0, 80, (live_mod.BOOTSTRAP, 80))
+    expected = [live_mod.macro_f1(y[d], pred[d], 4) for d in draws]
+    assert np.allclose(live_mod._bootstrap_f1(y, [pred], 4)[0], expected)

@@ -15,8 +15,10 @@ background as decisions arrive, and what it says about when to stop.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +65,19 @@ def fold_of(pid: str) -> int:
 
 
 def _bootstrap_f1(y: np.ndarray, preds: list[np.ndarray], k: int, seed: int = 0) -> list[np.ndarray]:
-    """Macro-F1 of each prediction vector on ``BOOTSTRAP`` resamples of the same posts (paired)."""
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(y), (BOOTSTRAP, len(y)))
-    return [np.array([macro_f1(y[d], p[d], k) for d in draws]) for p in preds]
+    """Macro-F1 of each prediction vector on ``BOOTSTRAP`` resamples of the same posts (paired), as
+    :func:`emocare.metrics.macro_f1` computes it, all resamples in one pass (the request threads share the GIL)."""
+    draws = np.random.default_rng(seed).integers(0, len(y), (BOOTSTRAP, len(y)))
+    offsets = (np.arange(BOOTSTRAP) * k * k)[:, None]
+    out = []
+    for p in preds:
+        cm = np.bincount((offsets + y[draws] * k + p[draws]).ravel(), minlength=BOOTSTRAP * k * k)
+        cm = cm.reshape(BOOTSTRAP, k, k)
+        tp, support, predicted = np.diagonal(cm, axis1=1, axis2=2), cm.sum(2), cm.sum(1)
+        f1 = np.divide(2 * tp, support + predicted, out=np.zeros(tp.shape), where=support + predicted > 0)
+        seen = (support + predicted) > 0
+        out.append(f1.sum(1) / np.maximum(seen.sum(1), 1))
+    return out
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -241,18 +252,30 @@ class LiveModel:
                              "features": len(self.features.x), "posts": len(posts), "error": None}
 
     # -- what the page asks (request threads: reads only) ------------------------------------------------
-    def order(self, done: set[str]) -> list[tuple[str, str, float | None]]:
-        """Every post not in ``done`` as ``(id, strategy, score)`` in asking order."""
+    def _tag(self, ranked: bool) -> str:
+        if self.strategy == "random":
+            return "random"
+        return self.strategy if ranked and self.trained_on >= START else "start"
+
+    def order(self, done: set[str]) -> Iterator[tuple[str, str, float | None]]:
+        """Every post not in ``done`` as ``(id, strategy, score)`` in asking order (lazily: the page needs the
+        first few)."""
         n_sample = sum(p in self.sample for p in done)
-        sample = [p for p in self.sample_order if p not in done]
         ranked = [(p, s) for p, s in self.ranked if p not in done]
-        rest = {p for p, _ in ranked}
-        tag = self.strategy if self.trained_on >= START and self.strategy != "random" else (
-            "random" if self.strategy == "random" else "start")
-        others = [(p, tag, s) for p, s in ranked] + [(p, "random" if self.strategy == "random" else "start", None)
-                                                      for p in self.others_order if p not in done and p not in rest]
-        return [(p, "random", None) if from_sample else p for p, from_sample in
-                interleave(sample, others, n_sample, len(done) - n_sample, self.share)]
+        first = {p for p, _ in ranked}
+        others = itertools.chain(((p, self._tag(True), s) for p, s in ranked),
+                                 ((p, self._tag(False), None) for p in self.others_order
+                                  if p not in done and p not in first))
+        sample = (p for p in self.sample_order if p not in done)
+        for item, from_sample in interleave(sample, others, n_sample, len(done) - n_sample, self.share):
+            yield (item, "random", None) if from_sample else item
+
+    def pick(self, pid: str) -> tuple[str, float | None]:
+        """The strategy that asks ``pid`` now, and its score (what the labels file records)."""
+        if pid in self.sample:
+            return "random", None
+        ranked = dict(self.ranked)
+        return (self._tag(True), ranked[pid]) if pid in ranked else (self._tag(False), None)
 
     def poke(self) -> None:
         """A decision arrived: retrain soon."""
@@ -292,7 +315,7 @@ class LiveModel:
                           key=lambda r: r["seq"])
         seen = tuple((r["id"], r["label"], r["annotator"]) for r in standing)
         order = list(dict.fromkeys(r["id"] for r in standing))  # first decision first: the curve's x
-        asked = [p for p, _, _ in self.order(set(order))][: PostFeatures.CHUNK * 2]
+        asked = [p for p, _, _ in itertools.islice(self.order(set(order)), PostFeatures.CHUNK * 2)]
         missing = self.features.missing(order + asked)
         if missing:  # the labelled posts and the next ones first
             self.features.compute(missing[: PostFeatures.CHUNK])

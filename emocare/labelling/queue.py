@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -130,17 +131,20 @@ def rank(strategy: str, probs: np.ndarray, labelled_per_class: np.ndarray, k: in
     return np.asarray(out, dtype=int)
 
 
-def interleave(sample: list, others: list, sample_done: int, others_done: int, share: float) -> list[tuple]:
-    """``(item, from_sample)`` in asking order: the next slot goes to the evaluation sample while fewer than
-    ``share`` of the posts asked so far (this one included) came from it, so the share holds from the first post."""
-    out, s, o = [], iter(sample), iter(others)
+def interleave(sample: Iterable, others: Iterable, sample_done: int, others_done: int,
+               share: float) -> Iterator[tuple]:
+    """``(item, from_sample)`` in asking order, lazily: the next slot goes to the evaluation sample while fewer
+    than ``share`` of the posts asked so far (this one included) came from it, so the share holds from the
+    first post; when one stream runs out, the other goes on."""
+    s, o = iter(sample), iter(others)
     n_s, n_o = sample_done, others_done
-    for _ in range(len(sample) + len(others)):
+    while True:
         from_sample = n_s < share * (n_s + n_o + 1)
         item = next(s if from_sample else o, None)
         if item is None:
             from_sample = not from_sample
-            item = next(s if from_sample else o)
-        out.append((item, from_sample))
+            item = next(s if from_sample else o, None)
+            if item is None:
+                return
+        yield item, from_sample
         n_s, n_o = n_s + from_sample, n_o + (not from_sample)
-    return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import itertools
 import json
 import mimetypes
 import secrets
@@ -22,6 +23,7 @@ import shutil
 import sys
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -112,13 +114,13 @@ class Session:
         """This annotator's standing decisions on this posts file's posts (the labels file may hold others)."""
         return {pid: r for (_, pid), r in current(self.log.read(), self.annotator).items() if pid in self.posts}
 
-    def _queue(self, done: set[str]) -> list[tuple[str, str, float | None]]:
+    def _queue(self, done: set[str]) -> Iterable[tuple[str, str, float | None]]:
         return self.live.order(done) if self.live else self.queue
 
     def state(self) -> dict:
         """The next post to ask about (None when every post is labelled or skipped) and the progress."""
         mine = self._mine()
-        asked = [*self.front, *(i for i, _, _ in self._queue(set(mine) | self.skipped))]
+        asked = itertools.chain(self.front, (i for i, _, _ in self._queue(set(mine) | self.skipped)))
         nxt = next((i for i in asked if i not in mine and i not in self.skipped), None)
         per_class = dict(Counter(r["label"] for r in mine.values()))
         if self.live:  # after the first post is chosen: loading the encoder must not delay it
@@ -135,7 +137,9 @@ class Session:
                 "video": bool(rec.get("video")), "meta": meta}
 
     def _pick(self, pid: str) -> tuple[str, float | None]:
-        for i, strategy, score in self._queue(set()):
+        if self.live and pid in self.posts:
+            return self.live.pick(pid)
+        for i, strategy, score in self.queue:
             if i == pid:
                 return strategy, score
         raise LabelError(HTTPStatus.NOT_FOUND, f"unknown post id {pid!r}: not in {self.posts_path.name}")
