@@ -103,12 +103,14 @@ def verdict(results: dict, info: dict) -> dict:
         if s == "random" or not all(s in r for r in results.values()):
             continue
         gaps = {name: np.mean(np.array(r[s]) - np.array(r["random"]), 0) for name, r in results.items()}
-        worst = min(float(g[info[name]["sizes"].index(n)]) for name, g in gaps.items()
-                    for n in CHECKPOINTS if n in info[name]["sizes"])
+        at = [float(g[info[name]["sizes"].index(n)]) for name, g in gaps.items()
+              for n in CHECKPOINTS if n in info[name]["sizes"]]
+        worst = min(at) if at else None  # None: a set too small to reach 100 labels
         best = max(float(g.max()) for g in gaps.values())
-        out[s] = {"worst_gap_at_checkpoints": round(worst, 4), "best_lead": round(best, 4),
+        out[s] = {"worst_gap_at_checkpoints": None if worst is None else round(worst, 4),
+                  "best_lead": round(best, 4),
                   "mean_lead": round(float(np.mean([g.mean() for g in gaps.values()])), 4),
-                  "qualifies": worst >= -TRAIL and best >= LEAD}
+                  "qualifies": worst is not None and worst >= -TRAIL and best >= LEAD}
     winners = [s for s in out if out[s]["qualifies"]]
     return {"per_strategy": out, "default": max(winners, key=lambda s: out[s]["mean_lead"]) if winners
             else "balanced", "code_default": DEFAULT}

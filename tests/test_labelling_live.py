@@ -140,7 +140,7 @@ def test_the_live_order_starts_random_and_the_figures_follow(labelled):
     assert tags[0] == "random" and tags[:START].count("random") == START // 5  # the evaluation sample, 1 in 5
     assert set(tags[:START]) == {"random", "start"}  # no model ranks the first batch
     assert {r["id"] for r in records if r["strategy"] == "random"} <= session.live.sample
-    assert "balanced" in tags  # ranked by the live model once it had START labels
+    assert queue.DEFAULT in tags  # ranked by the live model once it had START labels
     assert report["random_picks"] == tags.count("random") and report["labels"] == 170
     assert report["macro_f1"] > 0.8 and report["interval"][0] <= report["macro_f1"] <= report["interval"][1]
     assert [n for n, _ in report["curve"]] == [50, 100, 150, 170]

@@ -36,7 +36,7 @@ from emocare.io import read_json, read_jsonl, write_json
 LIVE = ("balanced", "margin", "entropy", "balanced-margin", "random")
 BUNDLE = ("mixed", "uncertainty")
 STRATEGIES = LIVE + BUNDLE
-DEFAULT = "balanced"  # chosen in benchmarks/active_learning.py on MELD, GoEmotions, TweetEval, CM-Off-Meme (README)
+DEFAULT = "margin"  # chosen by benchmarks/active_learning.py on MELD, GoEmotions, TweetEval, CM-Off-Meme (README)
 START = 50  # random posts before the live model ranks: fewer labels make a ranking no better than chance
 NEEDS_MODELS = ("--strategy {strategy} ranks posts with the current models: give --models (a trained bundle; default "
                 "models/), or use --strategy random")
