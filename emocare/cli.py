@@ -110,9 +110,11 @@ def cmd_label(a: argparse.Namespace) -> None:
     from emocare.labelling.server import Session, serve
     from emocare.params import load_params
 
-    ocr = bool(load_params().get("text", {}).get("ocr")) if Path("params.yaml").is_file() else False
+    params = load_params() if Path("params.yaml").is_file() else {}  # the live model's encoders: the project's
+    vision = {m: {k: params[m][k] for k in ("backbone", "pretrained", "frames") if k in params[m]}
+              for m in ("image", "video") if m in params}
     serve(Session.open(a.posts, a.labels, _label_set(a.models), a.annotator, a.strategy, a.random_share, a.target,
-                       a.models, a.seed, ocr), a.host, a.port)
+                       a.models, a.seed, bool(params.get("text", {}).get("ocr")), vision), a.host, a.port)
 
 
 def cmd_label_stats(a: argparse.Namespace) -> dict:

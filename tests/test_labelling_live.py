@@ -191,3 +191,31 @@ def test_the_bootstrap_is_macro_f1_on_each_resample():
     draws = np.random.default_rng(0).integers(0, 80, (live_mod.BOOTSTRAP, 80))
     expected = [live_mod.macro_f1(y[d], pred[d], 4) for d in draws]
     assert np.allclose(live_mod._bootstrap_f1(y, [pred], 4)[0], expected)
+
+
+def test_image_and_video_posts_get_their_frozen_towers_features(demo_dir: Path, tmp_path: Path, monkeypatch):
+    from test_labelling import posts_file
+
+    path = posts_file(demo_dir, tmp_path / "p", n=5)
+    posts = {str(r["id"]): r for r in map(json.loads, path.read_text().splitlines())}
+    (tmp_path / "p" / "broken.png").write_bytes(b"not an image")
+    posts["broken"] = {"id": "broken", "text": "a post whose image is unreadable", "image": "broken.png"}
+    vision = {"image": {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None},
+              "video": {"backbone": "EmoCare-ViT-Tiny-64", "pretrained": None, "frames": 2}}
+    features = PostFeatures(tmp_path / "live", posts, tmp_path / "p", vision=vision)
+    features.compute(list(posts))
+    dim = features._tower("image")[0].dim
+    rows = {p: features.x[p] for p in posts}
+    assert all(len(r) == 384 + 2 * dim for r in rows.values())
+    for pid, rec in posts.items():  # each media block is there exactly when the post has that media, unit length
+        for m, block in (("image", slice(384, 384 + dim)), ("video", slice(384 + dim, None))):
+            has = bool(rec.get(m)) and pid != "broken"
+            assert np.isclose(np.linalg.norm(rows[pid][block]), 1.0 if has else 0.0, atol=1e-4), (pid, m)
+    assert list(features.media_errors) == ["broken"] and "image" in features.media_errors["broken"]
+    # the towers' features sit in the media feature store: a new session reads them, the towers run no more
+    again = PostFeatures(tmp_path / "live", posts, tmp_path / "p", vision=vision)
+    assert all(np.allclose(again.x[p], rows[p]) for p in posts)
+    spec, _ = features._tower("image")  # the same tower again (a random one here): read from the store
+    image_post = next(p for p, r in posts.items() if r.get("image") and p != "broken")
+    monkeypatch.setattr(spec, "encode", lambda *a: pytest.fail("a stored feature was computed again"))
+    assert np.allclose(features._media(image_post, "image"), rows[image_post][384:384 + dim])

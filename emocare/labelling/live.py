@@ -153,19 +153,27 @@ class Evaluator:
 
 class PostFeatures:
     """Each post's frozen features, kept in chunks ``<root>/<n>.npz`` (keys and rows); a post's key digests its
-    id, text and media names and the encoder, so an edited post is embedded again and nothing stale is read."""
+    id, text, media names and the encoders, so an edited post is embedded again and nothing stale is read.
+
+    A row is the text embedding, then for each of image and video that some post has (``vision``: that
+    modality's ``backbone``, ``pretrained`` and ``frames`` from params.yaml) the frozen tower's pooled features
+    (zeros without that media), through :class:`emocare.media.feature_store.FeatureStore` under ``root``."""
 
     CHUNK = 32  # posts per encoder call and per file: small, so the next posts' features come first
 
-    def __init__(self, root: Path, posts: dict[str, dict], posts_dir: Path, ocr: bool = False):
+    def __init__(self, root: Path, posts: dict[str, dict], posts_dir: Path, ocr: bool = False,
+                 vision: dict[str, dict] | None = None):
         self.root, self.posts, self.posts_dir, self.ocr = Path(root), posts, posts_dir, ocr
-        tag = f"{ENCODER}|ocr={ocr}"
+        self.vision = {m: cfg for m, cfg in (vision or {}).items() if any(rec.get(m) for rec in posts.values())}
+        self.media_errors: dict[str, str] = {}  # post id -> why its media gave no features (its text still counts)
+        tag = json.dumps([ENCODER, ocr, sorted(self.vision.items())])
         self.keys = {pid: hashlib.sha1(json.dumps([tag, pid, rec.get("text") or "", rec.get("image"),
                                                    rec.get("video")]).encode()).hexdigest()[:20]
                      for pid, rec in posts.items()}
         by_key = {key: pid for pid, key in self.keys.items()}
         self.x: dict[str, np.ndarray] = {}
         self._encoder = None
+        self._towers: dict = {}
         for chunk in sorted(self.root.glob("*.npz")):
             try:
                 with np.load(chunk) as z:
@@ -188,9 +196,45 @@ class PostFeatures:
             if media:
                 try:
                     text = with_ocr(text, media_text(resolve_media(self.posts_dir, rec[media]), media))
-                except Exception:  # noqa: BLE001 - unreadable media: the post's own text still counts
-                    pass
+                except Exception as e:  # noqa: BLE001 - unreadable media: the post's own text still counts
+                    self.media_errors[pid] = f"OCR of its {media}: {e}"
         return text
+
+    def _tower(self, modality: str):
+        """The frozen tower of ``modality`` and its feature store (loaded once)."""
+        if modality not in self._towers:
+            from emocare.media.feature_store import FeatureStore, tower_digest
+            from emocare.media.frame_store import FrameStore
+            from emocare.models.towers import load_vision_tower
+            from emocare.models.vision import VisionSpecialist
+
+            cfg = self.vision[modality]
+            tower, preprocess, dim = load_vision_tower(cfg["backbone"], cfg.get("pretrained"), offline=True)
+            spec = VisionSpecialist(tower, modality, cfg["backbone"], preprocess, dim, ["_", "_"],
+                                    frames=cfg.get("frames", 8), frozen=True).eval()
+            frames = FrameStore(self.root, modality, spec._eval_transform, spec.frames)
+            self._towers[modality] = spec, FeatureStore(self.root, frames, tower_digest(tower, preprocess))
+        return self._towers[modality]
+
+    def _media(self, pid: str, modality: str):
+        """One post's pooled tower features of its ``modality`` (zeros without it, or when it can't be read)."""
+        import torch
+
+        spec, store = self._tower(modality)
+        out = np.zeros(spec.dim, np.float32)
+        if not self.posts[pid].get(modality):
+            return out
+        path = resolve_media(self.posts_dir, self.posts[pid][modality])
+        try:
+            found = store.get(path)
+            if found is None:
+                with torch.inference_mode():
+                    found = spec.encode({"pixels": spec.decode(path).unsqueeze(0)}).float().numpy()[0]
+                store.put(path, found)
+        except Exception as e:  # noqa: BLE001 - an unreadable file: the post keeps its text features
+            self.media_errors[pid] = f"{modality} {path}: {type(e).__name__}: {e}"
+            return out
+        return found / max(float(np.linalg.norm(found)), 1e-12)  # unit length, as the text embedding
 
     def compute(self, pids: list[str]) -> None:
         """Embed ``pids`` (at most :attr:`CHUNK`) and keep them on disk."""
@@ -207,11 +251,13 @@ class PostFeatures:
             h = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
             emb = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=1).numpy()
+        rows = np.concatenate([emb] + [np.stack([self._media(p, m) for p in pids]) for m in self.vision],
+                              axis=1).astype(np.float32)
         self.root.mkdir(parents=True, exist_ok=True)
         name = self.root / f"{len(list(self.root.glob('*.npz'))):06d}.npz"
         with atomic_path(name, suffix=".npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, keys=np.array([self.keys[p] for p in pids]), x=emb.astype(np.float32))
-        self.x.update(zip(pids, emb.astype(np.float32), strict=True))
+            np.savez(f, keys=np.array([self.keys[p] for p in pids]), x=rows)
+        self.x.update(zip(pids, rows, strict=True))
 
 
 class LiveModel:
@@ -226,7 +272,7 @@ class LiveModel:
 
     def __init__(self, posts: dict[str, dict], posts_path: Path, log: LabelLog, classes: LabelSet,
                  store: Path, strategy: str, random_share: float = 0.2, seed: int = 0, ocr: bool = False,
-                 models_dir: Path | None = None):
+                 models_dir: Path | None = None, vision: dict[str, dict] | None = None):
         self.posts, self.log, self.classes, self.strategy = posts, log, classes, strategy
         self.share = random_share
         rng = np.random.default_rng(seed)
@@ -236,7 +282,7 @@ class LiveModel:
         self.sample = {p for p, c in zip(ids, coin, strict=True) if c}
         self.sample_order = [p for p in shuffled if p in self.sample]
         self.others_order = [p for p in shuffled if p not in self.sample]
-        self.features = PostFeatures(store, posts, posts_path.parent, ocr)
+        self.features = PostFeatures(store, posts, posts_path.parent, ocr, vision)
         self.models_dir = models_dir
         self._rng = rng
         self._evaluator = Evaluator(len(classes.names))
@@ -319,7 +365,8 @@ class LiveModel:
         missing = self.features.missing(order + asked)
         if missing:  # the labelled posts and the next ones first
             self.features.compute(missing[: PostFeatures.CHUNK])
-            self.report = {**self.report, "features": len(self.features.x)}
+            self.report = {**self.report, "features": len(self.features.x),
+                           "media_errors": len(self.features.media_errors)}
             return True
         if seen != self._seen:
             self._retrain(records, order)

@@ -74,7 +74,8 @@ class Session:
     @classmethod
     def open(cls, posts_path: str | Path, labels_path: str | Path, classes: LabelSet, annotator: str = "anonymous",
              strategy: str = DEFAULT, random_share: float = 0.2, target: int | None = None,
-             models_dir: str | Path | None = None, seed: int = 0, ocr: bool = False) -> Session:
+             models_dir: str | Path | None = None, seed: int = 0, ocr: bool = False,
+             vision: dict[str, dict] | None = None) -> Session:
         posts_path, labels_path = Path(posts_path), Path(labels_path)
         if not posts_path.is_file():
             raise FileNotFoundError(f"posts file {posts_path} not found")
@@ -94,7 +95,7 @@ class Session:
         if strategy in LIVE:  # no bundle scoring up front: the live model ranks, in the background
             log = LabelLog(labels_path)
             live = LiveModel(posts, posts_path, log, classes, labels_path.with_name(labels_path.name + ".live"),
-                             strategy, random_share, seed, ocr, Path(models_dir) if models_dir else None)
+                             strategy, random_share, seed, ocr, Path(models_dir) if models_dir else None, vision)
             return cls(posts_path, log, classes, annotator, [], target or len(posts), posts, stamp=stamp, live=live)
         scores = None
         if strategy != "random":
