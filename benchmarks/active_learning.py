@@ -21,13 +21,14 @@ import argparse
 import csv
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from emocare.io import read_json, write_json
-from emocare.labelling.live import fit
+from emocare.labelling.live import PostFeatures, fit
 from emocare.labelling.queue import DEFAULT, LIVE, START, interleave, rank
 from emocare.metrics import macro_f1
 
@@ -35,11 +36,34 @@ CHECKPOINTS = (100, 200, 300, 600)  # the issue's rule: the default never trails
 TRAIL, LEAD = 0.01, 0.02
 
 
-def load_set(folder: Path, test_cap: int) -> dict:
+def live_features(folder: Path, rows: dict[str, dict], workdir: Path) -> tuple[list[str], np.ndarray]:
+    """The features the page's live model computes (:class:`emocare.labelling.live.PostFeatures`: text, and the
+    frozen image/video towers of params.yaml for posts with media), kept under ``workdir``."""
+    import yaml
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    vision = {m: {k: params[m][k] for k in ("backbone", "pretrained", "frames") if k in params[m]}
+              for m in ("image", "video")}
+    posts = {i: {"id": i, "text": r["text"], **{m: r[m] for m in ("image", "video") if r.get(m)}}
+             for i, r in rows.items()}
+    features = PostFeatures(workdir / folder.name, posts, folder, vision=vision)
+    todo = features.missing(list(posts))
+    for start in range(0, len(todo), PostFeatures.CHUNK):
+        features.compute(todo[start:start + PostFeatures.CHUNK])
+    if features.media_errors:
+        print(f"{folder.name}: {len(features.media_errors)} posts' media unreadable (text kept)", file=sys.stderr)
+    ids = list(posts)
+    return ids, np.stack([features.x[i] for i in ids])
+
+
+def load_set(folder: Path, test_cap: int, workdir: Path | None = None) -> dict:
     """Features, class indices, the fixed test rows and the rows a pool is drawn from."""
     rows = {r["id"]: r for r in csv.DictReader(open(folder / "labels.csv", encoding="utf-8", newline=""))}
-    ids = (folder / "minilm_ids.txt").read_text().split()
-    x = np.load(folder / "minilm.npy").astype(np.float32)
+    if workdir is None:
+        ids = (folder / "minilm_ids.txt").read_text().split()
+        x = np.load(folder / "minilm.npy").astype(np.float32)
+    else:
+        ids, x = live_features(folder, rows, workdir)
     names = sorted({rows[i]["label"] for i in ids})
     y = np.array([names.index(rows[i]["label"]) for i in ids])
     split = np.array([rows[i].get("split") or "" for i in ids])
@@ -49,7 +73,8 @@ def load_set(folder: Path, test_cap: int) -> dict:
     test = np.sort(rng.permutation(test)[:test_cap])
     rest = np.setdiff1d(np.arange(len(ids)), test)
     train = rest[split[rest] == "train"] if (split[rest] == "train").any() else rest
-    return {"name": folder.name, "x": x, "y": y, "classes": names, "test": test, "pool_from": train}
+    return {"name": folder.name + ("+media" if workdir else ""), "x": x, "y": y, "classes": names, "test": test,
+            "pool_from": train}
 
 
 def load_demo(cache_dir: str) -> dict:
@@ -129,11 +154,14 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--random-share", type=float, default=0.2)
     ap.add_argument("--strategies", default=",".join(LIVE))
+    ap.add_argument("--live-features", type=Path, metavar="WORKDIR",
+                    help="compute the live model's own features (text + params.yaml's image/video towers) into "
+                    "WORKDIR instead of reading minilm.npy")
     ap.add_argument("--merge", type=Path, action="append", default=[],
                     help="an earlier run's active_learning.json whose sets join this one's (same settings)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     a = ap.parse_args()
-    sets = [load_set(d, a.test) for d in a.data] + ([load_demo(a.demo_cache)] if a.demo_cache else [])
+    sets = [load_set(d, a.test, a.live_features) for d in a.data] + ([load_demo(a.demo_cache)] if a.demo_cache else [])
     if not sets and not a.merge:
         ap.error("give --data (or --demo-cache, or --merge)")
     strategies = a.strategies.split(",")

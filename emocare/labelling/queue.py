@@ -7,19 +7,19 @@ in the background as decisions arrive, never by a bundle:
 * a coin per post sets ``random_share`` of the posts aside as the evaluation sample, asked in random order
   and interleaved so that, from the first post on, that share of the asked posts are from it (:func:`interleave`);
 * the others come in the strategy's order (:func:`rank`): ``balanced`` random posts, one predicted class after
-  another, the class with the fewest labels first; ``margin``/``entropy`` the live model's least sure first;
-  ``balanced-margin`` the least sure within each predicted class; ``random`` random.
+  another, the class with the fewest labels first; ``margin`` (the default, :data:`DEFAULT`) and ``entropy``
+  the live model's least sure first; ``balanced-margin`` the least sure within each predicted class;
+  ``random`` random.
 
 The bundle-scored strategies (used only on request):
 
 * ``uncertainty``: the most uncertain first, by the predictive entropy of the current models' calibrated
   probabilities, scored up front by :func:`emocare.bulk.predict_manifest` (the machinery of
   ``emocare predict``) into ``<labels file>.scores.jsonl``, which a rerun with the same models and posts reuses;
-* ``random``: a random order;
-* ``mixed`` (the default): each pick is random with probability ``random_share``, else the most uncertain
+* ``mixed``: each pick is random with probability ``random_share``, else the most uncertain
   left, so that the random picks form an unbiased sample for evaluation.
 
-Every pick records its strategy and score (the entropy; None without models).
+Every pick records its strategy and score (the entropy, or the live model's margin; None without a model).
 """
 
 from __future__ import annotations
