@@ -60,7 +60,8 @@ def test_each_random_pick_is_scored_by_a_model_that_never_trained_on_it(monkeypa
     trained = []
     real_fit = live_mod.fit
     monkeypatch.setattr(live_mod, "fit", lambda a, b, k: trained.append(a) or real_fit(a, b, k))
-    figures = Evaluator(3).evaluate(x, ids, labels, picks)
+    evaluator = Evaluator(3)
+    figures = evaluator.evaluate(x, ids, labels, picks)
     rows = {x[p].tobytes(): p for p in ids}
     for a in trained:  # each model left out one whole fold of the picks: the fold it scores
         seen = {rows[r.tobytes()] for r in a}
@@ -70,6 +71,8 @@ def test_each_random_pick_is_scored_by_a_model_that_never_trained_on_it(monkeypa
     assert memorised > 0.9 and figures["macro_f1"] < 0.55  # out of fold it is near chance (1/3)
     lo, hi = figures["interval"]
     assert lo <= figures["macro_f1"] <= hi and figures["curve"][-1][0] == 200
+    trained.clear()  # nothing changed: the next evaluation reuses every model
+    assert evaluator.evaluate(x, ids, labels, picks) == figures and not trained
 
 
 def test_the_last_100_labels_pay_when_a_class_first_appears_in_them():

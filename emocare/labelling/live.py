@@ -95,6 +95,7 @@ class Evaluator:
     def __init__(self, k: int):
         self.k = k
         self._models: dict[tuple, object] = {}
+        self._used: dict[tuple, object] = {}
 
     def _model(self, x: dict[str, np.ndarray], order: list[str], labels: dict[str, int], n: int, fold: int,
                held: set[str]):
@@ -102,6 +103,7 @@ class Evaluator:
         key = (n, fold, hashlib.sha1("\n".join(train).encode()).hexdigest(), tuple(labels[p] for p in train))
         if key not in self._models:
             self._models[key] = fit(np.stack([x[p] for p in train]), np.array([labels[p] for p in train]), self.k)
+        self._used[key] = self._models[key]
         return self._models[key]
 
     def predictions(self, x: dict[str, np.ndarray], order: list[str], labels: dict[str, int], picks: list[str],
@@ -121,6 +123,14 @@ class Evaluator:
                  bundle_pred: dict[str, int] | None = None) -> dict:
         """The figures the page shows: current macro-F1 with its interval, the curve, whether the last 100
         labels paid, and the bundle on the same picks (when ``bundle_pred`` has them)."""
+        self._used: dict[tuple, object] = {}
+        try:
+            return self._evaluate(x, order, labels, picks, bundle_pred)
+        finally:  # keep the models this evaluation used, not every one ever fitted
+            self._models = self._used
+
+    def _evaluate(self, x: dict[str, np.ndarray], order: list[str], labels: dict[str, int], picks: list[str],
+                  bundle_pred: dict[str, int] | None) -> dict:
         n, y = len(order), np.array([labels[p] for p in picks])
         out: dict = {"labels": n, "random_picks": len(picks)}
         if len(picks) < FOLDS * 2 or n < 2:
