@@ -11,7 +11,7 @@ from pathlib import Path
 from emocare.bundle import MODELS_DIR, require_bundle
 from emocare.io import MB
 from emocare.labelling.decisions import RESOLVE
-from emocare.labelling.queue import STRATEGIES
+from emocare.labelling.queue import DEFAULT, STRATEGIES
 from emocare.labelling.routing import LEASE_S, OVERLAP, K
 from emocare.quantify import DEFAULT as QUANTIFIER
 from emocare.quantify import METHODS
@@ -109,11 +109,16 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
 def cmd_label(a: argparse.Namespace) -> None:
     from emocare.labelling.server import Session, serve
+    from emocare.params import load_params
 
+    params = load_params() if Path("params.yaml").is_file() else {}  # the live model's encoders: the project's
+    vision = {m: {k: params[m][k] for k in ("backbone", "pretrained", "frames") if k in params[m]}
+              for m in ("image", "video") if m in params}
     team = [n.strip() for n in (a.annotators or "").split(",") if n.strip()]
-    serve(Session.open(a.posts, a.labels, _label_set(a.models), team[0] if team else a.annotator, a.strategy,
-                       a.random_share, a.target, a.models, a.seed, a.overlap, a.k, a.lease),
-          a.host, a.port, team or None, a.admin, a.name or [])
+    session = Session.open(a.posts, a.labels, _label_set(a.models), team[0] if team else a.annotator, a.strategy,
+                           a.random_share, a.target, a.models, a.seed, a.overlap, a.k, a.lease,
+                           ocr=bool(params.get("text", {}).get("ocr")), vision=vision)
+    serve(session, a.host, a.port, team or None, a.admin, a.name or [])
 
 
 def cmd_label_stats(a: argparse.Namespace) -> dict:
@@ -285,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overlap", type=float, default=OVERLAP, help="the share of posts labelled by several annotators")
     s.add_argument("--k", type=int, default=K, help="annotators per overlap post")
     s.add_argument("--lease", type=float, default=LEASE_S, help="seconds a post handed out is held for its annotator")
-    s.add_argument("--strategy", default="mixed", choices=STRATEGIES)
-    s.add_argument("--random-share", type=float, default=0.2, help="with mixed: the share of random picks")
+    s.add_argument("--strategy", default=DEFAULT, choices=STRATEGIES,
+                   help="balanced, margin, entropy, balanced-margin, random: the live model's order; mixed, "
+                   "uncertainty: ranked up front by --models")
+    s.add_argument("--random-share", type=float, default=0.2, help="the share of random picks (the evaluation sample)")
     s.add_argument("--target", type=int, help="labels wanted (default: every post)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_label)

@@ -5,9 +5,12 @@ Tests check them against scikit-learn, whose import alone (2.4 s here) would slo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
 
 
 def confusion(labels: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
@@ -30,8 +33,10 @@ def scores(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None 
     F1 averages run over the classes that occur in ``labels`` or in the predictions, so a class
     absent from a small split does not count as a zero.
     """
+    import torch  # here: the labelling page imports this module and must not wait for torch
+
     pred = logits.argmax(1)
-    loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long(), weight=weights)
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long(), weight=weights)
     cm = confusion(labels, pred, logits.shape[1])
     _, _, f1, support = _per_class(cm)
     seen = (support > 0) | (cm.sum(0) > 0)
@@ -64,3 +69,11 @@ def report_dict(labels: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
         out[name] = {"precision": float(precision @ w), "recall": float(recall @ w), "f1-score": float(f1 @ w),
                      "support": n}
     return out
+
+
+def macro_f1(labels: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Macro-F1 of predicted class indices over the classes in ``labels`` or ``pred`` (as :func:`scores`)."""
+    cm = confusion(labels, pred, k)
+    _, _, f1, support = _per_class(cm)
+    seen = (support > 0) | (cm.sum(0) > 0)
+    return float(f1[seen].mean()) if seen.any() else 0.0

@@ -376,3 +376,46 @@ def test_beyond_loopback_the_names_given_are_accepted_and_no_other(team):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_two_annotators_share_the_live_order(tmp_path: Path):
+    """Routing and the live model on one server: with overlap 0 the two annotators get disjoint posts, both from
+    the live order (a random first batch, the evaluation sample keeping its share of the team's posts), and one
+    live model trains on both annotators' decisions; its panel answers either."""
+    from test_labelling_live import _posts
+
+    from emocare.labelling.queue import DEFAULT as STRATEGY
+    from emocare.labelling.queue import START
+
+    posts, truth = _posts(tmp_path / "p", 120)
+    session = Session.open(posts, tmp_path / "team.db", DEFAULT, "ana", overlap=0.0)
+    tokens = {name: session.add_member(name) for name in ("ana", "ben")}
+    httpd = LabelServer(("127.0.0.1", 0), _handler(session, None, "127.0.0.1"))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    call = _client(httpd.server_address[1])
+    try:
+        shown = {name: call("GET", "/api/state", token)[1]["post"]["id"] for name, token in tokens.items()}
+        assert shown["ana"] != shown["ben"]  # each holds a lease on their own post
+        for _ in range(20):  # turn about: 40 decisions, under START, so the order is the random first batch
+            for name, token in tokens.items():
+                status, state = call("POST", "/api/label", token, {"id": shown[name], "label": truth[shown[name]]})
+                assert status == 200, state
+                shown[name] = state["post"]["id"]
+        records = session.log.read()
+        by = {name: [r["id"] for r in records if r["annotator"] == name] for name in tokens}
+        assert len(by["ana"]) == len(by["ben"]) == 20 and not set(by["ana"]) & set(by["ben"])
+        tags = [r["strategy"] for r in records]
+        assert set(tags) == {"random", "start"} and len(tags) < START  # nothing ranked before START labels
+        assert tags.count("random") == len(tags) // 5  # 1 in 5 of the team's posts from the evaluation sample
+        assert {r["id"] for r in records if r["strategy"] == "random"} <= session.live.sample
+        deadline = time.monotonic() + 120
+        while session.live.report.get("trained_on") != 40 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for token in tokens.values():
+            status, report = call("GET", "/api/live", token)
+            assert status == 200 and report["strategy"] == STRATEGY and report["posts"] == 120
+            assert report["trained_on"] == 40 and report["random_picks"] == 8  # both annotators' decisions
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        session.live.stop()

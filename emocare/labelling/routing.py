@@ -59,6 +59,12 @@ class Router:
         holders = sum(1 for a, until in self.leases.get(pid, {}).items() if until > now and a != who and a not in done)
         return len(done) + holders < self.capacity(pid)
 
+    def closed_to(self, who: str) -> set[str]:
+        """The posts ``who`` may not be handed now: labelled by them, by as many as they need, or held by others."""
+        with self.lock:
+            now = self.clock()
+            return {p for p in {*self.taken, *self.leases} if not self._free_for(who, p, now)}
+
     def next_for(self, who: str, asked: Iterable[str], skipped: set[str] | frozenset = frozenset()) -> str | None:
         """Lease ``who`` the first post of ``asked`` (the asking order) that is theirs to label: one no other
         annotator holds, not yet labelled by as many as it needs; their lease on any other post ends."""

@@ -27,6 +27,7 @@ import shutil
 import sys
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -41,7 +42,8 @@ from emocare.data.manifest import iter_manifest, resolve_media
 from emocare.io import file_stamp
 from emocare.labelling.admin import review_queue, team_state
 from emocare.labelling.decisions import AlreadyLabelled, LabelLog
-from emocare.labelling.queue import NEEDS_MODELS, order, uncertainty_scores
+from emocare.labelling.live import LiveModel
+from emocare.labelling.queue import DEFAULT, LIVE, NEEDS_MODELS, order, uncertainty_scores
 from emocare.labelling.routing import LEASE_S, OVERLAP, K, Router
 from emocare.labelling.store import LabelStore, open_labels
 from emocare.labels import LabelSet
@@ -63,9 +65,10 @@ class LabelError(ValueError):
 
 @dataclass
 class Session:
-    """A team's labelling of a posts file: the asking order, the routing between annotators
-    (:class:`~emocare.labelling.routing.Router`), each annotator's standing decisions and skips. ``annotator``
-    is the one a request without a name speaks for (a team of one)."""
+    """A team's labelling of a posts file: the asking order (the live model's, :mod:`~emocare.labelling.live`,
+    one for the team; or the bundle's), the routing between annotators (:class:`~emocare.labelling.routing.Router`:
+    of the posts in asking order, each annotator gets the first that is theirs), each annotator's standing
+    decisions and skips. ``annotator`` is the one a request without a name speaks for (a team of one)."""
 
     posts_path: Path
     log: LabelStore | LabelLog
@@ -82,12 +85,13 @@ class Session:
     labels: dict[tuple[str, str], str] = field(default_factory=dict)  # (annotator, post) -> standing label
     members: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> (name, role)
     features: dict[str, object] = field(default_factory=dict)  # a text -> its embedding, for the review queue
+    live: LiveModel | None = None  # the live strategies' model and order (then ``queue`` is empty)
 
     @classmethod
     def open(cls, posts_path: str | Path, labels_path: str | Path, classes: LabelSet, annotator: str = "anonymous",
-             strategy: str = "mixed", random_share: float = 0.2, target: int | None = None,
+             strategy: str = DEFAULT, random_share: float = 0.2, target: int | None = None,
              models_dir: str | Path | None = None, seed: int = 0, overlap: float = OVERLAP, k: int = K,
-             lease_s: float = LEASE_S) -> Session:
+             lease_s: float = LEASE_S, ocr: bool = False, vision: dict[str, dict] | None = None) -> Session:
         posts_path, labels_path = Path(posts_path), Path(labels_path)
         if not posts_path.is_file():
             raise FileNotFoundError(f"posts file {posts_path} not found")
@@ -104,17 +108,20 @@ class Session:
             if str(rec["id"]) in posts:
                 raise ValueError(f"{posts_path}: line {line.line_no}: id {rec['id']!r} appears twice")
             posts[str(rec["id"])] = rec
-        scores = None
-        if strategy != "random":
+        log = open_labels(labels_path)
+        live, queue = None, []
+        if strategy in LIVE:  # no bundle scoring up front: the live model ranks, in the background
+            live = LiveModel(posts, posts_path, log, classes, labels_path.with_name(labels_path.name + ".live"),
+                             strategy, random_share, seed, ocr, Path(models_dir) if models_dir else None, vision)
+        else:
             if models_dir is None or not Path(models_dir).is_dir():
                 raise ValueError(NEEDS_MODELS.format(strategy=strategy))
             scores = uncertainty_scores(posts_path, Path(models_dir), labels_path)
-        queue = order(list(posts), strategy, scores, random_share, seed)
-        log = open_labels(labels_path)
+            queue = order(list(posts), strategy, scores, random_share, seed)
         labels = {k_: v for k_, v in log.standing().items() if k_[1] in posts}
         router = Router(list(posts), labels, overlap, k, lease_s, seed)
         return cls(posts_path, log, classes, annotator, queue, target or len(posts), posts, router, stamp=stamp,
-                   labels=labels)
+                   labels=labels, live=live)
 
     def __post_init__(self) -> None:
         self.picks = {pid: (how, score) for pid, how, score in self.queue}
@@ -131,13 +138,29 @@ class Session:
         self.labels = {k: v for k, v in self.log.standing().items() if k[1] in self.posts}
         self.router.reset(self.labels)
 
+    def _changed(self) -> None:
+        """A decision was written or taken back: the live model retrains soon."""
+        if self.live:
+            self.live.poke()
+
+    def _asked(self, who: str) -> Iterable[str]:
+        """The posts in the order they are asked of ``who``: their undone posts, then the live model's order (or
+        the bundle's); the router takes the first that is theirs to label. The live order leaves out the posts
+        closed to ``who`` and counts them as asked, so the evaluation sample keeps its share of the team's posts."""
+        front = self.front.get(who, [])
+        if not self.live:
+            return chain(front, (i for i, _, _ in self.queue))
+        done = self.router.closed_to(who) | self.skipped.get(who, set())
+        return chain(front, (i for i, _, _ in self.live.order(done)))
+
     def state(self, who: str | None = None) -> dict:
         """The next post to ask ``who`` (None when every post is labelled, skipped or with others) and the progress."""
         who = who or self.annotator
         with self.lock:
-            front = self.front.get(who, [])
-            nxt = self.router.next_for(who, chain(front, (i for i, _, _ in self.queue)), self.skipped.get(who, set()))
+            nxt = self.router.next_for(who, self._asked(who), self.skipped.get(who, set()))
             per_class = Counter(label for (w, _), label in self.labels.items() if w == who)
+            if self.live:  # after the first post is chosen: loading the encoder must not delay it
+                self.live.start()
             return {"post": self._show(nxt) if nxt else None, "labelled": per_class.total(), "target": self.target,
                     "skipped": len(self.skipped.get(who, ())), "per_class": dict(per_class), "annotator": who}
 
@@ -150,9 +173,9 @@ class Session:
                 "video": bool(rec.get("video")), "meta": meta}
 
     def _pick(self, pid: str) -> tuple[str, float | None]:
-        if pid not in self.picks:
+        if pid not in self.posts:
             raise LabelError(HTTPStatus.NOT_FOUND, f"unknown post id {pid!r}: not in {self.posts_path.name}")
-        return self.picks[pid]
+        return self.live.pick(pid) if self.live else self.picks[pid]
 
     def label(self, pid: str, label: str, who: str | None = None) -> dict:
         who = who or self.annotator
@@ -170,6 +193,7 @@ class Session:
                                                       "press u to undo that decision first") from None
             self.labels[(who, pid)] = label
             self.router.decided(who, pid)
+            self._changed()
             self.front[who] = [i for i in self.front.get(who, []) if i != pid]
             return self.state(who)
 
@@ -192,6 +216,7 @@ class Session:
             self.router.undone(who, pid)
             self.skipped.get(who, set()).discard(pid)
             self.front.setdefault(who, []).insert(0, pid)
+            self._changed()
             return self.state(who)
 
     def adjudicate(self, pid: str, label: str, reviewer: str) -> dict:
@@ -335,6 +360,8 @@ def _handler(session: Session, token: str | None, host: str, names: list[str] | 
                                  "annotator": who})
             elif url.path == "/api/state":
                 self._run(lambda: session.state(who))
+            elif url.path == "/api/live":  # the live model's figures (the page's "when to stop" panel)
+                self._json(200, session.live.report if session.live else {"strategy": None})
             elif len(parts) == 3 and parts[0] == "media":
                 self._run(lambda: session.media(parts[1], parts[2]))
             elif role != "admin" and (url.path == "/admin" or url.path.startswith("/api/admin/")):
@@ -411,3 +438,5 @@ def serve(session: Session, host: str = "127.0.0.1", port: int = 8010, annotator
         pass
     finally:
         server.server_close()
+        if session.live:
+            session.live.stop()
