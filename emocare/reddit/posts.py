@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tqdm import tqdm
-
 from emocare.data.manifest import resolve_media, unix_time
 from emocare.io import jsonl_writer
 from emocare.labels import DEFAULT, LabelSet
+from emocare.progress import progress_bar
 from emocare.reddit.read import ReadLimits, TruncatedInput, iter_objects
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
@@ -188,7 +187,7 @@ def iter_posts(paths: Iterable[str | Path], post_filter: PostFilter, limit: int 
     """
     limits = limits or ReadLimits()
     kept = 0
-    with tqdm(desc=desc, unit=" posts", smoothing=0.1, mininterval=0.5) as bar:
+    with progress_bar(desc=desc, unit=" posts", smoothing=0.1, mininterval=0.5) as bar:
         for path in paths:
             for item in iter_objects(path, limits.max_line_bytes):
                 if limit is not None and kept >= limit:
