@@ -88,6 +88,8 @@ def parse_line(raw: bytes, path: str | Path, line_no: int) -> tuple[RawLine, boo
         record = json.loads(text)
     except json.JSONDecodeError as e:
         problem = f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno})"
+    except RecursionError:
+        problem = f"{path}:{line_no}: not valid JSON (nested too deeply)"
     else:
         if isinstance(record, dict):
             return RawLine(line_no, record, raw=text.rstrip("\n")), False

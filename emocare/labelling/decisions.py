@@ -40,7 +40,7 @@ class LabelLog:
                 continue
             try:
                 record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 record = None
             if not isinstance(record, dict) or "id" not in record:
                 raise ValueError(f"{self.path}: line {n} is not a decision (a JSON object with an id): {raw[:80]!r}")

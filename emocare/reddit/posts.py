@@ -172,6 +172,13 @@ def _problem(post: dict) -> str | None:
             unix_time(post["created_utc"])
         except ValueError as e:
             return f"bad_date: post {post_id}: 'created_utc' {e}"
+    for key in ("title", "selftext", "link_flair_text"):
+        if post.get(key) is not None and not isinstance(post[key], str):
+            return f"bad_field: post {post_id}: '{key}' must be a string, not {type(post[key]).__name__}"
+    try:  # the media fields are nested objects of Reddit's shape; a dump with other shapes there is malformed
+        media_urls(post)
+    except (AttributeError, TypeError, IndexError, KeyError) as e:
+        return f"bad_media_fields: post {post_id}: its media fields are not of Reddit's shape ({e})"
     return None
 
 
