@@ -17,12 +17,15 @@ import os
 import tempfile
 import tracemalloc
 from pathlib import Path
+from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emocare.cli import main as cli
 from emocare.io import MAX_LINE_BYTES, MB
+from emocare.predict import EmoCare
 
 MAX_HEAP = 48 * MB  # inputs hold lines of up to 5 MB; the readers hold at most a few of them at once
 HUGE = MAX_LINE_BYTES + 1000
@@ -283,10 +286,16 @@ def test_from_label_studio_on_hostile_exports(data, capsys):
         assert summary["added"] == summary["decisions"] == (_counted_lines(labels) if labels.exists() else 0)
 
 
-@settings(max_examples=12, **SETTINGS)
+@pytest.fixture(scope="module")
+def loaded_model(trained_bundle: Path) -> EmoCare:
+    return EmoCare.load(trained_bundle, "cpu")
+
+
+@settings(max_examples=25, **SETTINGS)
 @given(data=st.data())
-def test_predict_manifest_on_hostile_manifests(data, trained_bundle: Path, capsys):
-    with tempfile.TemporaryDirectory() as tmp:
+def test_predict_manifest_on_hostile_manifests(data, trained_bundle: Path, loaded_model: EmoCare, capsys):
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(EmoCare, "load", lambda *_: loaded_model):
+        # the bundle loaded once: the examples differ only in their manifests
         project = Project(Path(tmp))
         manifest = project.root / "data" / "manifest.jsonl"
         manifest.write_bytes(jsonl(data.draw(st.lists(post_record(project) | raw_lines, min_size=1, max_size=6))))

@@ -147,31 +147,32 @@ def scoring_problem(post: dict, manifest_dir: Path, media_root: Path | None = No
                     max_text_chars: int = MAX_TEXT_CHARS) -> str | None:
     """Check a post to score against the text limit and the path rule, before anything is read or decoded.
 
-    On success the post's media paths are made absolute (in place). On a problem the offending field is
-    removed, so that nothing outside the allowed folders is opened, and the reason is returned; it names the
-    path as given, never whether a file is there.
+    Media paths that pass are made absolute (in place); every field with a problem is removed, so that nothing
+    outside the allowed folders is opened or written out, and the problems are returned (``; ``-joined). A
+    problem names the path as given, never whether a file is there.
     """
+    problems = []
     text = post.get("text")
     if text is not None and not isinstance(text, str):
+        problems.append("invalid_schema: 'text' must be a string")
+    elif text_too_long(text or "", max_text_chars):
+        problems.append(text_too_long(text, max_text_chars))
+    if problems:
         post.pop("text")
-        return "invalid_schema: 'text' must be a string"
-    problem = text_too_long(text or "", max_text_chars)
-    if problem:
-        post.pop("text")
-        return problem
     for key in ("image", "video"):
         value = post.get(key)
         if value in (None, ""):
             continue
         if not isinstance(value, str):
             post.pop(key)
-            return f"invalid_schema: '{key}' must be a path string"
+            problems.append(f"invalid_schema: '{key}' must be a path string")
+            continue
         try:
             post[key] = str(resolve_media(manifest_dir, value, media_root))
         except ValueError as e:
             post.pop(key)
-            return f"{key}: {e}"
-    return None
+            problems.append(f"{key}: {e}")
+    return "; ".join(problems) or None
 
 
 def unix_time(value) -> int | float:
