@@ -112,6 +112,7 @@ def test_a_huge_post_does_not_grow_memory(trained_bundle: Path, tmp_path: Path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     clean_mb, huge_mb = json.loads(done.stdout)
+    print(json.dumps({"peak_rss_mb": {"clean": round(clean_mb), "with_40mb_post": round(huge_mb)}}))
     assert huge_mb - clean_mb < 100, (clean_mb, huge_mb)
     rows = [json.loads(x) for x in (tmp_path / "huge-pred.jsonl").read_text().splitlines()]
     assert len(rows) == 9 and sum("error" in r for r in rows) == 1 and "too_long" in rows[4]["error"]
