@@ -28,11 +28,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from emocare.bundle import fusion_path, provenance_path
-from emocare.data.manifest import parse_line, unix_time
+from emocare.data.manifest import parse_line, scoring_problem, unix_time
 from emocare.distributed import barrier, init_distributed, rank_world
-from emocare.io import atomic_path, file_stamp, read_json, write_json
+from emocare.io import MAX_LINE_BYTES, MB, atomic_path, file_stamp, read_json, write_json
 from emocare.labels import MODALITIES
 from emocare.predict import NO_MODALITY, UNCERTAIN, EmoCare
+from emocare.progress import progress_bar
 from emocare.runtime import die_with_parent
 
 CARRY = ("subreddit", "created_utc", "author", "url", "flair", "permalink", "score")
@@ -40,14 +41,20 @@ MEDIA_ERRORS = ("error", "text-only")
 
 
 def line_offsets(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(byte offset, 1-based line number) of every non-blank line of ``path``."""
-    offsets, numbers, pos = [], [], 0
+    """(byte offset, 1-based line number) of every non-blank line of ``path``; a line is read a MB at a time."""
+    offsets, numbers, pos, start, number, blank = [], [], 0, 0, 1, True
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if raw.strip():
-                offsets.append(pos)
-                numbers.append(number)
-            pos += len(raw)
+        while piece := f.readline(MB):
+            blank = blank and not piece.strip()
+            pos += len(piece)
+            if piece.endswith(b"\n"):
+                if not blank:
+                    offsets.append(start)
+                    numbers.append(number)
+                start, number, blank = pos, number + 1, True
+    if not blank:  # a last line without its newline
+        offsets.append(start)
+        numbers.append(number)
     return np.asarray(offsets, np.int64), np.asarray(numbers, np.int64)
 
 
@@ -60,11 +67,14 @@ class ManifestPosts(Dataset):
     """Post ``i`` of a manifest, read at its byte offset and decoded for ``model``.
 
     An item is ``{"row", "line", "record", "inputs", "failed", "error"}``; ``error`` is set when
-    the line itself is unusable (not JSON, no id).
+    the line itself is unusable (over ``MAX_LINE_BYTES``, not JSON, no id) or the post breaks the text limit
+    or the path rule (:func:`emocare.data.manifest.scoring_problem`).
     """
 
-    def __init__(self, manifest: Path, offsets: np.ndarray, numbers: np.ndarray, model: EmoCare):
+    def __init__(self, manifest: Path, offsets: np.ndarray, numbers: np.ndarray, model: EmoCare,
+                 media_root: Path | None = None):
         self.manifest, self.offsets, self.numbers, self.model = manifest, offsets, numbers, model
+        self.media_root = media_root
         self._file = None  # opened in each worker
 
     def __len__(self) -> int:
@@ -74,7 +84,12 @@ class ManifestPosts(Dataset):
         if self._file is None:
             self._file = open(self.manifest, "rb")  # noqa: SIM115 - one handle per worker for its lifetime
         self._file.seek(int(self.offsets[i]))
-        line, _ = parse_line(self._file.readline(), self.manifest, int(self.numbers[i]))
+        raw = self._file.readline(MAX_LINE_BYTES + 1)  # never more than a line may hold
+        if len(raw.removesuffix(b"\n")) > MAX_LINE_BYTES:
+            line_no = int(self.numbers[i])
+            return {"row": i, "line": line_no, "record": None, "inputs": {}, "failed": {},
+                    "error": f"{self.manifest}:{line_no}: too_long: line {line_no} is over {MAX_LINE_BYTES} bytes"}
+        line, _ = parse_line(raw, self.manifest, int(self.numbers[i]))
         item = {"row": i, "line": line.line_no, "record": None, "inputs": {}, "failed": {}, "error": line.error}
         if line.record is None:
             return item
@@ -82,10 +97,11 @@ class ManifestPosts(Dataset):
             item["error"] = f"{self.manifest}:{line.line_no}: not a post object with an 'id'"
             return item
         post = dict(line.record)
-        for key in ("image", "video"):
-            if post.get(key):
-                post[key] = str(self.manifest.parent / post[key])
         item["record"] = post
+        problem = scoring_problem(post, self.manifest.parent, self.media_root)
+        if problem:
+            item["error"] = f"post {post['id']}: {problem}"
+            return item
         item["inputs"], item["failed"] = self.model.decode(post)
         return item
 
@@ -121,26 +137,6 @@ def _row(item: dict, out_dir: Path) -> dict:
         if rec.get("label") is not None:
             row["true_label"] = rec["label"]
     return row
-
-
-class _LogLines:
-    """A tqdm output for a log file or a pipe: each refresh on a line of its own, not overwritten with ``\r``."""
-
-    def write(self, s: str) -> None:
-        s = s.strip("\r\n ")
-        if s:
-            sys.stderr.write(s + "\n")
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def _progress_output() -> dict:
-    """A live bar on a terminal; without one (nohup, a log file), a progress line every few seconds."""
-    return {} if sys.stderr.isatty() else {"file": _LogLines(), "mininterval": LOG_EVERY_S, "maxinterval": LOG_EVERY_S}
-
-
-LOG_EVERY_S = 5.0
 
 
 def score_batch(model: EmoCare, items: list[dict], media_errors: str, out_dir: Path,
@@ -199,15 +195,15 @@ def _resume_state(progress: Path, part: Path, fingerprint: dict) -> dict:
 
 def predict_shard(model: EmoCare, manifest: Path, rows: range, part: Path, progress: Path, fingerprint: dict,
                   batch_size: int, workers: int, media_errors: str, out_dir: Path, index: tuple,
-                  min_confidence: float = 0.0) -> dict:
+                  min_confidence: float = 0.0, media_root: Path | None = None) -> dict:
     """Score manifest rows ``rows`` into ``part``, a complete batch at a time; returns the shard's counts."""
     state = _resume_state(progress, part, fingerprint)
     todo = range(rows.start + state["rows_done"], rows.stop)
-    ds = ManifestPosts(manifest, *index, model)
+    ds = ManifestPosts(manifest, *index, model, media_root)
     loader = DataLoader(ds, batch_size=batch_size, sampler=todo, collate_fn=list, num_workers=workers,
                         prefetch_factor=4 if workers else None, pin_memory=False, worker_init_fn=die_with_parent)
-    with open(part, "ab") as w, tqdm(total=len(rows), initial=state["rows_done"], desc="predict", unit="post",
-                                     smoothing=0.05, disable=rank_world()[0] != 0, **_progress_output()) as bar:
+    with open(part, "ab") as w, progress_bar(total=len(rows), initial=state["rows_done"], desc="predict", unit="post",
+                                             smoothing=0.05, disable=rank_world()[0] != 0) as bar:
         for items in loader:
             out = score_batch(model, items, media_errors, out_dir, min_confidence)
             w.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out).encode())
@@ -273,8 +269,11 @@ def _to_parquet(parts: list[Path], path: Path, labels: list[str], rows_per_group
 
 def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Path, batch_size: int = 64,
                      workers: int | None = None, media_errors: str = "error", device: str = "auto",
-                     min_confidence: float = 0.0) -> dict | None:
+                     min_confidence: float = 0.0, media_root: str | Path | None = None) -> dict | None:
     """Score every post of ``manifest`` into ``out`` (resumable; sharded under torchrun); returns counts.
+
+    Media paths follow the manifest's path rule (:mod:`emocare.data.manifest`): inside the manifest's folder
+    or ``media_root`` (default: the working directory); a post that breaks it, or the text limit, is an error.
 
     Counts add up: records = predicted + errors; ``degraded`` (scored without some media) and
     ``uncertain`` (top probability below ``min_confidence``, labelled ``uncertain``) are part of
@@ -301,12 +300,13 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
     part = parts_dir / f"rank{rank}-of-{world}.jsonl"
     progress = parts_dir / f"rank{rank}-of-{world}.progress.json"
     fingerprint = run_fingerprint(manifest, models_dir, {"batch_size": batch_size, "media_errors": media_errors,
-                                                      "min_confidence": min_confidence, "world": world, "rank": rank})
+                                                      "min_confidence": min_confidence, "world": world, "rank": rank,
+                                                      "media_root": str(Path(media_root or os.getcwd()).resolve())})
     if rank == 0:
         tqdm.write(f"predict: {n} posts, {world} process(es), {workers} DataLoader worker(s) each, "
                    f"batch {batch_size}, device {model.device}", file=sys.stderr)
     predict_shard(model, manifest, range(bounds[rank], bounds[rank + 1]), part, progress, fingerprint, batch_size,
-                  workers, media_errors, out.parent, index, min_confidence)
+                  workers, media_errors, out.parent, index, min_confidence, media_root)
     barrier()
     summary = None
     if rank == 0:

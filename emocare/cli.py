@@ -81,7 +81,7 @@ def cmd_predict(a: argparse.Namespace) -> dict | None:
     from emocare.bulk import predict_manifest
 
     return predict_manifest(a.models, a.manifest, a.out, device=a.device,
-                            **_given(a, "batch_size", "workers", "media_errors", "min_confidence"))
+                            **_given(a, "batch_size", "workers", "media_errors", "min_confidence", "media_root"))
 
 
 def cmd_models_convert(a: argparse.Namespace) -> list[dict]:
@@ -103,7 +103,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
     cfg = ServeConfig(max_upload_bytes=int(a.max_upload_mb * MB), max_text_chars=a.max_text_chars,
                       max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, timeout_s=a.timeout_s,
-                      access_log=a.access_log)
+                      access_log=a.access_log, max_pixels=a.max_pixels, body_timeout_s=a.body_timeout_s)
     serve(a.models, a.host, a.port, cfg, a.device)
 
 
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a post whose media cannot be decoded: an error row, or scored on what it still has")
     s.add_argument("--min-confidence", type=float,
                    help="label a post 'uncertain' when its calibrated top probability is below this")
+    s.add_argument("--media-root", type=Path,
+                   help="media may lie inside the manifest's folder or this one (default: the working directory)")
     s.add_argument("--nproc", type=int, default=1, help="processes (GPUs) under torchrun, each a block of posts")
     s.add_argument("--torchrun-args", default="", help="extra torchrun arguments (several machines)")
     s.set_defaults(func=cmd_predict)
@@ -268,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a batch may wait for posts still being read or decoded")
     s.add_argument("--max-queue", type=int, default=d.max_queue, help="requests in the service at once; then 503")
     s.add_argument("--timeout-s", type=float, default=d.timeout_s, help="a request not answered by then gets 504")
+    s.add_argument("--max-pixels", type=int, default=d.max_pixels,
+                   help="images with more pixels get 413, judged from their header (validation's limit)")
+    s.add_argument("--body-timeout-s", type=float, default=d.body_timeout_s,
+                   help="a request body not arrived by then gets 408 (read before the request is queued)")
     s.add_argument("--access-log", action="store_true", help="log every request (/metrics counts them anyway)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_serve)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from emocare.progress import progress_bar
 from emocare.runtime import autocast, resolve_device, to_device
 
 FUSION_BATCH = 512  # cached embeddings are small: big batches, one per call for the service
@@ -24,7 +24,7 @@ def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
     """Run ``model`` over ``loader``; returns (float32 logits [N, C], labels [N])."""
     model.eval()
     logits, labels = [], []
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+    for batch in progress_bar(loader, desc=desc, unit="batch", leave=False):
         batch = to_device(batch, device)
         with autocast(device):
             out = model(batch)

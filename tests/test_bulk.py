@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ def make_manifest(demo_dir: Path, folder: Path, copies: int = 1, bad: bool = Tru
     """The demo posts (``copies`` times, new ids, no labels) with Reddit metadata, plus bad records."""
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "media").exists():
-        (folder / "media").symlink_to(demo_dir / "media")
+        shutil.copytree(demo_dir / "media", folder / "media", copy_function=os.link)  # hard links: not symlinks
     lines = []
     for c in range(copies):
         for i, line in enumerate((demo_dir / "manifest.jsonl").read_text().splitlines()):

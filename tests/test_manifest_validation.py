@@ -151,7 +151,8 @@ def test_an_overlong_manifest_line_is_quarantined_not_read_whole(tmp_path: Path,
     lines = [json.dumps({"id": "a", "text": "t", "label": "joy"}), json.dumps({"id": "b", "text": "y" * 5000})]
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     result = validate_manifest(tmp_path / "m.jsonl")
-    assert result.counts == {"read": 2, "kept": 1, "quarantined": 1, "reasons": {"too_long": 1}}
+    assert result.counts == {"read": 2, "kept": 1, "unlabelled": 0, "quarantined": 1,
+                             "reasons": {"too_long": 1}}
     assert result.quarantined[0]["line"] == 2
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,7 +78,7 @@ def test_the_bundle_records_what_it_was_trained_on(model: EmoCare, demo_dir: Pat
 def test_cli_predict_manifest_keeps_going_past_bad_records(trained_bundle: Path, demo_dir: Path, tmp_path: Path,
                                                            capsys):
     lines = (demo_dir / "manifest.jsonl").read_text().splitlines()[:40]
-    (tmp_path / "media").symlink_to(demo_dir / "media")
+    shutil.copytree(demo_dir / "media", tmp_path / "media", copy_function=os.link)  # hard links: not symlinks
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     lines += [json.dumps({"id": "bad-image", "text": "x", "image": "bad.png"}), "{not json", ""]
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
@@ -138,7 +140,7 @@ def test_min_confidence_labels_uncertain_and_is_counted(model: EmoCare, trained_
     assert model.predict(text="so mad", min_confidence=1.01)["label"] == "uncertain"
     assert model.predict(text="so mad", min_confidence=0.0)["label"] in DEFAULT.names
     lines = (demo_dir / "manifest.jsonl").read_text().splitlines()[:20]
-    (tmp_path / "media").symlink_to(demo_dir / "media")
+    shutil.copytree(demo_dir / "media", tmp_path / "media", copy_function=os.link)  # hard links: not symlinks
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "pred.jsonl"
     assert cli(["predict", "--models", str(trained_bundle), "--device", "cpu", "--manifest",

@@ -320,8 +320,9 @@ def test_retry_after_and_rate_limit():
 
 # --- the whole way in ----------------------------------------------------------------------------
 
-def test_reddit_to_predictions(media_server: MediaServer, trained_bundle: Path, tmp_path: Path, capsys):
+def test_reddit_to_predictions(media_server: MediaServer, trained_bundle: Path, tmp_path: Path, capsys, monkeypatch):
     """Dump -> import (save posts) -> fetch-media -> import again linking media -> validate -> split -> predict."""
+    monkeypatch.chdir(tmp_path)  # the project: validate's posts.jsonl points to ../media, inside it
     u = media_server.url
     posts = [_image("img1", f"{u}/i.redd.it/joy.jpg"), _image("img2", f"{u}/i.redd.it/gone.jpg"),
              post("vid1", is_video=True, media={"reddit_video": {"fallback_url": f"{u}/v.redd.it/abc/DASH_480.mp4"}}),

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from emocare.io import atomic_path, write_jsonl
 from emocare.labels import DEFAULT_LABELS as LABELS  # the demo keeps the five default classes
 from emocare.media.video import write_video
+from emocare.progress import progress_bar
 
 CLASS_MIX = {"neutral": 0.316, "joy": 0.292, "anger": 0.266, "surprise": 0.073, "sadness": 0.052}
 MODALITY_MIX = {"text+image": 0.755, "text+video": 0.198, "text": 0.047}
@@ -180,7 +180,7 @@ def generate(out_dir: str | Path, posts: int = 1250, seed: int = 7) -> Path:
     labels = _shuffled(rng, apportion(posts, CLASS_MIX))
     combos = _shuffled(rng, apportion(posts, MODALITY_MIX))
     records = []
-    for i in tqdm(range(posts), desc="demo posts", unit="post", leave=False):
+    for i in progress_bar(range(posts), desc="demo posts", unit="post", leave=False):
         label, combo = labels[i], combos[i]
         content = label
         if rng.random() < LABEL_NOISE:

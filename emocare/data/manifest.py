@@ -88,6 +88,8 @@ def parse_line(raw: bytes, path: str | Path, line_no: int) -> tuple[RawLine, boo
         record = json.loads(text)
     except json.JSONDecodeError as e:
         problem = f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno})"
+    except RecursionError:
+        problem = f"{path}:{line_no}: not valid JSON (nested too deeply)"
     else:
         if isinstance(record, dict):
             return RawLine(line_no, record, raw=text.rstrip("\n")), False
@@ -122,11 +124,55 @@ def resolve_media(manifest_dir: Path, value: str, media_root: Path | None = None
     """
     if os.path.isabs(value):
         raise ValueError(f"absolute path not allowed: {value}")
-    resolved = (manifest_dir / value).resolve()
+    if "\0" in value:
+        raise ValueError(f"a path with a NUL character is not allowed: {value!r}")
+    try:
+        resolved = (manifest_dir / value).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise ValueError(f"path cannot be resolved ({e}): {value}") from None
     root = Path(media_root or os.getcwd()).resolve()
     if not (resolved.is_relative_to(manifest_dir.resolve()) or resolved.is_relative_to(root)):
         raise ValueError(f"path escapes the manifest folder and the media root {root}: {value}")
     return resolved
+
+
+def text_too_long(text: str, max_chars: int = MAX_TEXT_CHARS) -> str | None:
+    """The reason a post's text is over the text limit (``text_too_long: ...``), or None."""
+    if len(text) > max_chars:
+        return f"text_too_long: {len(text):,} characters, over the limit of {max_chars:,}"
+    return None
+
+
+def scoring_problem(post: dict, manifest_dir: Path, media_root: Path | None = None,
+                    max_text_chars: int = MAX_TEXT_CHARS) -> str | None:
+    """Check a post to score against the text limit and the path rule, before anything is read or decoded.
+
+    Media paths that pass are made absolute (in place); every field with a problem is removed, so that nothing
+    outside the allowed folders is opened or written out, and the problems are returned (``; ``-joined). A
+    problem names the path as given, never whether a file is there.
+    """
+    problems = []
+    text = post.get("text")
+    if text is not None and not isinstance(text, str):
+        problems.append("invalid_schema: 'text' must be a string")
+    elif text_too_long(text or "", max_text_chars):
+        problems.append(text_too_long(text, max_text_chars))
+    if problems:
+        post.pop("text")
+    for key in ("image", "video"):
+        value = post.get(key)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            post.pop(key)
+            problems.append(f"invalid_schema: '{key}' must be a path string")
+            continue
+        try:
+            post[key] = str(resolve_media(manifest_dir, value, media_root))
+        except ValueError as e:
+            post.pop(key)
+            problems.append(f"{key}: {e}")
+    return "; ".join(problems) or None
 
 
 def unix_time(value) -> int | float:

@@ -6,13 +6,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
-from emocare.data.manifest import MAX_TEXT_CHARS, Post, iter_manifest, post_from_record, resolve_media, unix_time
+from emocare.data.manifest import (
+    MAX_TEXT_CHARS,
+    Post,
+    iter_manifest,
+    post_from_record,
+    resolve_media,
+    text_too_long,
+    unix_time,
+)
 from emocare.io import write_json, write_jsonl
 from emocare.labels import DEFAULT, LabelSet
 from emocare.media.image import DEFAULT_MAX_PIXELS, check_image
 from emocare.media.video import check_video
+from emocare.progress import progress_bar
 
 
 @dataclass
@@ -25,9 +32,10 @@ class ValidationResult:
 
     @property
     def counts(self) -> dict:
+        """read = kept + quarantined; ``unlabelled``: the kept posts without a label (``--allow-unlabelled``)."""
         reasons = Counter(r.split(":")[0] for q in self.quarantined for r in q["reasons"])
-        return {"read": self.read, "kept": len(self.kept), "quarantined": len(self.quarantined),
-                "reasons": dict(sorted(reasons.items()))}
+        return {"read": self.read, "kept": len(self.kept), "unlabelled": sum(p.label is None for p in self.kept),
+                "quarantined": len(self.quarantined), "reasons": dict(sorted(reasons.items()))}
 
 
 @dataclass
@@ -60,8 +68,9 @@ def _check_record(rec: dict, root: Path, seen: set[str], rules: Rules) -> tuple[
     if not isinstance(text, str):
         reasons.append("invalid_schema: 'text' must be a string")
         text = ""
-    if len(text) > rules.max_text_chars:
-        reasons.append(f"text_too_long: {len(text):,} characters, over the limit of {rules.max_text_chars:,}")
+    too_long = text_too_long(text, rules.max_text_chars)
+    if too_long:
+        reasons.append(too_long)
     clean["text"] = text
     if rec.get("created_utc") is not None:
         try:
@@ -107,7 +116,7 @@ def validate_manifest(manifest: str | Path, rules: Rules | None = None) -> Valid
     root = manifest.parent
     result = ValidationResult()
     seen: set[str] = set()
-    for line in tqdm(iter_manifest(manifest), desc="validate", unit="post", leave=False):
+    for line in progress_bar(iter_manifest(manifest), desc="validate", unit="post", leave=False):
         result.read += 1
         if line.record is None:
             result.quarantined.append({"line": line.line_no, "raw": line.raw, "reasons": [line.error]})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import threading
 import time
@@ -41,10 +42,13 @@ class LabelLog:
                 continue
             try:
                 record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 record = None
             if not isinstance(record, dict) or "id" not in record:
                 raise ValueError(f"{self.path}: line {n} is not a decision (a JSON object with an id): {raw[:80]!r}")
+            problem = _shape_problem(record)
+            if problem:
+                raise ValueError(f"{self.path}: line {n} is not a decision: {problem}")
             out.append(record)
         return out
 
@@ -63,8 +67,17 @@ class LabelLog:
 
     def append(self, record: dict, at: float | None = None) -> dict:
         """Write ``record`` with its ``time`` (now, or ``at``) durably: on disk before this returns."""
+        return self.append_all([(record, at)])[0]
+
+    def append_all(self, records: list[tuple[dict, float | None]]) -> list[dict]:
+        """Write each ``(record, at)`` as :meth:`append` does, with one write and one fsync for them all."""
+        if not records:
+            return []
+        now = time.time()
+        records = [{**record, "time": round(now if at is None else at, 3)} for record, at in records]
         with self._locked() as fd:
-            return _write(fd, record, at)
+            _write_all(fd, records)
+        return records
 
     def decide(self, record: dict) -> dict:
         """Write an annotator's decision unless they already have one standing on the post (:class:`AlreadyLabelled`),
@@ -94,9 +107,33 @@ class AlreadyLabelled(ValueError):
 
 def _write(fd: int, record: dict, at: float | None) -> dict:
     record = {**record, "time": round(time.time() if at is None else at, 3)}
-    os.write(fd, (json.dumps(record) + "\n").encode())  # ASCII: no character of a record can look like a newline
-    os.fsync(fd)
+    _write_all(fd, [record])
     return record
+
+
+def _write_all(fd: int, records: list[dict]) -> None:
+    # ASCII: no character of a record can look like a newline
+    data = "".join(json.dumps(record) + "\n" for record in records).encode()
+    view = memoryview(data)
+    while view:  # a large batch may take several writes
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def _shape_problem(record: dict) -> str | None:
+    """What makes a record of the labels file unusable (a decision needs a string id and label, an undo a string
+    id; annotator and strategy are strings and time a number where given), or None."""
+    if not isinstance(record["id"], str) or not record["id"]:
+        return f"'id' must be a non-empty string, not {record['id']!r:.80}"
+    if not record.get("undo") and not isinstance(record.get("label"), str):
+        return f"post {record['id']!r:.80}: 'label' must be a string, not {record.get('label')!r:.80}"
+    for key in ("annotator", "strategy"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return f"post {record['id']!r:.80}: '{key}' must be a string, not {record[key]!r:.80}"
+    at = record.get("time")
+    if at is not None and (isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at)):
+        return f"post {record['id']!r:.80}: 'time' must be a Unix time, not {at!r:.80}"
+    return None
 
 
 def _drop_torn_line(fd: int) -> None:

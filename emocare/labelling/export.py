@@ -39,6 +39,8 @@ def export(labels_path: str | Path, posts_path: str | Path, out: str | Path, cla
                "label_random": resolved[pid]["random"], "label_adjudicated": resolved[pid]["adjudicated"]}
         for key in ("image", "video"):
             if rec.get(key):
+                if not isinstance(rec[key], str):
+                    raise ValueError(f"{posts_path}: post {pid!r}: {key} must be a path string, not {rec[key]!r:.80}")
                 if os.path.isabs(rec[key]):
                     raise ValueError(f"{posts_path}: post {pid!r}: absolute {key} path {rec[key]} (validate it first)")
                 # not resolved: a linked media folder stays linked

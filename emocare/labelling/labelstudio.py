@@ -81,16 +81,26 @@ def from_label_studio(tasks_path: str | Path, posts_out: str | Path, labels_path
     tasks give them, so write it in the folder they are relative to) and each choice annotation a decision
     appended to ``labels_path``; returns counts."""
     tasks_path = Path(tasks_path)
-    tasks = read_json(tasks_path)
+    try:
+        tasks = read_json(tasks_path)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested past the parser's depth
+        raise ValueError(f"{tasks_path}: not valid JSON ({str(e) or 'nested too deeply'})") from None
     if not isinstance(tasks, list):
         raise ValueError(f"{tasks_path}: expected Label Studio's JSON export, a list of tasks")
     by_name = {c: c for c in classes} | {classes.display[c].lower(): c for c in classes}
-    posts, decisions, cancelled = [], [], 0
+    posts, decisions, cancelled, first_task = [], [], 0, {}
     for n, task in enumerate(tasks, 1):
         data = task.get("data") if isinstance(task, dict) else None
         if not isinstance(data, dict):
             raise ValueError(f"{tasks_path}: task {n} has no data object")
-        pid = str(data.get("post_id") or task.get("id") or n)
+        pid = data.get("post_id") or task.get("id") or n
+        if isinstance(pid, bool) or not isinstance(pid, str | int):
+            raise ValueError(f"{tasks_path}: task {n}: the post id must be a string or a number, not {pid!r:.80}")
+        pid = str(pid)
+        if pid in first_task:  # merging them would keep one post and lose the other's decisions' meaning
+            raise ValueError(f"{tasks_path}: tasks {first_task[pid]} and {n} have the same post id {pid!r}: "
+                             "each post must be one task")
+        first_task[pid] = n
         post = {**{k: v for k, v in data.items() if k != "post_id"}, "id": pid}
         for key in ("image", "video"):
             value = post.get(key)
@@ -99,18 +109,23 @@ def from_label_studio(tasks_path: str | Path, posts_out: str | Path, labels_path
             elif isinstance(value, str) and value.startswith(media_url):
                 post[key] = unquote(value[len(media_url):])
         posts.append(post)
-        for annotation in task.get("annotations") or []:
+        where = f"{tasks_path}: task {n} (post {pid!r})"
+        for annotation in _objects(task.get("annotations"), f"{where}: 'annotations'"):
             if annotation.get("was_cancelled"):
                 cancelled += 1
                 continue
-            for result in annotation.get("result") or []:
+            for result in _objects(annotation.get("result"), f"{where}: an annotation's 'result'"):
                 if result.get("type") != "choices" or result.get("from_name") != from_name:
                     continue
-                for choice in result.get("value", {}).get("choices", []):
+                value = result.get("value")
+                choices = value.get("choices") if isinstance(value, dict) else None
+                if not isinstance(choices, list):
+                    raise ValueError(f"{where}: a choices result without a list of 'choices': {value!r:.80}")
+                for choice in choices:
                     label = by_name.get(str(choice)) or by_name.get(str(choice).lower())
                     if label is None:
-                        raise ValueError(f"{tasks_path}: task {n} (post {pid!r}): choice {choice!r} is not one of "
-                                         f"the classes {list(classes.names)}")
+                        raise ValueError(f"{where}: choice {choice!r:.80} is not one of the classes "
+                                         f"{list(classes.names)}")
                     decisions.append(({"id": pid, "label": label, "annotator": _annotator(annotation),
                                        "strategy": STRATEGY, "score": None}, _time(annotation.get("created_at"))))
     write_jsonl(posts_out, posts)
@@ -118,14 +133,23 @@ def from_label_studio(tasks_path: str | Path, posts_out: str | Path, labels_path
     kept = log.read()
     timed = {(r["id"], r.get("label"), r.get("annotator"), r.get("time")) for r in kept}
     untimed = {key[:3] for key in timed}
-    added = 0
+    new = []
     for d, at in decisions:  # importing the same export again adds nothing
         key = (d["id"], d["label"], d["annotator"])
         if (key + (at,) if at is not None else key) not in (timed if at is not None else untimed):
-            log.append(d, at)
-            added += 1
-    return {"tasks": len(tasks), "posts": len(posts), "decisions": len(decisions), "added": added,
+            new.append((d, at))
+    log.append_all(new)  # one fsync: durable together, as the export was read together
+    return {"tasks": len(tasks), "posts": len(posts), "decisions": len(decisions), "added": len(new),
             "cancelled": cancelled, "posts_out": str(posts_out), "labels": str(labels_path)}
+
+
+def _objects(value, what: str) -> list[dict]:
+    """``value`` as a list of JSON objects (none when absent), else an error naming ``what``."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"{what} must be a list of objects, not {value!r:.80}")
+    return value
 
 
 def _time(created_at) -> float | None:

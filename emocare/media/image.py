@@ -10,6 +10,12 @@ from PIL import Image, UnidentifiedImageError
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
+def image_size_problem(size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """``image_too_large: WxH exceeds N pixels`` for an image (its header's size) over ``max_pixels``, else None."""
+    w, h = size
+    return f"image_too_large: {w}x{h} exceeds {max_pixels} pixels" if w * h > max_pixels else None
+
+
 def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
     """Return ``None`` when the image decodes fully, else a reason code with detail."""
     path = Path(path)
@@ -17,9 +23,9 @@ def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str |
         return "zero_byte_file"
     try:
         with Image.open(path) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                return f"image_too_large: {w}x{h} exceeds {max_pixels} pixels"
+            too_large = image_size_problem(img.size, max_pixels)
+            if too_large:
+                return too_large
             img.load()
     except UnidentifiedImageError:
         return "undecodable_image: not a recognised image format"

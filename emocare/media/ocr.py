@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from emocare.io import atomic_path
 from emocare.media.frame_store import file_key
 from emocare.media.image import load_image
 from emocare.media.video import read_frames
+from emocare.progress import progress_bar
 
 ENGINE = "rapidocr-3.10/PP-OCRv6"  # part of every cache key: another engine never reads a stale entry
 VIDEO_FRAMES = 4  # frames read per video: a caption usually stays on screen for seconds
@@ -95,7 +95,7 @@ def post_media(post) -> tuple[str | None, str | None]:
 def posts_ocr(posts: list, store: str | Path | None = None) -> list[str]:
     """The text in each post's image or video ("" for a text-only post), with a progress bar."""
     out = []
-    for post in tqdm(posts, desc="ocr", unit="post", leave=False):
+    for post in progress_bar(posts, desc="ocr", unit="post", leave=False):
         media, modality = post_media(post)
         out.append(media_text(media, modality, store) if media else "")
     return out

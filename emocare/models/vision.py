@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
-from tqdm import tqdm
 
 from emocare.data.datasets import decode_media, media_dataset
 from emocare.labels import label_index
 from emocare.media.feature_store import FeatureStore, tower_digest
 from emocare.models.towers import load_vision_tower, rebuild_tower, tower_spec, weights_source
+from emocare.progress import progress_bar
 from emocare.runtime import autocast, make_loader, to_device
 from emocare.transforms import eval_transform
 
@@ -87,7 +87,7 @@ class VisionSpecialist(nn.Module):
         loader = make_loader(Subset(pixels, todo), per_call, self.collate, device, "auto")
         rows = iter(todo)
         with torch.inference_mode():
-            for batch in tqdm(loader, desc=f"{self.modality} features ({len(todo)} of {len(posts)} to compute)",
+            for batch in progress_bar(loader, desc=f"{self.modality} features ({len(todo)} of {len(posts)} to compute)",
                               unit="batch", leave=False):
                 with autocast(device):
                     feats = self.encode(to_device(batch, device)).float().cpu().numpy()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from emocare.cache import write_cache
 from emocare.data.manifest import Post
@@ -15,6 +14,7 @@ from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, file_sha256
 from emocare.labels import label_index
 from emocare.models import load_checkpoint
+from emocare.progress import progress_bar
 from emocare.runtime import choose_precision, make_loader, resolve_device, resolve_workers
 from emocare.scoring import features
 
@@ -29,7 +29,7 @@ def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: in
                          num_workers)
     out = np.zeros((len(posts), model.dim), np.float32)
     row = 0
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+    for batch in progress_bar(loader, desc=desc, unit="batch", leave=False):
         feats = features(model, batch, device)
         out[row: row + len(feats)] = feats.numpy()
         row += len(feats)

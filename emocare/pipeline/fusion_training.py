@@ -8,7 +8,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from emocare.bundle import MODELS_DIR, fusion_path, subset_path, subsets_dir
 from emocare.cache import Cache, CachedDataset
@@ -19,6 +18,7 @@ from emocare.models.checkpoint import save_payload
 from emocare.models.fusion import FusionModel, load_fusion
 from emocare.params import TrainConfig
 from emocare.pipeline.training import fit, write_reports
+from emocare.progress import progress_bar
 from emocare.quantify import validation_stats
 from emocare.runtime import count_parameters, die_with_parent, resolve_device, seed_everything
 from emocare.scoring import cached_fusion_logits
@@ -131,7 +131,7 @@ def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_
         with ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), initializer=_share,
                                  initargs=shared) as pool:
             futures = [pool.submit(_fusion_job, *job) for job in jobs.values()]
-            results = [f.result() for f in tqdm(futures, desc="fusion models", unit="model")]
+            results = [f.result() for f in progress_bar(futures, desc="fusion models", unit="model")]
     results = dict(zip(jobs, results, strict=True))
     if "skipped" in results["fusion"]:
         raise ValueError(results["fusion"]["skipped"])

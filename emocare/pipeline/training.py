@@ -25,6 +25,7 @@ from emocare.metrics import report_dict, scores
 from emocare.models.checkpoint import save_checkpoint
 from emocare.params import TrainConfig
 from emocare.pipeline.curves import Curves
+from emocare.progress import progress_bar
 from emocare.runtime import (
     autocast,
     choose_precision,
@@ -111,7 +112,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, 
         if sampler is not None:
             sampler.set_epoch(epoch)
         total, count = 0.0, 0
-        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
+        bar = progress_bar(train_loader, desc=f"{desc} epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
                    disable=rank != 0 or None)
         for batch in bar:
             batch = to_device(batch, device)

@@ -24,12 +24,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-from tqdm import tqdm
 
 from emocare.io import FILE_MODE, jsonl_writer
 from emocare.media.image import check_image
 from emocare.media.sniff import HEAD_BYTES, sniff
 from emocare.media.video import check_video
+from emocare.progress import progress_bar
 from emocare.reddit.config import FetchConfig
 from emocare.reddit.posts import PostFilter, find_media, iter_posts, media_urls
 from emocare.reddit.read import ReadLimits
@@ -179,7 +179,7 @@ def fetch_media(paths: Iterable[str | Path], media_dir: str | Path, cfg: FetchCo
     outcomes: Counter = Counter()
     fetcher = Fetcher(media_dir, cfg)
     with ExitStack() as stack, ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="fetch") as pool, \
-            tqdm(desc="fetch-media", unit=" posts", smoothing=0.1) as bar:
+            progress_bar(desc="fetch-media", unit=" posts", smoothing=0.1) as bar:
         stack.callback(fetcher.close)
         log = jsonl_writer(stack, media_dir / "fetch-log.jsonl")
         malformed = jsonl_writer(stack, media_dir / "fetch-malformed.jsonl")

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tqdm import tqdm
-
 from emocare.data.manifest import resolve_media, unix_time
 from emocare.io import jsonl_writer
 from emocare.labels import DEFAULT, LabelSet
+from emocare.progress import progress_bar
 from emocare.reddit.read import ReadLimits, TruncatedInput, iter_objects
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
@@ -173,6 +172,13 @@ def _problem(post: dict) -> str | None:
             unix_time(post["created_utc"])
         except ValueError as e:
             return f"bad_date: post {post_id}: 'created_utc' {e}"
+    for key in ("title", "selftext", "link_flair_text"):
+        if post.get(key) is not None and not isinstance(post[key], str):
+            return f"bad_field: post {post_id}: '{key}' must be a string, not {type(post[key]).__name__}"
+    try:  # the media fields are nested objects of Reddit's shape; a dump with other shapes there is malformed
+        media_urls(post)
+    except (AttributeError, TypeError, IndexError, KeyError) as e:
+        return f"bad_media_fields: post {post_id}: its media fields are not of Reddit's shape ({e})"
     return None
 
 
@@ -188,7 +194,7 @@ def iter_posts(paths: Iterable[str | Path], post_filter: PostFilter, limit: int 
     """
     limits = limits or ReadLimits()
     kept = 0
-    with tqdm(desc=desc, unit=" posts", smoothing=0.1, mininterval=0.5) as bar:
+    with progress_bar(desc=desc, unit=" posts", smoothing=0.1, mininterval=0.5) as bar:
         for path in paths:
             for item in iter_objects(path, limits.max_line_bytes):
                 if limit is not None and kept >= limit:

@@ -41,7 +41,7 @@ def _parse(line_no: int, raw: bytes | None, max_line_bytes: int) -> Item | None:
         return Item(line_no, None, f"too_long: the line is over {max_line_bytes / MB:g} MB (--max-line-mb)")
     try:
         obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
         return None if not raw.strip() else Item(line_no, None, f"not_json: not valid JSON ({e})")
     if not isinstance(obj, dict):
         return Item(line_no, None, f"not_object: expected a JSON object, got {type(obj).__name__}")
@@ -171,8 +171,8 @@ def iter_objects(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iter
                 return
             try:
                 obj = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from e
+            except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
+                raise ValueError(f"{path}: not valid JSON ({e})") from None
         for i, post in enumerate(_unwrap(obj), start=1):
             yield Item(i, post)
         return

@@ -7,9 +7,13 @@ characters either way). Under load it holds up:
 - the event loop never runs the model: media are decoded in a thread pool, and posts are scored
   in dynamic micro-batches (:mod:`emocare.serving.batcher`) by a process of their own that holds the
   model (:mod:`emocare.serving.worker`), so the model never holds this process's interpreter lock;
+- a request takes a place in the queue only once its body has arrived, so slow clients cannot hold
+  the queue: a body must arrive within ``body_timeout_s`` (else 408), and a client that leaves before
+  sending it is counted as 499 (nginx's "client closed request"), not as a server error;
 - at most ``max_queue`` requests are in the service at once; the next gets 503 with
   ``Retry-After``; one that is not answered within ``timeout_s`` gets 504;
-- the body is counted as it arrives, chunked or not, and cut off with 413 at the limit;
+- the body is counted as it arrives, chunked or not, and cut off with 413 at the limit; an image
+  over ``max_pixels`` (validation's limit) is 413, judged from its header before it is decoded;
 - ``GET /health`` (liveness: never touches the model), ``GET /ready`` (model loaded, queue below
   its limit) and ``GET /metrics`` (Prometheus) answer at once, however full the queue;
 - on SIGTERM uvicorn stops accepting connections, the requests already in finish, then it exits.
@@ -23,6 +27,7 @@ naming the problem, never a 500. Every error, the framework's own (404, 405) inc
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 import tempfile
 import time
@@ -35,12 +40,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
+from starlette.requests import ClientDisconnect
 
+from emocare.media.image import image_size_problem
 from emocare.media.sniff import HEAD_BYTES, sniff
 from emocare.predict import NO_MODALITY, EmoCare
 from emocare.serving.config import ServeConfig
@@ -100,21 +108,25 @@ def _predict_body(max_text_chars: int) -> dict:
             "description": f"the post's text, at most {max_text_chars} characters (UTF-8)"}
     media = "a{} file, its type judged from its content (not its name): {}"
     return {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "multipart/form-data": {"schema": {"type": "object", "additionalProperties": False, "properties": {
             "text": text,
             "image": {"type": "string", "format": "binary",
                       "description": media.format("n image", "PNG, JPEG, GIF, BMP or WebP")},
             "video": {"type": "string", "format": "binary", "description": media.format(" video", "MP4, AVI or WebM")},
         }}},
-        "application/json": {"schema": {"type": "object", "properties": {"text": text}, "required": ["text"]}},
+        "application/json": {"schema": {"type": "object", "properties": {"text": text}, "required": ["text"],
+                                         "additionalProperties": False}},
     }}
 
 
 PREDICT_ERRORS = {
-    400: "malformed body: invalid JSON or multipart, or a form field that is not valid text in its charset",
-    413: "the body is over the upload limit, or the text over the text limit",
+    400: "malformed body: invalid JSON (or nested too deeply) or multipart, or a form field that is not valid text "
+         "in its charset",
+    408: "the body did not arrive within the service's body timeout",
+    413: "the body is over the upload limit, the text over the text limit, or an image over the pixel limit",
     415: "neither multipart/form-data nor application/json, or an image or video upload that is not one",
-    422: "nothing to score (no text, no usable media), media that cannot be decoded, or a text that is not a string",
+    422: "nothing to score (no text, no usable media), media that cannot be decoded, a text that is not a string, "
+         "or a field the request does not take (e.g. 'txt')",
     503: "the queue is full (with Retry-After), or the model process has exited",
     504: "no answer within the service's timeout",
 }
@@ -192,7 +204,44 @@ class _Guard:
             self.metrics.latency.observe(time.perf_counter() - started)
 
 
-async def _read_post(request: Request, files: ExitStack, max_chars: int) -> tuple[dict, dict[str, str]]:
+FORM_FIELDS = ("text", "image", "video")
+
+
+def _unknown_fields(names, allowed: tuple[str, ...], where: str) -> None:
+    """A misspelt field (``{"txt": ...}``) is named, rather than answered with "no usable modality"."""
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise RequestError(422, f"unknown field(s) {unknown} in the {where}: it takes only {list(allowed)}")
+
+
+def _image_size_checked(data: bytes, name: str, max_pixels: int) -> None:
+    """413 for an image over ``max_pixels``, from its header (nothing is decoded); a file Pillow cannot open
+    is left to the decoder, whose message is the 422."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            problem = image_size_problem(img.size, max_pixels)
+    except Image.DecompressionBombError as e:
+        problem = f"image_too_large: {e}"
+    except (OSError, ValueError):
+        return
+    if problem:
+        raise RequestError(413, f"image upload {name!r}: {problem}")
+
+
+async def _read_body(request: Request, timeout_s: float) -> None:
+    """Read the whole body within ``timeout_s`` (Starlette keeps it for ``request.json()`` and the form parser);
+    408 when it is late, 499 when the client left."""
+    try:
+        await asyncio.wait_for(request.body(), timeout_s)
+    except TimeoutError:
+        raise RequestError(408, f"the request body did not arrive within {timeout_s} s",
+                           {"Connection": "close"}) from None
+    except ClientDisconnect:
+        raise RequestError(499, "the client closed the connection before its body arrived") from None
+
+
+async def _read_post(request: Request, files: ExitStack, max_chars: int,
+                     max_pixels: int) -> tuple[dict, dict[str, str]]:
     """The post in a request (JSON or multipart), media bytes checked by content, 4xx on bad input; and what
     messages call its temporary files.
 
@@ -205,8 +254,11 @@ async def _read_post(request: Request, files: ExitStack, max_chars: int) -> tupl
             body = await request.json()
         except ValueError as e:
             raise RequestError(400, f"body is not valid JSON: {e}") from e
+        except RecursionError:
+            raise RequestError(400, "body is not valid JSON: nested too deeply") from None
         if not isinstance(body, dict) or not isinstance(body.get("text", ""), str):
             raise RequestError(422, "JSON body must be an object with a string 'text'")
+        _unknown_fields(body, ("text",), "JSON body")
         if len(body.get("text", "")) > max_chars:
             raise _too_long("text", max_chars)
         return {"text": body.get("text", "")}, {}
@@ -220,6 +272,7 @@ async def _read_post(request: Request, files: ExitStack, max_chars: int) -> tupl
     except Exception as e:  # noqa: BLE001 - whatever the multipart parser rejects is the client's error
         raise RequestError(400, f"malformed multipart body: {e}") from e
     try:
+        _unknown_fields(form.keys(), FORM_FIELDS, "form")
         post: dict = {"text": form.get("text") or ""}
         shown: dict[str, str] = {}
         if not isinstance(post["text"], str):
@@ -238,6 +291,7 @@ async def _read_post(request: Request, files: ExitStack, max_chars: int) -> tupl
                 what = f"a {found[0]} ({found[1]})" if found else "not a recognised image or video"
                 raise RequestError(415, f"{field} upload {upload.filename!r} is {what}")
             if field == "image":
+                _image_size_checked(data, upload.filename or "the image", max_pixels)
                 post["image"] = data
             else:
                 path = Path(files.enter_context(tempfile.TemporaryDirectory(prefix="emocare-upload-"))) / \
@@ -334,6 +388,7 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
               "(multipart/form-data), or text alone (application/json). Answers the most probable class and every "
               "class's probability.")
     async def predict(request: Request) -> JSONResponse:
+        await _read_body(request, cfg.body_timeout_s)  # before a place in the queue: a slow client holds none
         if state["inflight"] >= cfg.max_queue:
             raise RequestError(503, f"the service is at its limit of {cfg.max_queue} requests; retry shortly",
                                {"Retry-After": "1"})
@@ -344,7 +399,7 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
         try:
             try:
                 with ExitStack() as files:
-                    post, shown = await _read_post(request, files, cfg.max_text_chars)
+                    post, shown = await _read_post(request, files, cfg.max_text_chars, cfg.max_pixels)
                     if "image" in post or "video" in post:  # decoding media takes a while: off the event loop
                         inputs, failed = await _within(deadline, asyncio.get_running_loop().run_in_executor(
                             pool, model.decode, post), cfg.timeout_s)
