@@ -28,6 +28,21 @@ EM_STEPS = 200
 EM_TOL = 1e-6
 BOOTSTRAP = 200
 LEVEL = 0.95
+DESCRIPTIONS = {
+    "count": "the share of posts whose top label it is (biased toward the classes training weighted up)",
+    "pcc": "the mean calibrated probability (probabilistic classify and count)",
+    "acc": "top-label shares adjusted with the validation confusion matrix (adjusted classify and count)",
+    "pacc": "mean probabilities adjusted with the validation split's (probabilistic adjusted count)",
+    "em": "the calibrated probabilities re-weighted to the period's own class mix (EM, Saerens et al. 2002)"}
+
+
+def interval_covers(method: str) -> str:
+    """What :func:`interval` of ``method`` accounts for, in words (the trends page and ``trends.csv`` say it)."""
+    period = f"the period's sampling error ({BOOTSTRAP} bootstrap resamples of its posts)"
+    if method in ("acc", "pacc"):
+        return (f"{period} and the classifier's error as the adjustment knows it (each resample also redraws the "
+                "validation statistics, as another validation split of that size would give them)")
+    return f"{period}; not the classifier's error"
 
 
 def validation_stats(probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -53,14 +68,31 @@ def _adjust(observed: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return p / p.sum() if p.sum() > 0 else observed
 
 
-def _em(probs: np.ndarray, w: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """The shares under which the prior-adjusted posteriors of ``probs`` average to themselves."""
+def _em(probs: np.ndarray, weights: np.ndarray, prior: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """The shares under which the prior-adjusted posteriors of ``probs`` [N, C] average to themselves, for each row of
+    ``weights`` [B, N] (each post counted that many times) and of ``prior`` [B, C] at once: [B, C].
+
+    A post's adjusted posterior is ``probs * r / (probs @ r)`` with ``r = shares / prior``, so one step is two matrix
+    products (no [B, N, C] array). Plain EM crawls when the classes overlap (a weak classifier: hundreds of steps),
+    so the steps are accelerated with SQUAREM (Varadhan & Roland 2008), which reaches the same fixed point."""
     prior = prior.clip(1e-6, None)
-    shares = prior
+    total = weights.sum(1, keepdims=True)
+
+    def step(shares: np.ndarray) -> np.ndarray:
+        ratio = shares / prior
+        norm = probs @ ratio.T  # [N, B]: each post's sum of adjusted probabilities
+        return ratio * ((weights / np.maximum(norm.T, 1e-300)) @ probs) / total
+
+    shares = prior.copy() if start is None else np.broadcast_to(start, prior.shape).copy()
     for _ in range(EM_STEPS):
-        post = probs * (shares / prior)
-        post /= post.sum(1, keepdims=True)
-        new = w @ post / w.sum()
+        once = step(shares)
+        twice = step(once)
+        r, v = once - shares, twice - 2 * once + shares
+        alpha = -np.sqrt((r ** 2).sum(1, keepdims=True) / np.maximum((v ** 2).sum(1, keepdims=True), 1e-300))
+        alpha = np.minimum(alpha, -1.0)  # -1 is the plain double step
+        jump = shares - 2 * alpha * r + alpha ** 2 * v
+        jump = np.where((jump >= 0).all(1, keepdims=True), jump, twice)  # off the simplex: keep the plain steps
+        new = step(jump / jump.sum(1, keepdims=True))
         if np.abs(new - shares).max() < EM_TOL:
             return new
         shares = new
@@ -77,7 +109,7 @@ def estimate(probs: np.ndarray, method: str, stats: dict | None = None, weights:
                          "`emocare predict` with this version writes them to its .models.json); use pcc or count")
     w = np.ones(len(probs)) if weights is None else weights
     if method == "em":
-        return _em(probs, w, np.asarray(stats["prior"]))
+        return _em(probs, w[None], np.asarray(stats["prior"], float)[None])[0]
     if method in ("count", "acc"):
         observed = np.bincount(probs.argmax(1), weights=w, minlength=probs.shape[1]) / w.sum()
     else:
@@ -87,12 +119,55 @@ def estimate(probs: np.ndarray, method: str, stats: dict | None = None, weights:
     return _adjust(observed, np.asarray(stats["confusion" if method == "acc" else "mean_probs"]))
 
 
+def _redrawn(stats: dict, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``draws`` copies of the validation statistics as other validation splits of the same size would give them:
+    the class mix redrawn (multinomial), then each class's confusion column (multinomial) and mean probabilities
+    (Dirichlet with the same mean and a multinomial's variance) from that many posts. Returns prior [B, C],
+    confusion [B, C, C] and mean_probs [B, C, C]."""
+    posts, prior = max(int(stats.get("posts", 0)), 1), np.asarray(stats["prior"], float)
+    counts = rng.multinomial(posts, prior / prior.sum(), size=draws)
+    mats = {}
+    for key in ("confusion", "mean_probs"):
+        base = np.asarray(stats.get(key, np.eye(len(prior))), float)
+        out = np.broadcast_to(base, (draws, *base.shape)).copy()
+        for b in range(draws):
+            for j in np.flatnonzero(counts[b]):
+                column = base[:, j].clip(0, None)
+                if key == "confusion":
+                    out[b, :, j] = rng.multinomial(counts[b, j], column / column.sum()) / counts[b, j]
+                else:
+                    out[b, :, j] = rng.dirichlet(np.maximum(column / column.sum() * counts[b, j], 1e-3))
+        mats[key] = out
+    return counts / posts, mats["confusion"], mats["mean_probs"]
+
+
 def interval(probs: np.ndarray, method: str, stats: dict | None = None, resamples: int = BOOTSTRAP,
-             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The bootstrap's central ``LEVEL`` interval (low [C], high [C]) of :func:`estimate` over the posts."""
+             seed: int = 0, classifier_error: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The central ``LEVEL`` interval (low [C], high [C]) of :func:`estimate`, from a bootstrap whose every draw
+    resamples the period's posts (the period's sampling error) and, for the methods that adjust with the validation
+    statistics (:data:`NEEDS_STATS`) and ``classifier_error``, redraws those statistics as another validation split
+    would give them (the classifier's error that the adjustment inherits). Draws go in blocks of about two million
+    post weights, so memory stays bounded for any period size."""
     rng = np.random.default_rng(seed)
-    n = len(probs)
-    draws = np.stack([estimate(probs, method, stats, np.bincount(rng.integers(0, n, n), minlength=n))
-                      for _ in range(resamples)])
+    n, k = probs.shape
+    estimate(probs[:1], method, stats)  # a bad method or missing statistics fail here, before any work
+    # em's only validation statistic is the mix its calibration was fitted on; the calibration's bias moves with that
+    # mix, so redrawing the mix alone (the calibration fixed) would invent an error the bundle does not have
+    redraw = classifier_error and method in ("acc", "pacc")
+    prior, confusion, mean_probs = _redrawn(stats, resamples, rng) if redraw else (None, None, None)
+    start = estimate(probs, method, stats) if method == "em" else None
+    draws, block = [], max(1, 2_000_000 // max(n, 1))
+    for first in range(0, resamples, block):
+        size = min(block, resamples - first)
+        picks = rng.integers(0, n, (size, n)) + n * np.arange(size)[:, None]  # draw b's posts, offset to row b
+        weights = np.bincount(picks.ravel(), minlength=size * n).reshape(size, n).astype(float)
+        if method == "em":
+            draws.append(_em(probs, weights, np.broadcast_to(np.asarray(stats["prior"], float), (size, k)), start))
+            continue
+        for b in range(size):
+            redrawn = stats if not redraw else {**stats, "confusion": confusion[first + b],
+                                                "mean_probs": mean_probs[first + b]}
+            draws.append(estimate(probs, method, redrawn, weights[b])[None])
+    draws = np.concatenate(draws)
     tail = 100 * (1 - LEVEL) / 2
     return np.percentile(draws, tail, axis=0), np.percentile(draws, 100 - tail, axis=0)
