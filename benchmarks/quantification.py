@@ -11,7 +11,7 @@ fusion stage does). Then:
 - shifted periods drawn from the test posts (with replacement within each class) for each protocol: ``app`` (the
   artificial-prevalence protocol: the mix uniform on the simplex) and ``drift-S`` (the training mix times
   exp(N(0, S)) per class, renormalised) for S in ``--drifts``; ``--periods`` periods of each size in ``--sizes``;
-- for each calibration and EmoCare quantifier (:data:`emocare.quantify.METHODS`), and QuaPy's KDEy-ML, DMy and
+- for each calibration and EmoCare quantifier (:data:`emocare.quantify.METHODS`), and QuaPy's KDEy-ML and
   EMQ with BCTS recalibration (on the uncalibrated probabilities, as QuaPy fits its own) with ``--quapy``: the
   mean absolute share error over classes and periods;
 - for each calibration in ``--interval-calibrations`` and method in ``--interval-methods``: the coverage of
@@ -77,10 +77,10 @@ def quapy_methods(clf, p_val: np.ndarray, y_val: np.ndarray) -> dict:
     """QuaPy's quantifiers on the trained classifier ``clf``, fitted on its validation posteriors ``p_val``:
     name -> f(posteriors) -> shares."""
     import quapy as qp  # noqa: F401 - sets QuaPy's defaults
-    from quapy.method.aggregative import EMQ, DMy, KDEyML
+    from quapy.method.aggregative import EMQ, KDEyML
 
     out = {}
-    for name, q in (("kdey", KDEyML(clf, fit_classifier=False)), ("dmy", DMy(clf, fit_classifier=False)),
+    for name, q in (("kdey", KDEyML(clf, fit_classifier=False)),
                     ("emq_bcts", EMQ(clf, fit_classifier=False, calib="bcts", exact_train_prev=False))):
         q.aggregation_fit(p_val, y_val)
         out[name] = q.aggregate
@@ -122,7 +122,7 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
                 for method in METHODS:
                     errors[f"{kind}/{method}"] = [float(np.abs(estimate(p_test[r], method, stats) - mix).mean())
                                                   for r, mix in drawn]
-                if kind in a.interval_calibrations.split(","):
+                if kind in a.interval_calibrations.split(",") and str(size) in a.interval_sizes.split(","):
                     for method in a.interval_methods.split(","):
                         inside = []
                         for i, (r, mix) in enumerate(drawn):
@@ -171,9 +171,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="100,400,1000")
     ap.add_argument("--drifts", default="0.25,0.5,1.0")
     ap.add_argument("--c", type=float, default=1.0, help="the logistic regression's inverse regularisation")
-    ap.add_argument("--quapy", action="store_true", help="also score QuaPy's KDEy-ML, DMy and EMQ-BCTS")
-    ap.add_argument("--interval-calibrations", default="bcts,vector,matrix")
-    ap.add_argument("--interval-methods", default="pcc,em,pacc")
+    ap.add_argument("--quapy", action="store_true", help="also score QuaPy's KDEy-ML and EMQ-BCTS")
+    ap.add_argument("--interval-calibrations", default="bcts,matrix")
+    ap.add_argument("--interval-methods", default="em")
+    ap.add_argument("--interval-sizes", default="400,1000")
     ap.add_argument("--resamples", type=int, default=200)
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     a = ap.parse_args()

@@ -27,6 +27,7 @@ DEFAULT = "pcc"  # chosen on real text: README, Trends that measure the communit
 EM_STEPS = 200
 EM_TOL = 1e-6
 BOOTSTRAP = 200
+KEPT_POSTS = 5000  # validation posts kept in the bundle's statistics: about 40 bytes a post per class
 LEVEL = 0.95
 DESCRIPTIONS = {
     "count": "the share of posts whose top label it is (biased toward the classes training weighted up)",
@@ -47,7 +48,9 @@ def interval_covers(method: str) -> str:
 
 def validation_stats(probs: np.ndarray, labels: np.ndarray) -> dict:
     """What the adjusted estimators need from the validation split: per true class (columns), the rate of each
-    top label (``confusion``), the mean probability of each class (``mean_probs``), and the class mix (``prior``)."""
+    top label (``confusion``), the mean probability of each class (``mean_probs``), the class mix (``prior``), and
+    the posts themselves (``probs``, ``labels``; up to :data:`KEPT_POSTS`), from which :func:`interval` draws
+    periods whose truth it knows."""
     k = probs.shape[1]
     confusion, mean_probs = np.zeros((k, k)), np.zeros((k, k))
     for j in range(k):
@@ -58,8 +61,10 @@ def validation_stats(probs: np.ndarray, labels: np.ndarray) -> dict:
         else:  # a class the split lacks: assume it is recognised perfectly rather than invent an error rate
             confusion[j, j] = mean_probs[j, j] = 1.0
     prior = np.bincount(labels, minlength=k) / max(len(labels), 1)
+    kept = np.sort(np.random.default_rng(0).permutation(len(labels))[:KEPT_POSTS])
     return {"posts": int(len(labels)), "confusion": confusion.round(6).tolist(),
-            "mean_probs": mean_probs.round(6).tolist(), "prior": prior.round(6).tolist()}
+            "mean_probs": mean_probs.round(6).tolist(), "prior": prior.round(6).tolist(),
+            "probs": probs[kept].round(4).tolist(), "labels": labels[kept].tolist()}
 
 
 def _adjust(observed: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -74,7 +79,8 @@ def _em(probs: np.ndarray, weights: np.ndarray, prior: np.ndarray, start: np.nda
 
     A post's adjusted posterior is ``probs * r / (probs @ r)`` with ``r = shares / prior``, so one step is two matrix
     products (no [B, N, C] array). Plain EM crawls when the classes overlap (a weak classifier: hundreds of steps),
-    so the steps are accelerated with SQUAREM (Varadhan & Roland 2008), which reaches the same fixed point."""
+    so the steps are accelerated with SQUAREM (Varadhan & Roland 2008), which reaches the same fixed point: a jump
+    is taken only where it raises the likelihood."""
     prior = prior.clip(1e-6, None)
     total = weights.sum(1, keepdims=True)
 
@@ -82,6 +88,9 @@ def _em(probs: np.ndarray, weights: np.ndarray, prior: np.ndarray, start: np.nda
         ratio = shares / prior
         norm = probs @ ratio.T  # [N, B]: each post's sum of adjusted probabilities
         return ratio * ((weights / np.maximum(norm.T, 1e-300)) @ probs) / total
+
+    def loglik(shares: np.ndarray) -> np.ndarray:
+        return (weights * np.log(np.maximum(probs @ (shares / prior).T, 1e-300)).T).sum(1)
 
     shares = prior.copy() if start is None else np.broadcast_to(start, prior.shape).copy()
     for _ in range(EM_STEPS):
@@ -91,8 +100,11 @@ def _em(probs: np.ndarray, weights: np.ndarray, prior: np.ndarray, start: np.nda
         alpha = -np.sqrt((r ** 2).sum(1, keepdims=True) / np.maximum((v ** 2).sum(1, keepdims=True), 1e-300))
         alpha = np.minimum(alpha, -1.0)  # -1 is the plain double step
         jump = shares - 2 * alpha * r + alpha ** 2 * v
-        jump = np.where((jump >= 0).all(1, keepdims=True), jump, twice)  # off the simplex: keep the plain steps
-        new = step(jump / jump.sum(1, keepdims=True))
+        # a jump off the simplex, onto its edge (a share at 0 never leaves it) or to a lower likelihood is not taken
+        jump = jump / jump.sum(1, keepdims=True)
+        taken = (jump > 0).all(1) & (loglik(jump) >= loglik(twice))
+        jump = np.where(taken[:, None], jump, twice)
+        new = step(jump)
         if np.abs(new - shares).max() < EM_TOL:
             return new
         shares = new
@@ -143,14 +155,19 @@ def _redrawn(stats: dict, draws: int, rng: np.random.Generator) -> tuple[np.ndar
 
 def interval(probs: np.ndarray, method: str, stats: dict | None = None, resamples: int = BOOTSTRAP,
              seed: int = 0, classifier_error: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The central ``LEVEL`` interval (low [C], high [C]) of :func:`estimate`, from a bootstrap whose every draw
-    resamples the period's posts (the period's sampling error) and, for the methods that adjust with the validation
-    statistics (:data:`NEEDS_STATS`) and ``classifier_error``, redraws those statistics as another validation split
-    would give them (the classifier's error that the adjustment inherits). Draws go in blocks of about two million
-    post weights, so memory stays bounded for any period size."""
+    """The central ``LEVEL`` interval (low [C], high [C]) of the share :func:`estimate` estimates.
+
+    For the methods that adjust with the validation statistics (:data:`NEEDS_STATS`), with ``classifier_error`` and
+    statistics that keep the validation posts: :func:`_validation_interval`, which covers the classifier's error
+    and the period's sampling error together. Otherwise a bootstrap of the period's posts (its sampling error; for
+    ``acc`` and ``pacc`` with ``classifier_error`` each draw also redraws the validation statistics, as another
+    validation split of that size would give them). Draws go in blocks of about two million post weights, so
+    memory stays bounded for any period size."""
     rng = np.random.default_rng(seed)
     n, k = probs.shape
     estimate(probs[:1], method, stats)  # a bad method or missing statistics fail here, before any work
+    if classifier_error and method in NEEDS_STATS and stats.get("labels"):
+        return _validation_interval(estimate(probs, method, stats), n, method, stats, resamples, rng)
     # em's only validation statistic is the mix its calibration was fitted on; the calibration's bias moves with that
     # mix, so redrawing the mix alone (the calibration fixed) would invent an error the bundle does not have
     redraw = classifier_error and method in ("acc", "pacc")
@@ -171,3 +188,36 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
     draws = np.concatenate(draws)
     tail = 100 * (1 - LEVEL) / 2
     return np.percentile(draws, tail, axis=0), np.percentile(draws, 100 - tail, axis=0)
+
+
+def _validation_interval(share: np.ndarray, n: int, method: str, stats: dict, resamples: int,
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The interval from the estimator's own errors on periods drawn from the validation posts (a parametric
+    bootstrap of the whole estimate): ``resamples`` periods of ``n`` posts with the estimated mix ``share`` (each
+    class given one post's worth more, so that a class estimated at 0 is still drawn and its error has a spread),
+    drawn with replacement within each class, estimated by ``method``; the interval is ``share`` minus the central
+    ``LEVEL`` range of (estimate - the drawn period's true shares). Those errors hold the period's sampling error
+    (periods of the same size) and the classifier's (its calibration and confusions, as on real posts of each
+    class), at this period's mix: a weak classifier's error grows with the distance from the validation mix."""
+    probs, labels = np.asarray(stats["probs"], float), np.asarray(stats["labels"], int)
+    k = probs.shape[1]
+    present = np.bincount(labels, minlength=k) > 0
+    mix = np.where(present, (n * share + 1) / (n + k), 0)
+    counts = rng.multinomial(n, mix / mix.sum(), size=resamples)
+    errors, block = [], max(1, 2_000_000 // max(n, 1))
+    for first in range(0, resamples, block):
+        part = counts[first:first + block]
+        weights = np.zeros((len(part), len(labels)))
+        for c in np.flatnonzero(present):
+            rows = np.flatnonzero(labels == c)
+            draw = np.repeat(np.arange(len(part)), part[:, c])
+            np.add.at(weights, (draw, rows[rng.integers(0, len(rows), len(draw))]), 1)
+        if method == "em":
+            found = _em(probs, weights, np.broadcast_to(np.asarray(stats["prior"], float), (len(part), k)), mix)
+        else:
+            found = np.stack([estimate(probs, method, stats, w) for w in weights])
+        errors.append(found - part / n)
+    errors = np.concatenate(errors)
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = share - np.percentile(errors, 100 - tail, axis=0), share - np.percentile(errors, tail, axis=0)
+    return low.clip(0, 1), high.clip(0, 1)

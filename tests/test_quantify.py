@@ -63,3 +63,48 @@ def test_adjusted_methods_need_the_bundles_statistics():
         estimate(np.full((3, 2), 0.5), "acc", None)
     with pytest.raises(ValueError, match="count, pcc, acc, pacc, em"):
         estimate(np.full((3, 2), 0.5), "median")
+
+
+def calibrated_periods(prior: np.ndarray, mixes: list[np.ndarray], posts: int, seed: int):
+    """Periods of ``posts`` posts from a classifier calibrated for ``prior``: (probabilities, true shares) each."""
+    rng = np.random.default_rng(seed)
+    for mix in mixes:
+        labels = rng.choice(len(prior), posts, p=mix)
+        evidence = rng.normal(size=(posts, len(prior)))
+        evidence[np.arange(posts), labels] += 1.5
+        yield softmax(evidence + np.log(prior)), np.bincount(labels, minlength=len(prior)) / posts
+
+
+def test_em_reaches_the_plain_fixed_point():
+    """The accelerated steps change how fast EM gets there, not where: plain EM run to convergence agrees."""
+    prior = np.array([0.5, 0.2, 0.2, 0.1])
+    (probs, _), = calibrated_periods(prior, [np.array([0.1, 0.2, 0.3, 0.4])], 3000, 5)
+    shares = prior.copy()
+    for _ in range(20000):
+        post = probs * shares / prior
+        shares = (post / post.sum(1, keepdims=True)).mean(0)
+    assert np.abs(estimate(probs, "em", {"prior": prior.tolist()}) - shares).max() < 1e-4
+
+
+def test_em_interval_covers_shifted_periods_at_about_its_level():
+    """Forty 400-post periods with mixes drawn far from the validation mix: the 95% interval holds the true share
+    in about 95% of class-periods (a binomial spread over 160 either way)."""
+    rng = np.random.default_rng(7)
+    prior = np.array([0.4, 0.3, 0.2, 0.1])
+    inside = []
+    for i, (probs, truth) in enumerate(calibrated_periods(prior, [rng.dirichlet(np.ones(4)) for _ in range(40)],
+                                                          400, 8)):
+        low, high = interval(probs, "em", {"prior": prior.tolist()}, resamples=100, seed=i)
+        inside += ((low <= truth) & (truth <= high)).tolist()
+    assert 0.88 <= np.mean(inside) <= 0.99
+
+
+def test_acc_interval_widens_with_the_classifiers_error():
+    """A small validation split fits the confusion matrix loosely: redrawing it widens the interval."""
+    rng = np.random.default_rng(2)
+    val_labels = rng.choice(3, 150, p=[0.5, 0.3, 0.2])
+    small = validation_stats(biased_classifier(val_labels, 1), val_labels)
+    probs = biased_classifier(rng.choice(3, 2000, p=[0.2, 0.3, 0.5]), 2)
+    with_error = np.subtract(*interval(probs, "acc", small, resamples=100)[::-1])
+    sampling_only = np.subtract(*interval(probs, "acc", small, resamples=100, classifier_error=False)[::-1])
+    assert (with_error > 1.5 * sampling_only).all()
