@@ -199,7 +199,7 @@ def _estimates(part: pd.DataFrame, kind: str = "share") -> pd.DataFrame:
     return part[[f"{kind}:{c}" for c in _classes(part)]].set_axis(_classes(part), axis=1)
 
 
-def long_table(table: pd.DataFrame, method: str) -> pd.DataFrame:
+def long_table(table: pd.DataFrame, method: str, stats: dict | None = None) -> pd.DataFrame:
     """``trends.csv``: one row per group, period and emotion: the posts it is the top label of (``count``),
     its estimated share with the interval (empty without posts), the period's posts, whether the period is
     ``partial``, the ``estimator`` (a :data:`emocare.quantify.METHODS` name) and what its ``interval`` covers."""
@@ -210,7 +210,7 @@ def long_table(table: pd.DataFrame, method: str) -> pd.DataFrame:
     out["period"] = out["period"].dt.date.astype(str)
     for column in ("share", "share_low", "share_high"):
         out[column] = out[column].round(4)
-    out["estimator"], out["interval"] = method, interval_covers(method)
+    out["estimator"], out["interval"] = method, interval_covers(method, stats)
     return out[["group", "period", "emotion", "count", "share", "share_low", "share_high", "posts", "partial",
                 "estimator", "interval"]]
 
@@ -412,7 +412,7 @@ def trends(predictions: str | Path, out_dir: str | Path, by: str = "week", group
                          f"{predictions.name} (its {provenance_path(predictions).name}, written by `emocare predict` "
                          "with a bundle this version trained); use pcc")
     table = period_table(df, by, classes, quantifier, stats)
-    write_text(out_dir / "trends.csv", long_table(table, quantifier).to_csv(index=False))
+    write_text(out_dir / "trends.csv", long_table(table, quantifier, stats).to_csv(index=False))
     moved = spikes(table, window, min_posts, top)
     write_text(out_dir / "spikes.csv", moved.round(4).to_csv(index=False))
     chart(table, out_dir / "trends.png", by, classes)
@@ -422,7 +422,7 @@ def trends(predictions: str | Path, out_dir: str | Path, by: str = "week", group
                                                     _why_no_moves(table, min_posts), warning,
                                                     f"Estimator: {quantifier}, {DESCRIPTIONS[quantifier]}. Its "
                                                     f"{int(100 * LEVEL)}% interval covers "
-                                                    f"{interval_covers(quantifier)}."))
+                                                    f"{interval_covers(quantifier, stats)}."))
     summary = {**counts, "quantifier": quantifier, "periods": int(table.index.get_level_values("period").nunique()),
                "groups": int(table.index.get_level_values("group").nunique()),
                "top_move": moved.iloc[0][["group", "period", "emotion", "change"]].to_dict() if len(moved) else None,
