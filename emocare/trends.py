@@ -156,8 +156,8 @@ def prepare(df: pd.DataFrame, classes: LabelSet, by: str, group: str | None,
     return df, {**counts, "examples_left_out": named}
 
 
-def period_table(df: pd.DataFrame, by: str, classes: LabelSet, method: str = DEFAULT,
-                 stats: dict | None = None) -> pd.DataFrame:
+def period_table(df: pd.DataFrame, by: str, classes: LabelSet, method: str, stats: dict | None = None
+                 ) -> pd.DataFrame:
     """Per group and period: the posts whose top class is each class (columns named after the classes), the
     period's ``posts``, each class's estimated share (``share:<class>``, :func:`emocare.quantify.estimate`)
     with its interval (``low:<class>``, ``high:<class>``, :func:`emocare.quantify.interval`), and ``partial``:

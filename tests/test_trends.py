@@ -146,7 +146,8 @@ def _figure(preds: Path):
     from emocare.trends import chart_figure, load_predictions, period_table, prepare
 
     df, classes, _ = load_predictions(preds)
-    return chart_figure(period_table(prepare(df, classes, "week", None, 0.0)[0], "week", classes), "week", classes)
+    return chart_figure(period_table(prepare(df, classes, "week", None, 0.0)[0], "week", classes, "pcc"), "week",
+                        classes)
 
 
 def test_an_empty_week_is_a_gap_and_every_volume_bar_is_drawn(tmp_path: Path, capsys):
@@ -276,3 +277,26 @@ def test_partial_periods_are_marked_and_ticks_fall_on_the_tables_periods(tmp_pat
         ticks = [mdates.num2date(t).date().isoformat() for t in ax.get_xticks()]
         assert ticks == list(weeks.index) and [t.get_text() for t in ax.get_xticklabels()] == ticks
     assert sum(t.get_text() == "partial" for t in fig.axes[0].texts) == 2
+
+
+def test_em_is_the_default_where_the_bundle_kept_its_validation_posts(tmp_path: Path, capsys):
+    """With the bundle's validation statistics beside the predictions, the shares are em's and trends.csv and the
+    page say that the interval holds the classifier's error; without them, pcc, said on stderr."""
+    from emocare.bundle import provenance_path
+    from emocare.quantify import validation_stats
+
+    preds = _weekly(tmp_path, [0, 1, 2], per_week=40)
+    rng = np.random.default_rng(0)
+    labels = rng.choice(5, 300)
+    probs = np.full((300, 5), 0.1)
+    probs[np.arange(300), labels] = 0.6
+    provenance_path(preds).write_text(json.dumps({"validation": validation_stats(probs, labels)}))
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "em")]) == 0
+    assert json.loads(capsys.readouterr().out)["quantifier"] == "em"
+    table = pd.read_csv(tmp_path / "em" / "trends.csv")
+    assert (table["estimator"] == "em").all() and table["interval"].str.contains("and the classifier's error").all()
+    assert "Estimator: em, the calibrated probabilities re-weighted" in (tmp_path / "em" / "report.html").read_text()
+    provenance_path(preds).unlink()
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "pcc")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["quantifier"] == "pcc" and "not the default em" in captured.err
