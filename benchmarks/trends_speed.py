@@ -53,7 +53,8 @@ def main() -> None:
     for method in ("pcc", "pacc", "em"):
         started = time.perf_counter()
         estimate(period, method, stats), interval(period, method, stats)
-        out["period"][method] = {"posts": a.period_posts, "estimate_and_interval_s": round(time.perf_counter() - started, 2)}
+        out["period"][method] = {"posts": a.period_posts,
+                                 "estimate_and_interval_s": round(time.perf_counter() - started, 2)}
     with tempfile.TemporaryDirectory() as tmp:
         labels = rng.choice(k, a.posts)
         probs = noisy_probs(labels, k, rng).round(4)
