@@ -15,8 +15,9 @@ moves with the mix the classifier was trained on. The estimators (Forman 2008; B
 The adjusted estimators and ``em`` need the bundle's validation statistics (:func:`validation_stats`, stored in the
 fusion checkpoint and in a predictions file's ``.models.json``). ``em`` is the default: on shifted periods of four
 real text sets it had the lowest error (``benchmarks/quantification.py``). Intervals (:func:`interval`) come from
-the bootstrap; with the validation posts in the statistics, from the estimator's own errors on periods drawn from
-them, so that they hold the classifier's error as well as the period's sampling error.
+the bootstrap of a period's posts; with the validation posts in the statistics, each resample less the estimator's
+error on a copy of them re-mixed to the period's estimate, so that they hold the classifier's error as well as the
+period's sampling error.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def interval_covers(method: str, stats: dict | None = None) -> str:
     """What :func:`interval` of ``method`` with the validation statistics ``stats`` accounts for, in words (the
     trends page and ``trends.csv`` say it)."""
     if method in NEEDS_STATS and stats and stats.get("labels"):
-        return ("the period's sampling error and the classifier's error: the estimator's own errors on "
-                f"{BOOTSTRAP} periods of the same size and estimated mix drawn from the bundle's validation posts")
+        return (f"the period's sampling error and the classifier's error ({BOOTSTRAP} bootstrap resamples of its "
+                "posts, each less the estimator's error on a bootstrap copy of the bundle's validation posts "
+                "re-mixed to the period's estimate)")
     period = f"the period's sampling error ({BOOTSTRAP} bootstrap resamples of its posts)"
     if method in ("acc", "pacc"):
         return (f"{period} and the classifier's error as the adjustment knows it (each resample also redraws the "
@@ -139,11 +141,11 @@ def estimate(probs: np.ndarray, method: str, stats: dict | None = None, weights:
     return _adjust(observed, np.asarray(stats["confusion" if method == "acc" else "mean_probs"]))
 
 
-def _redrawn(stats: dict, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _redrawn(stats: dict, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``draws`` copies of the validation statistics as other validation splits of the same size would give them:
     the class mix redrawn (multinomial), then each class's confusion column (multinomial) and mean probabilities
-    (Dirichlet with the same mean and a multinomial's variance) from that many posts. Returns prior [B, C],
-    confusion [B, C, C] and mean_probs [B, C, C]."""
+    (Dirichlet with the same mean and a multinomial's variance) from that many posts. Returns confusion [B, C, C]
+    and mean_probs [B, C, C]."""
     posts, prior = max(int(stats.get("posts", 0)), 1), np.asarray(stats["prior"], float)
     counts = rng.multinomial(posts, prior / prior.sum(), size=draws)
     mats = {}
@@ -158,7 +160,7 @@ def _redrawn(stats: dict, draws: int, rng: np.random.Generator) -> tuple[np.ndar
                 else:
                     out[b, :, j] = rng.dirichlet(np.maximum(column / column.sum() * counts[b, j], 1e-3))
         mats[key] = out
-    return counts / posts, mats["confusion"], mats["mean_probs"]
+    return mats["confusion"], mats["mean_probs"]
 
 
 def interval(probs: np.ndarray, method: str, stats: dict | None = None, resamples: int = BOOTSTRAP,
@@ -178,9 +180,10 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
     # the statistics shows it, below): subtracted from each resample of the period, draw by draw
     from_validation = classifier_error and method in NEEDS_STATS and bool(stats.get("labels"))
     # em's only validation statistic is the mix its calibration was fitted on; the calibration's bias moves with that
-    # mix, so redrawing the mix alone (the calibration fixed) would invent an error the bundle does not have
+    # mix, so redrawing the mix alone (the calibration fixed) would invent an error the bundle does not have. For acc
+    # and pacc from a bundle without validation posts, redrawing their statistics is the classifier's error we have
     redraw = classifier_error and method in ("acc", "pacc") and not from_validation
-    prior, confusion, mean_probs = _redrawn(stats, resamples, rng) if redraw else (None, None, None)
+    confusion, mean_probs = _redrawn(stats, resamples, rng) if redraw else (None, None)
     start = estimate(probs, method, stats) if method == "em" else None
     draws, block = [], max(1, 2_000_000 // max(n, 1))
     for first in range(0, resamples, block):
