@@ -88,36 +88,38 @@ def _em(probs: np.ndarray, weights: np.ndarray, prior: np.ndarray, start: np.nda
     A post's adjusted posterior is ``probs * r / (probs @ r)`` with ``r = shares / prior``, so one step is two matrix
     products (no [B, N, C] array). Plain EM crawls when the classes overlap (a weak classifier: hundreds of steps),
     so the steps are accelerated with SQUAREM (Varadhan & Roland 2008), which reaches the same fixed point: a jump
-    is taken only where it raises the likelihood."""
-    prior = prior.clip(1e-6, None)
-    total = weights.sum(1, keepdims=True)
-
-    def step(shares: np.ndarray) -> np.ndarray:
-        ratio = shares / prior
-        norm = probs @ ratio.T  # [N, B]: each post's sum of adjusted probabilities
-        return ratio * ((weights / np.maximum(norm.T, 1e-300)) @ probs) / total
-
-    def loglik(shares: np.ndarray) -> np.ndarray:
-        return (weights * np.log(np.maximum(probs @ (shares / prior).T, 1e-300)).T).sum(1)
-
+    is taken only where it raises the likelihood. A row stops once its shares stop moving."""
+    prior = np.ascontiguousarray(prior.clip(1e-6, None))
     shares = prior.copy() if start is None else np.broadcast_to(start, prior.shape).copy()
+    active = np.arange(len(shares))
     for _ in range(EM_STEPS):
-        once = step(shares)
+        w, base = weights[active], prior[active]
+        total = w.sum(1, keepdims=True)
+
+        def step(x: np.ndarray, w=w, base=base, total=total) -> np.ndarray:
+            ratio = x / base
+            return ratio * ((w / np.maximum(probs @ ratio.T, 1e-300).T) @ probs) / total
+
+        def loglik(x: np.ndarray, w=w, base=base) -> np.ndarray:
+            return (w * np.log(np.maximum(probs @ (x / base).T, 1e-300)).T).sum(1)
+
+        now = shares[active]
+        once = step(now)
         twice = step(once)
-        r, v = once - shares, twice - 2 * once + shares
+        r, v = once - now, twice - 2 * once + now
         alpha = -np.sqrt((r ** 2).sum(1, keepdims=True) / np.maximum((v ** 2).sum(1, keepdims=True), 1e-300))
         alpha = np.minimum(alpha, -1.0)  # -1 is the plain double step
-        jump = shares - 2 * alpha * r + alpha ** 2 * v
+        jump = now - 2 * alpha * r + alpha ** 2 * v
         # a jump off the simplex, onto its edge (a share at 0 never leaves it) or to a lower likelihood is not taken
         inside = (jump > 0).all(1)
         jump = np.where(inside[:, None], jump, twice)
         jump = jump / jump.sum(1, keepdims=True)
         taken = inside & (loglik(jump) >= loglik(twice))
-        jump = np.where(taken[:, None], jump, twice)
-        new = step(jump)
-        if np.abs(new - shares).max() < EM_TOL:
-            return new
-        shares = new
+        new = step(np.where(taken[:, None], jump, twice))
+        shares[active] = new
+        active = active[np.abs(new - now).max(1) >= EM_TOL]
+        if not len(active):
+            break
     return shares
 
 
