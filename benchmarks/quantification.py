@@ -186,10 +186,11 @@ def main() -> None:
         for seed in (int(s) for s in a.seeds.split(",")):
             results.setdefault(name, {})[seed] = run_set(name, seed, a)
             print(f"{name} seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    text = json.dumps({"summary": summary(results), "sets": results, "wall_s": round(time.perf_counter() - started),
-                       "args": {k: str(v) for k, v in vars(a).items()}}, indent=1)
-    if a.out:
-        a.out.write_text(text)
+            wall = round(time.perf_counter() - started)
+            text = json.dumps({"summary": summary(results), "sets": results, "wall_s": wall,
+                               "args": {k: str(v) for k, v in vars(a).items()}}, indent=1)
+            if a.out:  # after every seed: a long run's finished seeds are kept
+                a.out.write_text(text)
     print(text)
 
 
