@@ -146,7 +146,8 @@ def _figure(preds: Path):
     from emocare.trends import chart_figure, load_predictions, period_table, prepare
 
     df, classes, _ = load_predictions(preds)
-    return chart_figure(period_table(prepare(df, classes, "week", None, 0.0)[0], "week", classes), "week", classes)
+    return chart_figure(period_table(prepare(df, classes, "week", None, 0.0)[0], "week", classes, "pcc"), "week",
+                        classes)
 
 
 def test_an_empty_week_is_a_gap_and_every_volume_bar_is_drawn(tmp_path: Path, capsys):
@@ -156,7 +157,7 @@ def test_an_empty_week_is_a_gap_and_every_volume_bar_is_drawn(tmp_path: Path, ca
     fig = _figure(preds)
     top, bottom = fig.axes[:2]
     assert len(top.collections[0].get_paths()) == 2  # the stack breaks at the empty week, no dip to 0 %
-    bars, (lo, hi) = bottom.patches, bottom.get_xlim()
+    bars, (lo, hi) = bottom.containers[0].patches, bottom.get_xlim()
     assert len(bars) == 6 and all(lo <= b.get_x() and b.get_x() + b.get_width() <= hi for b in bars)
     assert abs(hi - lo - 6 * 7) < 1e-3  # six whole weeks, the last one's bar included
     assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 0
@@ -199,3 +200,103 @@ def test_the_bundles_classes_colours_and_demo_warning_reach_the_report(tmp_path:
     assert set(pd.read_csv(tmp_path / "out" / "trends.csv")["emotion"]) == {"positive", "negative"}
     page = (tmp_path / "out" / "report.html").read_text()
     assert 'id="warning"' in page and "Upbeat" in page and classes.colours["negative"] in page
+
+
+def test_hostile_rows_are_counted_not_charted(tmp_path: Path, capsys):
+    """Dates of 9999, year 1 and 1e20, NaN and missing probabilities, a class the bundle lacks: each row is left
+    out and counted under its reason, quickly, and the periods' shares still sum to 1."""
+    preds = _weekly(tmp_path, [0, 1, 2], per_week=10)
+    good = json.loads(preds.read_text().splitlines()[0])
+    nan = dict(good["probabilities"], joy=float("nan"))
+    hostile = [dict(good, id="far", created_utc=253402300799), dict(good, id="old", created_utc=-62135596800),
+               dict(good, id="huge", created_utc=1e20), dict(good, id="word", created_utc="soon"),
+               dict(good, id="nan", probabilities=nan), dict(good, id="gone", probabilities={"anger": 1.0}),
+               dict(good, id="alien", probabilities={**good["probabilities"], "awe": 0.0}),
+               dict(good, id="awe", label="awe"), dict(good, id="list", probabilities=[0.2] * 5),
+               dict(good, id="sum", probabilities=dict.fromkeys(LABELS, 0.5))]
+    with preds.open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in hostile)  # json writes NaN, as a careless producer would
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["read"] == 40 and summary["used"] == 30 and summary["periods"] == 3
+    assert summary["bad_dates"] == 3 and summary["undated"] == 1 and summary["malformed"] == 6
+    named = summary["examples_left_out"]
+    assert named["bad_dates"][0].startswith("far: created_utc 2.534") and "awe: a label" in " ".join(named["malformed"])
+    assert any(x.startswith("alien: a probability for a class the bundle does not have") for x in named["malformed"])
+    table = pd.read_csv(tmp_path / "out" / "trends.csv")
+    assert np.allclose(table.groupby("period")["share"].sum(), 1, atol=1e-3) and table["count"].sum() == 30
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "6 with unusable probabilities" in page and "3 dated\noutside 1970-01-01 to 2100-01-01" in page
+
+
+def test_all_nan_predictions_are_a_clear_error_before_any_file(tmp_path: Path, capsys):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": str(i), "label": "joy", "created_utc": T0 + i,
+                                         "probabilities": dict.fromkeys(LABELS, float("nan"))}) + "\n"
+                             for i in range(4)))
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "'malformed': 4" in err and "0: a probability missing or not a number" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_span_of_too_many_periods_names_its_first_and_last_post(tmp_path: Path, capsys):
+    preds = _weekly(tmp_path, [0], per_week=2)
+    rows = [json.loads(x) for x in preds.read_text().splitlines()]
+    rows[1]["created_utc"] = 4000000000  # 2096: in range, but 3,800 weeks after the first post
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out"), "--by", "day"]) == 1
+    err = capsys.readouterr().err
+    assert "post w0k0 of 2024-01-01 to post w0k1 of 2096-10-02" in err and "Traceback" not in err
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out"), "--by", "month"]) == 0  # 874 months: fine
+
+
+def test_partial_periods_are_marked_and_ticks_fall_on_the_tables_periods(tmp_path: Path, capsys):
+    """Posts from a Wednesday to a Friday four weeks later: the first and last weeks are partial (in trends.csv,
+    on the page and shaded on the chart), the middle ones are not; every tick is a period the tables name."""
+    import matplotlib.dates as mdates
+
+    wednesday, friday = T0 + 2 * 86400, T0 + 4 * 7 * 86400 + 4 * 86400
+    rows = [{"id": str(i), "label": LABELS[i % 5], "created_utc": int(t),
+             "probabilities": {c: float(c == LABELS[i % 5]) for c in LABELS}}
+            for i, t in enumerate(np.linspace(wednesday, friday, 60))]
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    table = pd.read_csv(tmp_path / "out" / "trends.csv")
+    weeks = table.groupby("period")["partial"].first()
+    assert weeks.to_dict() == {"2024-01-01": True, "2024-01-08": False, "2024-01-15": False, "2024-01-22": False,
+                               "2024-01-29": True}
+    assert (table["estimator"] == "pcc").all() and table["interval"].str.contains("not the classifier's error").all()
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "partial (the posts cover only part of it, shaded on the chart): 2024-01-01, 2024-01-29" in page
+    assert 'id="estimator">Estimator: pcc' in page and "Its 95% interval covers" in page
+    fig = _figure(preds)
+    for ax in fig.axes[:2]:
+        ticks = [mdates.num2date(t).date().isoformat() for t in ax.get_xticks()]
+        assert ticks == list(weeks.index) and [t.get_text() for t in ax.get_xticklabels()] == ticks
+    assert sum(t.get_text() == "partial" for t in fig.axes[0].texts) == 2
+
+
+def test_em_is_the_default_where_the_bundle_kept_its_validation_posts(tmp_path: Path, capsys):
+    """With the bundle's validation statistics beside the predictions, the shares are em's and trends.csv and the
+    page say that the interval holds the classifier's error; without them, pcc, said on stderr."""
+    from emocare.bundle import provenance_path
+    from emocare.quantify import validation_stats
+
+    preds = _weekly(tmp_path, [0, 1, 2], per_week=40)
+    rng = np.random.default_rng(0)
+    labels = rng.choice(5, 300)
+    probs = np.full((300, 5), 0.1)
+    probs[np.arange(300), labels] = 0.6
+    provenance_path(preds).write_text(json.dumps({"validation": validation_stats(probs, labels)}))
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "em")]) == 0
+    assert json.loads(capsys.readouterr().out)["quantifier"] == "em"
+    table = pd.read_csv(tmp_path / "em" / "trends.csv")
+    assert (table["estimator"] == "em").all() and table["interval"].str.contains("and the classifier's error").all()
+    assert "Estimator: em, the calibrated probabilities re-weighted" in (tmp_path / "em" / "report.html").read_text()
+    provenance_path(preds).unlink()
+    assert cli(["trends", str(preds), "-o", str(tmp_path / "pcc")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["quantifier"] == "pcc" and "not the default em" in captured.err
