@@ -14,6 +14,11 @@ Printed per set and size: the error of each estimate against its own model's tru
 width of its 95% bootstrap interval, and the truth of both final models (what the 10% held out costs).
 
     python benchmarks/cv_threshold.py [--sizes 300 1000 3000] [--draws 10]
+    python benchmarks/cv_threshold.py --fusion-cost 1000 3000   # seconds of the fusion stage's cross-validation
+
+``--fusion-cost`` times what cross-validation costs the fusion stage instead: 5 folds of the fusion model and the
+ablation's subset models, then the final models, with params.yaml's fusion section, on n synthetic posts with the
+offline default's embedding sizes (text 384, image and video 1280; two thirds with an image, a third a video).
 """
 
 from __future__ import annotations
@@ -89,12 +94,46 @@ def one_draw(x, y, k: int, n: int, seed: int, folds: int = 5) -> dict:
             "cv": f1(yd, oof, k), "cv_truth": cv_truth, "cv_width": c_hi - c_lo}
 
 
+def fusion_cost(n: int) -> dict:
+    """Seconds :func:`emocare.pipeline.fusion_training.cross_validate` takes on ``n`` synthetic posts."""
+    import tempfile
+
+    import torch
+    import yaml
+
+    from emocare.cache import Cache
+    from emocare.labels import DEFAULT
+    from emocare.pipeline.crossval import assign_folds
+    from emocare.pipeline.fusion_training import cross_validate
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, len(DEFAULT), n)
+    has_image = rng.random(n) < 2 / 3
+    present = {"text": np.ones(n, bool), "image": has_image, "video": ~has_image}
+    emb = {m: torch.from_numpy((rng.normal(size=(n, d)) + labels[:, None] * 0.05).astype(np.float32)
+                               * present[m][:, None])
+           for m, d in (("text", 384), ("image", 1280), ("video", 1280))}
+    cache = Cache([f"p{i}" for i in range(n)], labels, np.array(["train"] * n), emb, present,
+                  {m: {"backbone": "synthetic"} for m in emb}, list(DEFAULT))
+    fold = assign_folds(labels, cache.ids, params["split"].get("folds", 5), 0)
+    with tempfile.TemporaryDirectory() as work:
+        started = time.perf_counter()
+        cross_validate(cache, fold, params["fusion"], params["train"], Path(work) / "r", DEFAULT, Path(work) / "w",
+                       Path(work) / "models")
+        return {"posts": n, "cross_validation_s": round(time.perf_counter() - started, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="+", default=["tweeteval_emotion", "cm_off_meme", "goemotions", "meld"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[300, 1000, 3000])
     ap.add_argument("--draws", type=int, default=10)
+    ap.add_argument("--fusion-cost", nargs="+", type=int, metavar="N")
     a = ap.parse_args()
+    if a.fusion_cost:
+        print(json.dumps([fusion_cost(n) for n in a.fusion_cost], indent=2))
+        return
     out = {}
     for name in a.sets:
         x, y, k = load(name)

@@ -2,7 +2,7 @@
 
 A 10% test split of a few hundred labels is a handful of posts per class: its macro-F1 misses the model's true
 one by 0.08-0.13 (RMSE over draws) at 300 labels, while 5-fold cross-validation's pooled out-of-fold estimate
-misses by 0.02-0.03, and the final model then learns from every label (README: "Small data: cross-validation";
+misses by 0.01-0.04, and the final model then learns from every label (README: "Small data: cross-validation";
 ``benchmarks/cv_threshold.py``). Below ``split.cv_below`` labelled posts the fusion stage therefore evaluates by
 ``split.folds``-fold cross-validation, provided every specialist's cached embedding is label-free (frozen
 backbone): fusion models then train in seconds per fold on the cached embeddings, and no fold's test posts
