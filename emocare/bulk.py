@@ -291,8 +291,8 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     workers = default_workers(local_world) if workers is None else workers
     model = EmoCare.load(models_dir, device)
-    if rank == 0 and model.demo_warning:
-        tqdm.write(model.demo_warning, file=sys.stderr)
+    for notice in model.notices if rank == 0 else ():
+        tqdm.write(notice, file=sys.stderr)
     index = line_offsets(manifest)
     n = len(index[0])
     bounds = [n * r // world for r in range(world + 1)]
@@ -314,7 +314,8 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
         parts = [parts_dir / f"rank{r}-of-{world}.jsonl" for r in range(world)]
         _merge(parts, out, model.labels)
         write_json(provenance_path(out), {"models": str(models_dir), "label_set": model.label_set.to_dict(),
-                                          "training_data": model.training_data, "validation": model.validation})
+                                          "training_data": model.training_data, "validation": model.validation,
+                                          "evaluation": model.evaluation})
         summary = {"records": sum(s["rows_done"] for s in states), "predicted": sum(s["predicted"] for s in states),
                    "errors": sum(s["errors"] for s in states), "degraded": sum(s["degraded"] for s in states),
                    "uncertain": sum(s["uncertain"] for s in states), "min_confidence": min_confidence,

@@ -81,3 +81,36 @@ def provenance_path(predictions: str | Path) -> Path:
     """Beside a predictions file: the training record of the bundle that wrote it (``<file>.models.json``)."""
     predictions = Path(predictions)
     return predictions.with_name(predictions.name + ".models.json")
+
+
+NEAR_CHANCE = 0.05  # macro-F1 above chance that an interval's lower end must clear before the figure reassures
+
+
+def evaluation_record(summary: dict, labelled: int, classes: int) -> dict:
+    """What travels with the bundle (in the fusion checkpoint) of its evaluation: the macro-F1 and its 95%
+    interval from ``reports/test/summary.json``, how it was measured (held-out test split or cross-validation),
+    on how many posts, the labels behind the models, and chance (1 / classes)."""
+    kind = summary.get("evaluation", {}).get("kind", "test")
+    return {"kind": kind, "macro_f1": round(summary["macro_f1"], 4), "interval": summary["intervals"]["macro_f1"],
+            "posts": summary["n"], "labels": int(labelled), "classes": classes, "chance": round(1 / classes, 4)}
+
+
+def evaluation_line(record: dict | None) -> str | None:
+    """The bundle's evaluation in one sentence, or None for a bundle trained before it was recorded."""
+    if not record:
+        return None
+    lo, hi = record["interval"]
+    how = (f"{record['posts']} held-out test posts" if record["kind"] == "test" else
+           f"{record['posts']} posts by cross-validation (out of fold)")
+    return (f"these models' macro-F1 is {record['macro_f1']:.3f} (95% interval {lo:.3f} to {hi:.3f}) on {how}; "
+            f"trained on {record['labels']:,} labelled posts, {record['classes']} classes (chance "
+            f"{record['chance']:.2f})")
+
+
+def evaluation_warning(record: dict | None) -> str | None:
+    """A warning when the interval's lower end is within :data:`NEAR_CHANCE` of chance, else None."""
+    if not record or record["interval"][0] > record["chance"] + NEAR_CHANCE:
+        return None
+    return (f"warning: the lower end of these models' macro-F1 interval ({record['interval'][0]:.3f}) is near "
+            f"chance ({record['chance']:.2f} for {record['classes']} classes): their labels may be little better "
+            "than guessing. Label more posts (RESULTS.md's learning curve says what more labels add).")

@@ -68,8 +68,8 @@ def cmd_predict(a: argparse.Namespace) -> dict | None:
         from emocare.predict import EmoCare
 
         model = EmoCare.load(a.models, a.device)
-        if model.demo_warning:
-            print(model.demo_warning, file=sys.stderr)
+        for notice in model.notices:
+            print(notice, file=sys.stderr)
         return model.predict(text=a.text or "", image=a.image, video=a.video, min_confidence=a.min_confidence or 0.0)
     if not a.out:
         raise ValueError("--manifest needs -o/--out for the predictions file (.jsonl or .parquet)")

@@ -50,7 +50,7 @@ KNOWN_KEYS: dict[str, list[str] | None] = {
     "frame_store": None,
     "data": ["manifest", "root", "max_image_pixels", "allow_unlabelled"],
     "demo": ["posts", "seed"],
-    "split": ["train", "val", "test", "seed"],
+    "split": ["train", "val", "test", "seed", "cv_below", "folds"],
     "train": SHARED_TRAINER_KEYS,
     "launch": ["nproc", "torchrun_args"],
     "text": ["backbone", "pooling", "max_length", "ocr", "dropout", *MODEL_TRAINER_KEYS],

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from emocare.bundle import MODELS_DIR, demo_warning, require_bundle, specialist_path
+from emocare.bundle import (
+    MODELS_DIR,
+    demo_warning,
+    evaluation_line,
+    evaluation_warning,
+    require_bundle,
+    specialist_path,
+)
 from emocare.labels import LabelSet
 from emocare.media.ocr import media_text, with_ocr
 from emocare.models import load_checkpoint
@@ -39,10 +46,11 @@ class EmoCare:
     """The specialists and the fusion model, loaded once."""
 
     def __init__(self, specialists: dict, fusion, device: torch.device, label_set: LabelSet,
-                 training_data: dict | None = None, validation: dict | None = None):
+                 training_data: dict | None = None, validation: dict | None = None, evaluation: dict | None = None):
         self.specialists, self.fusion, self.device, self.label_set = specialists, fusion, device, label_set
         self.training_data = training_data  # emocare.bundle.training_record: what the bundle was trained on
         self.validation = validation  # emocare.quantify.validation_stats, for the trends' adjusted estimators
+        self.evaluation = evaluation  # emocare.bundle.evaluation_record: the bundle's macro-F1, interval, labels
         self._lock = threading.Lock()  # one forward pass at a time when shared between threads
 
     def __getstate__(self) -> dict:  # picklable for a model process (emocare.serving.worker): no lock
@@ -67,12 +75,20 @@ class EmoCare:
         for m, model in specialists.items():
             label_set.require_same(model.labels, f"the {m} specialist ({specialist_path(m, models_dir)})",
                                    "the fusion model")
-        return cls(specialists, fusion, dev, label_set, payload.get("training_data"), payload.get("validation"))
+        return cls(specialists, fusion, dev, label_set, payload.get("training_data"), payload.get("validation"),
+                   payload.get("evaluation"))
 
     @property
     def demo_warning(self) -> str | None:
         """A warning to show when the bundle was trained on the synthetic demo set."""
         return demo_warning(self.training_data)
+
+    @property
+    def notices(self) -> list[str]:
+        """What to tell whoever reads this bundle's answers: the demo warning, how well it was measured to do
+        (macro-F1 with its interval and the labels behind it) and a warning when that is near chance."""
+        return [n for n in (self.demo_warning, evaluation_line(self.evaluation), evaluation_warning(self.evaluation))
+                if n]
 
     @property
     def labels(self) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emocare.bundle import demo_warning, provenance_path
+from emocare.bundle import demo_warning, evaluation_line, evaluation_warning, provenance_path
 from emocare.gallery import attribution_line, ocr_line
 from emocare.io import atomic_path, read_json, write_json, write_text
 from emocare.labels import NAME, LabelSet
@@ -394,7 +394,9 @@ def trends(predictions: str | Path, out_dir: str | Path, by: str = "week", group
         raise ValueError(f"--quantifier must be one of {', '.join(METHODS)}, not {quantifier!r}")
     predictions, out_dir = Path(predictions), Path(out_dir)
     raw, classes, origin = load_predictions(predictions)
-    warning = demo_warning(origin.get("training_data"))
+    measured = evaluation_line(origin.get("evaluation"))
+    warning = " ".join(w for w in (demo_warning(origin.get("training_data")), evaluation_warning(
+        origin.get("evaluation"))) if w) or None
     if warning:
         print(warning, file=sys.stderr)
     df, counts = prepare(raw, classes, by, group, min_confidence)
@@ -422,7 +424,11 @@ def trends(predictions: str | Path, out_dir: str | Path, by: str = "week", group
                                                     _why_no_moves(table, min_posts), warning,
                                                     f"Estimator: {quantifier}, {DESCRIPTIONS[quantifier]}. Its "
                                                     f"{int(100 * LEVEL)}% interval covers "
-                                                    f"{interval_covers(quantifier, stats)}."))
+                                                    f"{interval_covers(quantifier, stats)}; it counts only the "
+                                                    "posts that fell in the period. " + (
+                                                        f"The classifier: {measured}." if measured else
+                                                        "The classifier's accuracy was not recorded with its "
+                                                        "bundle.")))
     summary = {**counts, "quantifier": quantifier, "periods": int(table.index.get_level_values("period").nunique()),
                "groups": int(table.index.get_level_values("group").nunique()),
                "top_move": moved.iloc[0][["group", "period", "emotion", "change"]].to_dict() if len(moved) else None,

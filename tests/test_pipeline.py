@@ -92,6 +92,8 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     assert test["test_posts"] == stats["splits"]["test"]["count"] == test["n"] + test["unscored_posts"]
     headline = _json(r / "metrics.json")
     assert headline["test"] == {**{k: test[k] for k in ("macro_f1", "weighted_f1", "accuracy")},
+                                "macro_f1_low": test["intervals"]["macro_f1"][0],
+                                "macro_f1_high": test["intervals"]["macro_f1"][1],
                                 "ece": test["calibration"]["ece_after"],
                                 "ece_uncalibrated": test["calibration"]["ece_before"]}
     assert set(headline) == {"test", "by_modalities", "specialist_alone", "ablation"}
@@ -112,7 +114,19 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     assert sum(x["mode"] == "masked" for x in ablation) == 7 == sum(x["mode"] == "retrained" for x in ablation)
     results = (r / "RESULTS.md").read_text()
     assert "TBD" not in results and "n/a" not in results.split("## 6.")[0]
-    assert f"**Test macro-F1: {test['macro_f1']:.4f}**" in results
+    low, high = test["intervals"]["macro_f1"]
+    assert low <= test["macro_f1"] <= high
+    assert f"**Test macro-F1: {test['macro_f1']:.4f} [{low:.4f}, {high:.4f}]**" in results
+    assert test["evaluation"]["kind"] == "test" and "not frozen" in test["evaluation"]["why"]  # text fine-tuned
+    assert stats["evaluation"]["kind"] == "cv"  # 120 labels: cross-validation, were every specialist frozen
+    baselines = _json(r / "baselines.json")["baselines"]
+    assert {v["n"] for v in baselines.values()} == {stats["splits"]["test"]["count"]}
+    assert "| majority class" in results and "| TF-IDF word 1-2-grams" in results
+    curve = _json(r / "learning_curve.json")
+    assert [p["share"] for p in curve["points"]] == [0.25, 0.5, 1.0] and curve["points"][-1]["macro_f1"] == \
+        pytest.approx(test["macro_f1"])
+    assert (r / "learning_curve.png").stat().st_size > 0 and "## 7. Learning Curve" in results
+    assert read_checkpoint(clone / "models" / "fusion" / "best_model.pt")["evaluation"]["interval"] == [low, high]
     assert "NOT pretrained" not in results and results.count("- Backbone frozen") == 2
     assert (r / "test" / "confusion.png").stat().st_size > 0 and (r / "ablation.png").stat().st_size > 0
     shown = _json_from(dvc(clone, "metrics", "show", "--json").stdout)

@@ -4,19 +4,23 @@ trained on the cached embeddings."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from emocare.bundle import MODELS_DIR, fusion_path, subset_path, subsets_dir
 from emocare.cache import Cache, CachedDataset
 from emocare.calibration import apply, ece, fit_calibration, nll, softmax
 from emocare.data.split import class_weights
+from emocare.io import read_json
 from emocare.labels import MODALITIES, SUBSETS, LabelSet
 from emocare.models.checkpoint import save_payload
 from emocare.models.fusion import FusionModel, load_fusion
 from emocare.params import TrainConfig
+from emocare.pipeline.crossval import fold_splits
+from emocare.pipeline.evaluate import Predictions, predict_split
 from emocare.pipeline.training import fit, write_reports
 from emocare.progress import progress_bar
 from emocare.quantify import validation_stats
@@ -28,13 +32,15 @@ CALIBRATION = "bcts"  # fusion.calibration's default: see emocare.calibration an
 
 def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: str | Path, classes: LabelSet,
                  modalities: list[str] | None = None, report_dir: str | Path | None = None,
-                 desc: str = "fusion", training_data: dict | None = None) -> dict:
+                 desc: str = "fusion", training_data: dict | None = None, val_split: str = "val") -> dict:
     """Train a fusion model on cached embeddings (``modalities`` defaults to all available) for ``classes``,
     which must be the classes the cache's specialists were trained on.
 
     With ``report_dir``, the training curves, ``metrics.json`` and ``classification_report.json`` go there.
     The checkpoint stores ``classes`` (display names and colours included), ``training_data``
     (:func:`~emocare.bundle.training_record`) and what :func:`calibrate` fits on the validation split.
+    ``val_split`` names the split that picks the best epoch and fits the calibration (``train`` for a final model
+    trained on every label for a fixed number of epochs, whose calibration is then refitted out of fold).
     """
     classes.require_same(cache.label_names, "the embedding cache (its specialists)", "params.yaml's labels")
     mods = cache.trained_modalities(modalities)
@@ -43,7 +49,7 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     tcfg = TrainConfig.from_params(train_cfg, fusion_cfg, {"num_workers": 0})  # cached tensors: no decoding
     seed_everything(tcfg.seed)  # initial weights from the seeded RNG
     model = FusionModel.from_params({m: cache.emb[m].shape[1] for m in mods}, fusion_cfg, list(classes))
-    train_rows, val_rows = cache.rows_with("train", mods), cache.rows_with("val", mods)
+    train_rows, val_rows = cache.rows_with("train", mods), cache.rows_with(val_split, mods)
     weights = class_weights([classes.names[i] for i in cache.labels[train_rows]], classes)
     summary = fit(model, cache.dataset(mods, train_rows), cache.dataset(mods, val_rows), tcfg,
                   weights, model_path, collate=CachedDataset.collate,
@@ -66,8 +72,15 @@ def calibrate(model_path: str | Path, cache: Cache, rows, kind: str) -> dict:
     """Fit the ``kind`` calibration (:mod:`emocare.calibration`) of the checkpoint at ``model_path`` on the cache's
     ``rows`` (the validation split) and store it, with the calibrated :func:`~emocare.quantify.validation_stats`,
     in the checkpoint; returns the validation ECE and NLL before and after."""
-    model, payload = load_fusion(model_path)
-    raw, labels = cached_fusion_logits(model, cache, rows, calibrated=False), cache.labels[rows]
+    model, _ = load_fusion(model_path)
+    return store_calibration(model_path, cached_fusion_logits(model, cache, rows, calibrated=False),
+                             cache.labels[rows], kind)
+
+
+def store_calibration(model_path: str | Path, raw: np.ndarray, labels: np.ndarray, kind: str) -> dict:
+    """Fit the ``kind`` calibration on uncalibrated logits ``raw`` of ``labels`` (the validation split's, or
+    under cross-validation the pooled out-of-fold ones) and store it in the checkpoint at ``model_path``."""
+    _, payload = load_fusion(model_path)
     fitted = fit_calibration(raw, labels, kind)
     before, after = softmax(raw), softmax(apply(raw, fitted))
     payload["spec"]["calibration"] = fitted
@@ -77,13 +90,21 @@ def calibrate(model_path: str | Path, cache: Cache, rows, kind: str) -> dict:
             "val_nll_before": nll(before, labels), "val_nll_after": nll(after, labels)}
 
 
+def store_evaluation(model_path: str | Path, record: dict) -> None:
+    """Keep the bundle's evaluation (:func:`emocare.bundle.evaluation_record`) in the fusion checkpoint, so that
+    prediction, the service and the trends state it."""
+    _, payload = load_fusion(model_path)
+    payload["evaluation"] = record
+    save_payload(payload, model_path)
+
+
 _FUSION_JOBS: dict = {}  # what every fusion job shares: the cache and the configs (inherited by forked workers)
 
 
 def _share(cache: Cache, fusion_cfg: dict, train_cfg: dict, classes: LabelSet, training_data: dict | None,
-           single_thread: bool) -> None:
+           val_split: str, single_thread: bool) -> None:
     _FUSION_JOBS.update(cache=cache, fusion_cfg=fusion_cfg, train_cfg=train_cfg, classes=classes,
-                        training_data=training_data)
+                        training_data=training_data, val_split=val_split)
     if single_thread:  # side by side with other jobs, one core each, each in a forked worker
         die_with_parent()
         torch.set_num_threads(1)
@@ -95,14 +116,16 @@ def _fusion_job(path: Path, subset: list[str] | None, report_dir: str | Path | N
         return train_fusion(_FUSION_JOBS["cache"], _FUSION_JOBS["fusion_cfg"], _FUSION_JOBS["train_cfg"], path,
                             _FUSION_JOBS["classes"], modalities=subset, report_dir=report_dir,
                             desc=f"ablation {'+'.join(subset)}" if subset else "fusion",
-                            training_data=None if subset else _FUSION_JOBS["training_data"])
+                            training_data=None if subset else _FUSION_JOBS["training_data"],
+                            val_split=_FUSION_JOBS["val_split"])
     except ValueError as e:  # this subset's modalities have no training or validation posts
         return {"skipped": str(e)}
 
 
-def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_dir: str | Path, classes: LabelSet,
+def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_dir: str | Path | None,
+                        classes: LabelSet,
                         models_dir: str | Path = MODELS_DIR, subsets: list[list[str]] = SUBSETS,
-                        training_data: dict | None = None) -> dict[str, dict]:
+                        training_data: dict | None = None, val_split: str = "val") -> dict[str, dict]:
     """Train the fusion model and the ablation's one-per-subset models; returns each one's summary.
 
     The fusion model (all available modalities) goes to :func:`~emocare.bundle.fusion_path` with its
@@ -120,7 +143,7 @@ def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_
         if path != jobs["fusion"][0]:  # all modalities: the fusion model itself
             jobs["+".join(s)] = (path, s, None)
     workers = 1 if device.type == "cuda" else min(len(jobs), len(os.sched_getaffinity(0)))
-    shared = (cache, fusion_cfg, train_cfg, classes, training_data, workers > 1)
+    shared = (cache, fusion_cfg, train_cfg, classes, training_data, val_split, workers > 1)
     if workers == 1:
         _share(*shared)
         results = [_fusion_job(*job) for job in jobs.values()]
@@ -136,3 +159,41 @@ def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_
     if "skipped" in results["fusion"]:
         raise ValueError(results["fusion"]["skipped"])
     return results
+
+
+def cross_validate(cache: Cache, fold: np.ndarray, fusion_cfg: dict, train_cfg: dict, report_dir: str | Path,
+                   classes: LabelSet, work_dir: str | Path, models_dir: str | Path = MODELS_DIR,
+                   training_data: dict | None = None) -> Predictions:
+    """k-fold cross-validation of the fusion model and the ablation's subset models on the cached embeddings,
+    then the final models trained on every labelled post; returns the pooled out-of-fold predictions.
+
+    Fold ``f`` (:func:`emocare.pipeline.crossval.fold_splits`) tests on its posts, picks the best epoch and fits
+    its calibration on the next fold, and trains on the rest (models in ``work_dir``). The final models train on
+    all labelled posts for the folds' median best epoch (no posts left to stop early on); the fusion model's
+    calibration is then fitted on the pooled out-of-fold logits, so the bundle's probabilities are calibrated on
+    posts no model saw. ``reports/fusion/info.json`` records the folds.
+    """
+    folds = int(fold.max()) + 1
+    parts, best, val_f1 = [], [], []
+    for f in range(folds):
+        view = replace(cache, splits=fold_splits(fold, f))
+        results = train_fusion_models(view, fusion_cfg, train_cfg, None, classes, Path(work_dir) / f"fold{f}")
+        best.append(results["fusion"]["best_epoch"])
+        val_f1.append(results["fusion"]["best_val_macro_f1"])
+        parts.append(predict_split(view, Path(work_dir) / f"fold{f}", "test", specialists=False))
+    pooled = Predictions.pool(parts)
+    epochs = max(1, int(np.median(best)))
+    everything = replace(cache, splits=np.where(cache.labels >= 0, "train", ""))
+    train_fusion_models(everything, {**fusion_cfg, "epochs": epochs, "patience": epochs}, train_cfg, report_dir,
+                        classes, models_dir, training_data=training_data, val_split="train")
+    labels = cache.labels[pooled.rows]
+    calibration = store_calibration(fusion_path(models_dir), pooled.raw, labels,
+                                    fusion_cfg.get("calibration", CALIBRATION))
+    info = read_json(Path(report_dir) / "info.json")
+    # the final model has no validation posts: its decision metrics are the folds' (mean validation macro-F1)
+    info.update(calibration={**calibration, "fitted_on": "out-of-fold predictions"},
+                best_val_macro_f1=float(np.mean(val_f1)), best_epoch=epochs,
+                cross_validation={"folds": folds, "fold_best_epochs": best, "fold_val_macro_f1": val_f1,
+                                  "final_epochs": epochs, "posts": int(len(labels))})
+    write_reports(Path(report_dir), info, read_json(Path(report_dir) / "classification_report.json"))
+    return pooled

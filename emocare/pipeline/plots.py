@@ -126,3 +126,39 @@ def reliability_png(curves: dict[str, list[dict]], eces: dict[str, float | None]
         draw.text((left + 28, top + 16 + 20 * k), f"{name}: ECE {'n/a' if ece is None else f'{ece:.3f}'}",
                   fill=INK, font=small, anchor="lm")
     _save(image, path)
+
+
+def learning_curve_png(points: list[dict], path: str | Path,
+                       title: str = "Learning curve: macro-F1 by training labels") -> None:
+    """Macro-F1 against the number of training labels, each point with its 95% interval as a vertical bar."""
+    font, small = _font(14), _font(12)
+    left, top, width, height = 70, 50, 480, 300
+    image = Image.new("RGB", (left + width + 40, top + height + 60), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left + width / 2, 18), title, fill=INK, font=font, anchor="mm")
+    scored = [p for p in points if p.get("interval")]
+    x_max = max((p["labels"] for p in scored), default=1) * 1.05
+
+    def xy(labels: float, f1: float) -> tuple[float, float]:
+        return left + labels / x_max * width, top + (1 - f1) * height
+
+    for tick in np.linspace(0, 1, 6):
+        draw.line((*xy(0, tick), *xy(x_max, tick)), fill=GRID)
+        draw.text((left - 8, xy(0, tick)[1]), f"{tick:.1f}", fill=INK, font=small, anchor="rm")
+    for p in scored:
+        x, _ = xy(p["labels"], 0)
+        draw.text((x, top + height + 12), str(p["labels"]), fill=INK, font=small, anchor="mm")
+    draw.text((left + width / 2, top + height + 36), "training labels", fill=INK, font=small, anchor="mm")
+    draw.text((12, top - 20), "macro-F1 (95% interval)", fill=INK, font=small, anchor="lm")
+    colour = MODE_COLOURS["masked"]
+    centres = [xy(p["labels"], p["macro_f1"]) for p in scored]
+    if len(centres) > 1:
+        draw.line(centres, fill=colour, width=2)
+    for p, (x, y) in zip(scored, centres, strict=True):
+        lo, hi = p["interval"]
+        draw.line((x, xy(0, lo)[1], x, xy(0, hi)[1]), fill=colour, width=2)
+        for v in (lo, hi):
+            draw.line((x - 5, xy(0, v)[1], x + 5, xy(0, v)[1]), fill=colour, width=2)
+        draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour)
+        draw.text((x + 8, y - 10), f"{p['macro_f1']:.2f}", fill=INK, font=small, anchor="lm")
+    _save(image, path)

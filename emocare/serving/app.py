@@ -16,6 +16,8 @@ characters either way). Under load it holds up:
   over ``max_pixels`` (validation's limit) is 413, judged from its header before it is decoded;
 - ``GET /health`` (liveness: never touches the model), ``GET /ready`` (model loaded, queue below
   its limit) and ``GET /metrics`` (Prometheus) answer at once, however full the queue;
+- ``GET /labels``: the classes, and the bundle's evaluation (macro-F1 with its 95% interval, the labels behind
+  it, a warning when its lower end is near chance) so a client can say how far to trust the answers;
 - on SIGTERM uvicorn stops accepting connections, the requests already in finish, then it exits.
 
 Media types are judged from the content, not the file name; bad input gets a 4xx JSON error
@@ -48,6 +50,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from emocare.bundle import evaluation_line, evaluation_warning
 from emocare.media.image import image_size_problem
 from emocare.media.sniff import HEAD_BYTES, sniff
 from emocare.predict import NO_MODALITY, EmoCare
@@ -377,10 +380,14 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    evaluation = model.evaluation and {**model.evaluation, "summary": evaluation_line(model.evaluation),
+                                       "warning": evaluation_warning(model.evaluation)}
+
     @app.get("/labels")
     async def labels() -> dict:
         classes = model.label_set  # the bundle's own classes, display names and colours
-        return {"labels": [{"name": c, "display": classes.display[c], "colour": classes.colours[c]} for c in classes]}
+        return {"labels": [{"name": c, "display": classes.display[c], "colour": classes.colours[c]} for c in classes],
+                "evaluation": evaluation}
 
     @app.post("/predict", response_model=Prediction, openapi_extra={"requestBody": _predict_body(cfg.max_text_chars)},
               responses={status: {"model": ErrorMessage, "description": why} for status, why in PREDICT_ERRORS.items()},
@@ -438,8 +445,8 @@ def serve(models_dir: str, host: str, port: int, cfg: ServeConfig, device: str =
 
     started = time.perf_counter()
     model = EmoCare.load(models_dir, device)
-    if model.demo_warning:
-        print(model.demo_warning, file=sys.stderr)
+    for notice in model.notices:
+        print(notice, file=sys.stderr)
     app = create_app(model, cfg, time.perf_counter() - started)
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(cfg.timeout_s) + 5,
                 backlog=max(2048, cfg.max_queue * 2), access_log=cfg.access_log)
