@@ -51,7 +51,7 @@ KNOWN_KEYS: dict[str, list[str] | None] = {
     "data": ["manifest", "root", "max_image_pixels", "allow_unlabelled"],
     "demo": ["posts", "seed"],
     "split": ["train", "val", "test", "seed"],
-    "train": SHARED_TRAINER_KEYS,
+    "train": [*SHARED_TRAINER_KEYS, "regime"],
     "launch": ["nproc", "torchrun_args"],
     "text": ["backbone", "pooling", "max_length", "ocr", "dropout", *MODEL_TRAINER_KEYS],
     "image": [*_VISION, "augment"],
