@@ -10,6 +10,8 @@ labelled posts a team has, the same for every learner:
 - ``majority``: the draw's most frequent class;
 - ``tfidf_lr``: TF-IDF (words and word pairs) + logistic regression (scikit-learn defaults), on all the draw;
 - ``minilm_lr``: the frozen embeddings + logistic regression (scikit-learn defaults), on all the draw;
+- ``tfidf_lr_balanced``, ``minilm_lr_balanced``: the same with classes weighted inversely to their frequency
+  (``class_weight="balanced"``), which suits macro-F1 better;
 - ``fusion_<kind>[:<calibration>]``: EmoCare with a frozen text specialist (``train.regime: frozen``): the draw
   split as the split stage splits it (params.yaml's fractions and seed), the fusion model of ``fusion.kind:
   <kind>`` trained on the cached embeddings by :func:`~emocare.pipeline.fusion_training.train_fusion` and
@@ -21,11 +23,12 @@ labelled posts a team has, the same for every learner:
 
 Macro-F1 over the set's classes on the fixed test set. Every cell's scores go to ``--out`` (JSON lines, appended,
 so a long run can be resumed and several runs combined); the summary (mean, sd, 95 % t-interval of the mean over
-the draws, and each learner's paired difference to the better of tfidf_lr and minilm_lr) is printed.
+the draws, and each learner's paired difference to the best of the four baselines, by mean) is printed.
 
     python benchmarks/small_data.py /work/data/goemotions /work/data/meld [--sizes 100,300,1000] [--draws 5]
-        [--learners majority,tfidf_lr,minilm_lr,fusion_attention,fusion_linear] [--out small_data.jsonl]
-    python benchmarks/small_data.py --summary small_data.jsonl
+        [--learners majority,tfidf_lr,minilm_lr,tfidf_lr_balanced,minilm_lr_balanced,fusion_auto,pipeline_finetune]
+        [--out small_data.jsonl]
+    python benchmarks/small_data.py --summary small_data.jsonl [more.jsonl ...]
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emocare.params import load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BASELINES = ("tfidf_lr", "minilm_lr")
+BASELINES = ("tfidf_lr", "minilm_lr", "tfidf_lr_balanced", "minilm_lr_balanced")
 
 
 def load_set(folder: Path, test_size: int) -> dict:
@@ -86,15 +89,18 @@ def baseline(name: str, data: dict, draw: np.ndarray) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
 
     y, test = data["y"], data["test"]
+    weights = "balanced" if name.endswith("_balanced") else None
+    name = name.removesuffix("_balanced")
     if name == "majority":
         return np.full(len(test), Counter(y[draw].tolist()).most_common(1)[0][0])
     if name == "tfidf_lr":
         vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         x = vec.fit_transform([data["texts"][i] for i in draw])
-        lr = LogisticRegression(max_iter=2000).fit(x, y[draw])
+        lr = LogisticRegression(max_iter=2000, class_weight=weights).fit(x, y[draw])
         return lr.predict(vec.transform([data["texts"][i] for i in test]))
     if name == "minilm_lr":
-        return LogisticRegression(max_iter=2000).fit(data["emb"][draw], y[draw]).predict(data["emb"][test])
+        lr = LogisticRegression(max_iter=2000, class_weight=weights).fit(data["emb"][draw], y[draw])
+        return lr.predict(data["emb"][test])
     raise ValueError(f"unknown baseline {name!r}")
 
 
@@ -208,7 +214,7 @@ def summary(cells: list[dict]) -> dict:
         bases = [b for b in BASELINES if b in by]
         if bases:
             best = max(bases, key=lambda b: row[b]["mean"])
-            row["better_baseline"] = best
+            row["best_baseline"] = best
             for learner, v in by.items():
                 if learner in BASELINES or learner == "majority":
                     continue
@@ -226,13 +232,14 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--first-draw", type=int, default=0)
     ap.add_argument("--test", type=int, default=2000)
-    ap.add_argument("--learners", default="majority,tfidf_lr,minilm_lr,fusion_attention,fusion_linear")
+    ap.add_argument("--learners", default="majority,tfidf_lr,minilm_lr,tfidf_lr_balanced,minilm_lr_balanced,"
+                                          "fusion_auto")
     ap.add_argument("--out", type=Path, default=Path("small_data.jsonl"))
-    ap.add_argument("--summary", type=Path, help="only summarise this JSON-lines file")
+    ap.add_argument("--summary", type=Path, nargs="+", help="only summarise these JSON-lines files")
     ap.add_argument("--budget-s", type=float, default=3600, help="start no new cell after this many seconds")
     args = ap.parse_args()
     if args.summary:
-        cells = [json.loads(line) for line in args.summary.read_text().splitlines() if line.strip()]
+        cells = [json.loads(line) for path in args.summary for line in path.read_text().splitlines() if line.strip()]
         print(json.dumps(summary(cells), indent=1))
         return
     os.environ.setdefault("TQDM_DISABLE", "1")

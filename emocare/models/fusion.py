@@ -11,11 +11,11 @@ Kinds:
 * ``gated``: per-modality sigmoid gates computed from all present (projected) features;
   gate-weighted average; MLP head.
 * ``concat``: masked concatenation of the projected features; MLP head.
-* ``linear``: each present modality's embedding L2-normalised (an absent one zero), concatenated, standardised
-  and a linear map to the classes: multinomial logistic regression, fitted by scikit-learn
+* ``linear``: each present modality's embedding L2-normalised (an absent one zero), concatenated, and a linear
+  map to the classes: multinomial logistic regression, fitted by scikit-learn
   (:func:`emocare.pipeline.fusion_training.fit_linear`), not by gradient steps. With a few hundred labels it
-  learns from frozen embeddings as well as a tuned logistic regression does, which the other kinds do not
-  (README: "Learning from few labels").
+  learns from frozen embeddings where the attention kind barely beats the majority class (README: "Learning from
+  few labels").
 """
 
 from __future__ import annotations
@@ -65,11 +65,8 @@ class FusionModel(nn.Module):
         self.kind, self.p_drop, self.labels = kind, modality_dropout, list(labels)
         self.calibration = calibration  # emocare.calibration: fitted after training, applied by emocare.scoring
         n = len(self.modalities)
-        if kind == "linear":  # mean and scale are set by the fit, kept in the checkpoint's state dict
-            width = sum(dims.values())
-            self.register_buffer("mean", torch.zeros(width))
-            self.register_buffer("scale", torch.ones(width))
-            self.head = nn.Linear(width, len(labels))
+        if kind == "linear":
+            self.head = nn.Linear(sum(dims.values()), len(labels))
             return
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d_model)) for m, d in dims.items()})
         if kind == "attention":
@@ -90,7 +87,7 @@ class FusionModel(nn.Module):
         if self.kind == "linear":
             unit = [nn.functional.normalize(batch["emb"][m].float(), dim=1) * present[:, i, None]
                     for i, m in enumerate(self.modalities)]
-            return (torch.cat(unit, 1) - self.mean) / self.scale
+            return torch.cat(unit, 1)
         tokens = torch.stack([self.proj[m](batch["emb"][m]) for m in self.modalities], 1)
         tokens = tokens * present.unsqueeze(-1).to(tokens.dtype)
         if self.kind == "concat":

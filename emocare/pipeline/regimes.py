@@ -56,8 +56,11 @@ def finetune_schedule(cfg: TrainConfig, train_labels: int, world: int = 1) -> Tr
 def setfit_tune(model, texts: list[str], labels: list[int], cfg: TrainConfig) -> dict:
     """Tune ``model``'s backbone contrastively on the labelled ``texts`` (setfit's sentence-transformer stage,
     from the local folder the backbone was loaded from), then copy the tuned weights into it; returns what ran."""
-    from datasets import Dataset
-    from setfit import SetFitModel, Trainer, TrainingArguments
+    try:
+        from datasets import Dataset
+        from setfit import SetFitModel, Trainer, TrainingArguments
+    except ImportError as e:
+        raise ImportError(f"train.regime: setfit needs the setfit package: pip install 'emocare[fewshot]' ({e})") from e
 
     setfit = SetFitModel.from_pretrained(model.backbone.name_or_path, local_files_only=True)
     with tempfile.TemporaryDirectory() as scratch:  # setfit's Trainer wants an output folder; nothing is kept
