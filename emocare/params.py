@@ -50,7 +50,7 @@ KNOWN_KEYS: dict[str, list[str] | None] = {
     "frame_store": None,
     "data": ["manifest", "root", "max_image_pixels", "allow_unlabelled"],
     "demo": ["posts", "seed"],
-    "split": ["train", "val", "test", "seed"],
+    "split": ["train", "val", "test", "seed", "min_labels", "min_per_class"],
     "train": [*SHARED_TRAINER_KEYS, "regime"],
     "launch": ["nproc", "torchrun_args"],
     "text": ["backbone", "pooling", "max_length", "ocr", "dropout", *MODEL_TRAINER_KEYS],

@@ -13,7 +13,7 @@ if __name__ == "__main__":
     p, classes = params["split"], LabelSet.from_params(params)
     posts = load_posts("data/posts.jsonl")
     try:  # before split.json is written: no later stage runs, the working models stay
-        check_label_counts(posts, classes)
+        check_label_counts(posts, classes, p["min_labels"], p["min_per_class"])
     except TooFewLabels as e:
         sys.exit(f"split: {e}")
     assignment = stratified_split(posts, {s: p[s] for s in SPLITS}, p["seed"])

@@ -15,17 +15,20 @@ from test_train import _cfg
 
 from emocare.cache import Cache
 from emocare.data.manifest import Post
-from emocare.data.split import MIN_PER_CLASS, MIN_TOTAL, TooFewLabels, check_label_counts
+from emocare.data.split import TooFewLabels, check_label_counts
 from emocare.io import read_json, write_jsonl
 from emocare.labels import DEFAULT, LabelSet
 from emocare.models import load_checkpoint
 from emocare.models.fusion import load_fusion
+from emocare.params import load_params
 from emocare.pipeline.fusion_training import LINEAR_BELOW, calibration_kind, fusion_kind, train_fusion
 from emocare.pipeline.regimes import FINETUNE_FROM, MIN_STEPS, choose_regime, finetune_schedule
 from emocare.pipeline.specialists import train_specialist
 from emocare.scoring import cached_fusion_logits
 
 REPO = Path(__file__).resolve().parents[1]
+SPLIT = load_params(REPO / "params.yaml")["split"]
+MIN_TOTAL, MIN_PER_CLASS = SPLIT["min_labels"], SPLIT["min_per_class"]
 
 
 def _posts(counts: dict[str, int]) -> list[Post]:
@@ -35,14 +38,14 @@ def _posts(counts: dict[str, int]) -> list[Post]:
 def test_guard_passes_enough_labels_and_names_the_short_class():
     classes = LabelSet.of(["neutral", "joy", "anger"])
     enough = {"neutral": 30, "joy": 20, "anger": MIN_PER_CLASS}
-    assert check_label_counts(_posts(enough), classes)["anger"] == MIN_PER_CLASS
+    assert check_label_counts(_posts(enough), classes, MIN_TOTAL, MIN_PER_CLASS)["anger"] == MIN_PER_CLASS
     with pytest.raises(TooFewLabels) as e:
-        check_label_counts(_posts({"neutral": 30, "joy": 20, "anger": 3}), classes)
+        check_label_counts(_posts({"neutral": 30, "joy": 20, "anger": 3}), classes, MIN_TOTAL, MIN_PER_CLASS)
     message = str(e.value)
     assert "neutral: 30" in message and "joy: 20" in message and f"anger: 3  <- below {MIN_PER_CLASS}" in message
     assert f"{MIN_PER_CLASS - 3} more of anger" in message and "params.yaml `labels`" in message
     with pytest.raises(TooFewLabels, match=f"12 labelled posts .*minimum is {MIN_TOTAL} in all"):
-        check_label_counts(_posts({"neutral": 6, "joy": 6}), LabelSet.of(["neutral", "joy"]), min_per_class=1)
+        check_label_counts(_posts({"neutral": 6, "joy": 6}), LabelSet.of(["neutral", "joy"]), MIN_TOTAL, 1)
 
 
 def test_split_stage_stops_before_anything_is_written(tmp_path: Path):
@@ -51,7 +54,7 @@ def test_split_stage_stops_before_anything_is_written(tmp_path: Path):
     (tmp_path / "data").mkdir()
     write_jsonl(tmp_path / "data" / "posts.jsonl", [p.to_record() for p in _posts({"neutral": 8, "anger": 7})])
     (tmp_path / "params.yaml").write_text("labels: [neutral, anger]\nsplit: {train: 0.8, val: 0.1, test: 0.1, "
-                                          "seed: 42}\n")
+                                          f"seed: 42, min_labels: {MIN_TOTAL}, min_per_class: {MIN_PER_CLASS}}}\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "split.py")], cwd=tmp_path, env=env,
                           capture_output=True, text=True)

@@ -13,24 +13,16 @@ from emocare.io import read_json
 from emocare.labels import LabelSet, combo_name
 
 SPLITS = ("train", "val", "test")
-# The fewest labels the pipeline learns from (the split stage stops below them, before any model is written).
-# Learning itself needs very few: benchmarks/small_data.py measured a frozen-feature model beating the majority
-# class in every one of 5 draws of 20 labels on each of four real sets (README, "Learning from few labels"), so
-# the total minimum is that size. What needs more is checking the model: with the default 80/10/10 split a class
-# of 10 posts has about 8 in train and one each in validation (early stopping, calibration) and test; with
-# fewer a class drops out of a split, as in the 15-label run of issue 37 (split 12/2/1, test macro-F1 0.0).
-MIN_PER_CLASS = 10
-MIN_TOTAL = 20
 
 
 class TooFewLabels(ValueError):
     """Too few labelled posts, in total or in some class, to train and check a model."""
 
 
-def check_label_counts(posts: list[Post], classes: LabelSet, min_total: int = MIN_TOTAL,
-                       min_per_class: int = MIN_PER_CLASS) -> Counter:
+def check_label_counts(posts: list[Post], classes: LabelSet, min_total: int, min_per_class: int) -> Counter:
     """The labelled posts per class; :class:`TooFewLabels` giving the counts, the minimums and the ways out when
-    there are fewer than ``min_total`` in all or ``min_per_class`` in some class."""
+    there are fewer than ``min_total`` in all or ``min_per_class`` in some class (``split.min_labels``,
+    ``split.min_per_class``: README, "Learning from few labels", for how their defaults were chosen)."""
     counts = Counter(p.label for p in posts if p.label is not None)
     short = [c for c in classes if counts[c] < min_per_class]
     total = sum(counts.values())
