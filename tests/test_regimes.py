@@ -154,3 +154,4 @@ def test_linear_fusion_learns_and_auto_picks_it_for_few_labels(tmp_path: Path):
     pred = cached_fusion_logits(model, cache, test).argmax(1)
     assert (pred == cache.labels[test]).mean() > 0.9
     assert payload["spec"]["calibration"]["kind"] == "temperature"
+    assert (tmp_path / "reports" / "live" / "metrics.json").exists()  # the stage's DVC output: one step

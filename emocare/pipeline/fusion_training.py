@@ -21,6 +21,7 @@ from emocare.metrics import report_dict, scores
 from emocare.models.checkpoint import save_checkpoint, save_payload
 from emocare.models.fusion import FusionModel, load_fusion
 from emocare.params import TrainConfig
+from emocare.pipeline.curves import Curves
 from emocare.pipeline.regimes import FINETUNE_FROM
 from emocare.pipeline.training import fit, write_reports
 from emocare.quantify import validation_stats
@@ -54,11 +55,13 @@ def fusion_kind(kind: str, train_posts: int) -> str:
 
 
 def fit_linear(model: FusionModel, train_ds: CachedDataset, val_ds: CachedDataset, class_weights: list[float],
-               checkpoint: str | Path, checkpoint_extra: dict | None = None) -> dict:
+               checkpoint: str | Path, live_dir: str | Path | None = None,
+               checkpoint_extra: dict | None = None) -> dict:
     """Fit a ``linear`` fusion model as a multinomial logistic regression (scikit-learn's, its default strength
-    C = 1 on the unit embeddings), classes weighted as the trainer weights them; write the checkpoint and return
-    the same summary as :func:`~emocare.pipeline.training.fit`. Choosing C by cross-validation on the training
-    posts instead scored no better on real sets at 100 and 300 labels (README)."""
+    C = 1 on the unit embeddings), classes weighted as the trainer weights them; write the checkpoint and its one
+    step of curves in ``live_dir``, and return the same summary as :func:`~emocare.pipeline.training.fit`.
+    Choosing C by cross-validation on the training posts instead scored no better on real sets at 100 and 300
+    labels (README)."""
     from sklearn.linear_model import LogisticRegression
 
     started = time.time()
@@ -80,8 +83,11 @@ def fit_linear(model: FusionModel, train_ds: CachedDataset, val_ds: CachedDatase
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(weight))
         model.head.bias.copy_(torch.from_numpy(offset))
-        val_logits = model(val).numpy()
+        val_logits, train_logits = model(val).numpy(), model(train).numpy()
     result = scores(val_logits, val["label"].numpy(), torch.tensor(class_weights))
+    if live_dir is not None:
+        Curves(live_dir).log({"train_loss": scores(train_logits, y, torch.tensor(class_weights))["loss"],
+                              "val_loss": result["loss"], "val_macro_f1": result["macro_f1"]})
     save_checkpoint(checkpoint, model, epoch=1, val_macro_f1=result["macro_f1"], **(checkpoint_extra or {}))
     return {"best_val_macro_f1": result["macro_f1"], "best_val_loss": result["loss"],
             "best_val_accuracy": result["accuracy"], "best_val_weighted_f1": result["weighted_f1"], "best_epoch": 1,
@@ -120,7 +126,7 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
             raise ValueError(f"{desc}: training needs posts in both train ({len(train_rows)}) and val "
                              f"({len(val_rows)})")
         summary = fit_linear(model, cache.dataset(mods, train_rows), cache.dataset(mods, val_rows), weights,
-                             model_path, extra)
+                             model_path, Path(report_dir) / "live" if report_dir else None, extra)
     else:
         summary = fit(model, cache.dataset(mods, train_rows), cache.dataset(mods, val_rows), tcfg,
                       weights, model_path, collate=CachedDataset.collate,
