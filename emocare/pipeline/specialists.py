@@ -27,8 +27,8 @@ def backbone_info(modality: str, cfg: dict, model) -> dict:
             "parameters": count_parameters(model), "embedding_dim": model.dim}
 
 
-def learning_regime(model, requested: str, train_posts: list, val_posts: list, cfg: dict,
-                    tcfg: TrainConfig, frame_store: str | None = None) -> dict:
+def learning_regime(model, requested: str, train_posts: list, val_posts: list, tcfg: TrainConfig,
+                    frame_store: str | None = None) -> dict:
     """Set the text specialist up for the regime ``train.regime`` picks for this many training labels
     (:mod:`emocare.pipeline.regimes`): freeze its backbone, or tune it with setfit and then freeze it. Returns
     the regime and why, for info.json."""
@@ -64,7 +64,7 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     model = build_specialist(modality, cfg, classes, params.get("offline", True))  # fails here if weights are absent
     regime = {}
     if modality == "text":  # image and video towers learn as their section's freeze says
-        regime = learning_regime(model, params["train"].get("regime", "auto"), train_posts, val_posts, cfg, tcfg,
+        regime = learning_regime(model, params["train"].get("regime", "auto"), train_posts, val_posts, tcfg,
                                  params.get("frame_store"))
         if regime["regime"] == "finetune":
             tcfg = finetune_schedule(tcfg, len(train_posts), rank_world()[1])
