@@ -20,6 +20,7 @@ pytestmark = pytest.mark.pipeline
 
 TINY = {
     "demo": {"posts": 120, "seed": 7},
+    "split": {"min_per_class": 2},  # these 120-post sets have classes of 2 to 9 posts, below the guard's default
     "text": {"max_length": 24, "epochs": 2, "batch_size": 16, "warmup_steps": 2, "lr": 1e-3},
     "image": {"epochs": 2, "batch_size": 16, "warmup_steps": 2},
     "video": {"epochs": 2, "batch_size": 8, "warmup_steps": 2, "frames": 4},
@@ -107,7 +108,7 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     for m in ("text", "image", "video"):
         info = _json(r / m / "info.json")
         assert info["no_data"] is False and info["pretrained"] is True and info["precision"] == "fp32"
-        assert info["frozen"] is (m != "text")  # the offline default: EfficientNet-Lite0, frozen
+        assert info["frozen"] is True  # EfficientNet-Lite0 frozen; text frozen by train.regime auto (few labels)
         assert 1 <= info["best_epoch"] <= info["epochs_run"] <= 2
         assert (clone / "models" / f"{m}_specialist" / "best_model.pt").exists()
     ablation = _json(r / "ablation.json")["rows"]
@@ -117,17 +118,19 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     low, high = test["intervals"]["macro_f1"]
     assert low <= test["macro_f1"] <= high
     assert f"**Test macro-F1: {test['macro_f1']:.4f} [{low:.4f}, {high:.4f}]**" in results
-    assert test["evaluation"]["kind"] == "test" and "not frozen" in test["evaluation"]["why"]  # text fine-tuned
-    assert stats["evaluation"]["kind"] == "cv"  # 120 labels: cross-validation, were every specialist frozen
+    text = _json(r / "text" / "info.json")
+    assert text["regime"] == "frozen" and text["regime_requested"] == "auto" and text["train_labels"] < 800
+    assert _json(r / "fusion" / "info.json")["kind"] == "linear"  # fusion.kind auto, few training posts
+    # 120 labels and every specialist frozen: k-fold cross-validation, the final models trained on every label
+    assert stats["evaluation"]["kind"] == "cv" and test["evaluation"]["kind"] == "cv"
     baselines = _json(r / "baselines.json")["baselines"]
-    assert {v["n"] for v in baselines.values()} == {stats["splits"]["test"]["count"]}
+    assert {v["n"] for v in baselines.values()} == {test["n"]}
     assert "| majority class" in results and "| TF-IDF word 1-2-grams" in results
     curve = _json(r / "learning_curve.json")
-    assert [p["share"] for p in curve["points"]] == [0.25, 0.5, 1.0] and curve["points"][-1]["macro_f1"] == \
-        pytest.approx(test["macro_f1"])
+    assert [p["share"] for p in curve["points"]] == [0.25, 0.5, 1.0]
     assert (r / "learning_curve.png").stat().st_size > 0 and "## 7. Learning Curve" in results
     assert read_checkpoint(clone / "models" / "fusion" / "best_model.pt")["evaluation"]["interval"] == [low, high]
-    assert "NOT pretrained" not in results and results.count("- Backbone frozen") == 2
+    assert "NOT pretrained" not in results and results.count("- Backbone frozen") == 3
     assert (r / "test" / "confusion.png").stat().st_size > 0 and (r / "ablation.png").stat().st_size > 0
     shown = _json_from(dvc(clone, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
@@ -147,8 +150,9 @@ def test_outputs_are_complete_and_consistent(clone: Path):
 def test_fusion_experiment_reruns_only_fusion_and_dependants(clone: Path):
     status = dvc(clone, "status").stdout
     assert "up to date" in status.lower() or status.strip() == ""
-    # on the tiny set (12 test posts) a small change may move no number at all: a large one must
-    out = dvc(clone, "exp", "run", "-S", "fusion.dropout=0.1", "-S", "fusion.lr=0.5").stdout
+    # on the tiny set (12 test posts) a small change may move no number at all: a large one must (the attention
+    # kind: fusion.kind auto fits the linear kind here, which has no learning rate)
+    out = dvc(clone, "exp", "run", "-S", "fusion.kind=attention", "-S", "fusion.lr=0.5").stdout
     ran = stages_run(out)
     assert ran == {"fusion", "report"}
     diff = _json_from(dvc(clone, "metrics", "diff", "--json").stdout)
@@ -308,5 +312,5 @@ def test_two_classes_run_through_the_whole_pipeline(tmp_path: Path, tiny_distilb
                               lambda i, label: "positive" if label in ("joy", "surprise") else "negative")
     r = clone / "reports"
     assert list(_json(r / "test" / "summary.json")["per_class_f1"]) == ["positive", "negative"]
-    assert read_checkpoint(clone / "models" / "fusion" / "best_model.pt")["state_dict"]["head.4.weight"].shape[0] == 2
+    assert read_checkpoint(clone / "models" / "fusion" / "best_model.pt")["state_dict"]["head.weight"].shape[0] == 2
     assert "- Positive: " in (r / "RESULTS.md").read_text()

@@ -15,6 +15,30 @@ from emocare.labels import LabelSet, combo_name
 SPLITS = ("train", "val", "test")
 
 
+class TooFewLabels(ValueError):
+    """Too few labelled posts, in total or in some class, to train and check a model."""
+
+
+def check_label_counts(posts: list[Post], classes: LabelSet, min_total: int, min_per_class: int) -> Counter:
+    """The labelled posts per class; :class:`TooFewLabels` giving the counts, the minimums and the ways out when
+    there are fewer than ``min_total`` in all or ``min_per_class`` in some class (``split.min_labels``,
+    ``split.min_per_class``: README, "Learning from few labels", for how their defaults were chosen)."""
+    counts = Counter(p.label for p in posts if p.label is not None)
+    short = [c for c in classes if counts[c] < min_per_class]
+    total = sum(counts.values())
+    if total >= min_total and not short:
+        return counts
+    lines = [f"too few labels to learn from: {total} labelled posts (the minimum is {min_total} in all and "
+             f"{min_per_class} per class); no model was trained or replaced.", "labelled posts per class:"]
+    lines += [f"  {c}: {counts[c]}{'  <- below ' + str(min_per_class) if c in short else ''}" for c in classes]
+    need = max(min_total - total, sum(min_per_class - counts[c] for c in short))
+    lines.append(f"What to do: label at least {need} more posts"
+                 + (" (" + ", ".join(f"{min_per_class - counts[c]} more of {c}" for c in short) + " among them),"
+                    " or drop or merge the short classes in params.yaml `labels` (their posts then need "
+                    "relabelling or removing)" if short else "") + "; then run `dvc repro` again.")
+    raise TooFewLabels("\n".join(lines))
+
+
 def _file_digest(path: str | None) -> str:
     if path is None:
         return "-"

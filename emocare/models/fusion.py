@@ -11,6 +11,11 @@ Kinds:
 * ``gated``: per-modality sigmoid gates computed from all present (projected) features;
   gate-weighted average; MLP head.
 * ``concat``: masked concatenation of the projected features; MLP head.
+* ``linear``: each present modality's embedding L2-normalised (an absent one zero), concatenated, and a linear
+  map to the classes: multinomial logistic regression, fitted by scikit-learn
+  (:func:`emocare.pipeline.fusion_training.fit_linear`), not by gradient steps. With a few hundred labels it
+  learns from frozen embeddings where the attention kind barely beats the majority class (README: "Learning from
+  few labels").
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import nn
 from emocare.calibration import apply
 from emocare.models.checkpoint import load_model
 
-KINDS = ("attention", "gated", "concat")
+KINDS = ("attention", "gated", "concat", "linear")
 
 
 def modality_dropout(present: torch.Tensor, p: float) -> torch.Tensor:
@@ -60,6 +65,9 @@ class FusionModel(nn.Module):
         self.kind, self.p_drop, self.labels = kind, modality_dropout, list(labels)
         self.calibration = calibration  # emocare.calibration: fitted after training, applied by emocare.scoring
         n = len(self.modalities)
+        if kind == "linear":
+            self.head = nn.Linear(sum(dims.values()), len(labels))
+            return
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d_model)) for m, d in dims.items()})
         if kind == "attention":
             self.type_emb = nn.Parameter(torch.randn(n, d_model) * 0.02)
@@ -76,6 +84,10 @@ class FusionModel(nn.Module):
         present = batch["present"]
         if self.training:
             present = modality_dropout(present, self.p_drop)
+        if self.kind == "linear":
+            unit = [nn.functional.normalize(batch["emb"][m].float(), dim=1) * present[:, i, None]
+                    for i, m in enumerate(self.modalities)]
+            return torch.cat(unit, 1)
         tokens = torch.stack([self.proj[m](batch["emb"][m]) for m in self.modalities], 1)
         tokens = tokens * present.unsqueeze(-1).to(tokens.dtype)
         if self.kind == "concat":

@@ -1,4 +1,9 @@
-"""Text specialist: a ``transformers`` AutoModel backbone, pooling, dropout and a linear head."""
+"""Text specialist: a ``transformers`` AutoModel backbone, pooling, dropout and a linear head.
+
+With ``frozen`` set (``train.regime: frozen``) the backbone is not trained: the head learns from its pooled
+features, computed once per post, so an epoch costs a linear layer, and the embeddings the fusion model
+learns from are the pretrained backbone's, untouched by the labels.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from emocare.labels import label_index
 from emocare.media.ocr import posts_ocr, with_ocr
 from emocare.models.errors import BackboneNotFound
+from emocare.runtime import autocast, make_loader, to_device
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+FEATURE_BATCH = 64  # posts per backbone call while computing a frozen backbone's features
 
 
 def resolve_text_backbone(name: str) -> str:
@@ -98,26 +105,57 @@ class TextSpecialist(nn.Module):
             raise ValueError(f"text.pooling must be 'cls' or 'mean', got {pooling!r}")
         self.backbone, self.tokenizer = backbone, tokenizer
         self.pooling, self.max_length, self.ocr = pooling, max_length, ocr
+        self.frozen = False
         self.dim = backbone.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.labels = list(labels)
         self.head = nn.Linear(self.dim, len(self.labels))
 
+    def freeze(self, frozen: bool = True) -> TextSpecialist:
+        """Train the head alone (``frozen``) or the backbone too."""
+        self.frozen = frozen
+        self.backbone.requires_grad_(not frozen)
+        return self
+
     def dataset(self, posts: list, train: bool = False, augment: bool = True,
                 frame_store: str | Path | None = None) -> Dataset:
         """The posts' text as this model's input (no augmentation); with ``ocr``, followed by the text in their
-        media, kept in the OCR store beside ``frame_store``."""
-        return PostTexts(posts, self.labels, posts_ocr(posts, frame_store) if self.ocr else None)
+        media, kept in the OCR store beside ``frame_store``; for a frozen backbone, its features of them."""
+        texts = PostTexts(posts, self.labels, posts_ocr(posts, frame_store) if self.ocr else None)
+        if not self.frozen:
+            return texts
+        labels = torch.tensor([label_index(p.label, self.labels) for p in posts], dtype=torch.long)
+        return TensorDataset(self.backbone_features(texts), labels)
 
-    def collate(self, items: list[tuple[str, int]]) -> dict:
-        texts, labels = zip(*items, strict=True)
+    @torch.inference_mode()
+    def backbone_features(self, texts: PostTexts) -> torch.Tensor:
+        """The backbone's pooled features of ``texts`` [len, dim], float32 on the CPU, computed on the model's
+        device in evaluation mode (no dropout)."""
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = []
+        for batch in make_loader(texts, FEATURE_BATCH, self.collate, device, 0):
+            with autocast(device):
+                out.append(self.encode(to_device(batch, device)).float().cpu())
+        self.train(was_training)
+        return torch.cat(out) if out else torch.zeros((0, self.dim))
+
+    def collate(self, items: list[tuple]) -> dict:
+        """Texts tokenised, or a frozen backbone's features ([dim] each) as they are, with labels."""
+        x, labels = zip(*items, strict=True)
+        if isinstance(x[0], torch.Tensor):
+            return {"features": torch.stack(x), "label": torch.tensor([int(y) for y in labels], dtype=torch.long)}
+        texts = x
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                 "label": torch.tensor(labels, dtype=torch.long)}
 
     def encode(self, batch: dict) -> torch.Tensor:
-        """Pooled features before the classifier, [B, hidden]."""
+        """Pooled features before the classifier, [B, hidden]; a frozen backbone's features as they are."""
+        if "features" in batch:
+            return batch["features"]
         mask = batch["attention_mask"]
         hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
         if self.pooling == "cls":

@@ -4,6 +4,7 @@ trained on the cached embeddings."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from emocare.calibration import apply, ece, fit_calibration, nll, softmax
 from emocare.data.split import class_weights
 from emocare.io import read_json
 from emocare.labels import MODALITIES, SUBSETS, LabelSet
-from emocare.models.checkpoint import save_payload
+from emocare.metrics import report_dict, scores
+from emocare.models.checkpoint import save_checkpoint, save_payload
 from emocare.models.fusion import FusionModel, load_fusion
 from emocare.params import TrainConfig
 from emocare.pipeline.crossval import fold_splits
+from emocare.pipeline.curves import Curves
 from emocare.pipeline.evaluate import Predictions, predict_split
+from emocare.pipeline.regimes import FINETUNE_FROM
 from emocare.pipeline.training import fit, write_reports
 from emocare.progress import progress_bar
 from emocare.quantify import validation_stats
@@ -28,6 +32,72 @@ from emocare.runtime import count_parameters, die_with_parent, resolve_device, s
 from emocare.scoring import cached_fusion_logits
 
 CALIBRATION = "bcts"  # fusion.calibration's default: see emocare.calibration and the README
+# fusion.kind auto: the linear kind below this many training posts, the attention kind from there: the size from
+# which train.regime auto fine-tunes the text specialist. On frozen embeddings the linear kind learned as well as
+# or better than the attention kind at every size measured up to there (benchmarks/small_data.py; README,
+# "Learning from few labels"); the attention kind is what the demo's fine-tuned embeddings were measured with.
+LINEAR_BELOW = FINETUNE_FROM
+
+
+# Below LINEAR_BELOW training posts a calibration that moves the decisions (bcts, vector and matrix fit a bias per
+# class) is replaced by temperature scaling, which keeps every prediction: on MELD the bias terms, fitted on the
+# 10 to 100 validation posts of 100 to 1,000 labels, cost 0.05-0.06 test macro-F1 (README).
+KEEPS_DECISIONS = ("temperature", "none")
+
+
+def calibration_kind(kind: str, train_posts: int) -> str:
+    """``fusion.calibration``, temperature scaling in its place below :data:`LINEAR_BELOW` training posts."""
+    return kind if train_posts >= LINEAR_BELOW or kind in KEEPS_DECISIONS else "temperature"
+
+
+def fusion_kind(kind: str, train_posts: int) -> str:
+    """``fusion.kind`` with ``auto`` resolved by the number of training posts (:data:`LINEAR_BELOW`)."""
+    if kind != "auto":
+        return kind
+    return "linear" if train_posts < LINEAR_BELOW else "attention"
+
+
+def fit_linear(model: FusionModel, train_ds: CachedDataset, val_ds: CachedDataset, class_weights: list[float],
+               checkpoint: str | Path, live_dir: str | Path | None = None,
+               checkpoint_extra: dict | None = None) -> dict:
+    """Fit a ``linear`` fusion model as a multinomial logistic regression (scikit-learn's, its default strength
+    C = 1 on the unit embeddings), classes weighted as the trainer weights them; write the checkpoint and its one
+    step of curves in ``live_dir``, and return the same summary as :func:`~emocare.pipeline.training.fit`.
+    Choosing C by cross-validation on the training posts instead scored no better on real sets at 100 and 300
+    labels (README)."""
+    from sklearn.linear_model import LogisticRegression
+
+    started = time.time()
+    model.eval()
+    with torch.no_grad():
+        train = CachedDataset.collate(train_ds.__getitems__(list(range(len(train_ds)))))
+        val = CachedDataset.collate(val_ds.__getitems__(list(range(len(val_ds)))))
+        x = model.fuse(train).numpy()
+    y = train["label"].numpy()
+    present = np.unique(y)
+    lr = LogisticRegression(C=1.0, class_weight={int(c): class_weights[c] for c in present}, max_iter=3000)
+    lr.fit(x, y)
+    coef, bias = lr.coef_, lr.intercept_
+    if len(present) == 2:  # scikit-learn keeps one row for two classes: the logit of the second
+        coef, bias = np.vstack([-coef / 2, coef / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    weight = np.zeros((len(model.labels), x.shape[1]), np.float32)
+    offset = np.full(len(model.labels), -30.0, np.float32)  # a class with no training post is never predicted
+    weight[present], offset[present] = coef, bias
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(weight))
+        model.head.bias.copy_(torch.from_numpy(offset))
+        val_logits, train_logits = model(val).numpy(), model(train).numpy()
+    result = scores(val_logits, val["label"].numpy(), torch.tensor(class_weights))
+    if live_dir is not None:
+        Curves(live_dir).log({"train_loss": scores(train_logits, y, torch.tensor(class_weights))["loss"],
+                              "val_loss": result["loss"], "val_macro_f1": result["macro_f1"]})
+    save_checkpoint(checkpoint, model, epoch=1, val_macro_f1=result["macro_f1"], **(checkpoint_extra or {}))
+    return {"best_val_macro_f1": result["macro_f1"], "best_val_loss": result["loss"],
+            "best_val_accuracy": result["accuracy"], "best_val_weighted_f1": result["weighted_f1"], "best_epoch": 1,
+            "epochs_run": 1, "wall_time_s": round(time.time() - started, 2), "device": "cpu", "precision": "fp32",
+            "num_workers": 0, "train_size": len(train_ds), "val_size": len(val_ds), "world_size": 1,
+            "history": [], "classification_report": report_dict(val["label"].numpy(), val_logits.argmax(1),
+                                                                model.labels)}
 
 
 def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: str | Path, classes: LabelSet,
@@ -48,18 +118,31 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
         raise ValueError(f"{desc}: none of {modalities or MODALITIES} has embeddings for training posts")
     tcfg = TrainConfig.from_params(train_cfg, fusion_cfg, {"num_workers": 0})  # cached tensors: no decoding
     seed_everything(tcfg.seed)  # initial weights from the seeded RNG
-    model = FusionModel.from_params({m: cache.emb[m].shape[1] for m in mods}, fusion_cfg, list(classes))
     train_rows, val_rows = cache.rows_with("train", mods), cache.rows_with(val_split, mods)
+    requested = fusion_cfg["kind"]
+    kind = fusion_kind(requested, len(train_rows))
+    fusion_cfg = {**fusion_cfg, "kind": kind}
+    model = FusionModel.from_params({m: cache.emb[m].shape[1] for m in mods}, fusion_cfg, list(classes))
     weights = class_weights([classes.names[i] for i in cache.labels[train_rows]], classes)
-    summary = fit(model, cache.dataset(mods, train_rows), cache.dataset(mods, val_rows), tcfg,
-                  weights, model_path, collate=CachedDataset.collate,
-                  live_dir=Path(report_dir) / "live" if report_dir else None, desc=desc,
-                  checkpoint_extra={"modalities": mods, "backbones": {m: cache.attrs[m]["backbone"] for m in mods},
-                                    "label_set": classes.to_dict(), "training_data": training_data})
+    extra = {"modalities": mods, "backbones": {m: cache.attrs[m]["backbone"] for m in mods},
+             "label_set": classes.to_dict(), "training_data": training_data}
+    if kind == "linear":
+        if not len(train_rows) or not len(val_rows):
+            raise ValueError(f"{desc}: training needs posts in both train ({len(train_rows)}) and val "
+                             f"({len(val_rows)})")
+        summary = fit_linear(model, cache.dataset(mods, train_rows), cache.dataset(mods, val_rows), weights,
+                             model_path, Path(report_dir) / "live" if report_dir else None, extra)
+    else:
+        summary = fit(model, cache.dataset(mods, train_rows), cache.dataset(mods, val_rows), tcfg,
+                      weights, model_path, collate=CachedDataset.collate,
+                      live_dir=Path(report_dir) / "live" if report_dir else None, desc=desc, checkpoint_extra=extra)
     report = summary.pop("classification_report")
     summary.pop("history")
-    summary["calibration"] = calibrate(model_path, cache, val_rows, fusion_cfg.get("calibration", CALIBRATION))
+    calibration = fusion_cfg.get("calibration", CALIBRATION)
+    summary["calibration"] = calibrate(model_path, cache, val_rows, calibration_kind(calibration, len(train_rows)))
+    summary["calibration_requested"] = calibration
     metrics = {"modalities": mods, **{k: fusion_cfg[k] for k in ("kind", "d_model", "heads", "hidden")},
+               "kind_requested": requested,
                "modality_dropout": model.p_drop, "parameters": count_parameters(model),
                "unlabelled_set_aside": int((cache.labels < 0).sum()), **summary,
                "class_weights": dict(zip(classes, weights, strict=True)), "config": asdict(tcfg)}

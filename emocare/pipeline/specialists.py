@@ -7,12 +7,13 @@ from pathlib import Path
 
 from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
-from emocare.distributed import init_distributed, is_main
+from emocare.distributed import init_distributed, is_main, rank_world
 from emocare.io import write_json
 from emocare.labels import LabelSet
 from emocare.models import build_specialist, pretrained_source
 from emocare.models.checkpoint import save_checkpoint
 from emocare.params import TrainConfig
+from emocare.pipeline.regimes import choose_regime, finetune_schedule, setfit_tune
 from emocare.pipeline.training import fit, write_reports
 from emocare.runtime import count_parameters, resolve_device, seed_everything
 
@@ -24,6 +25,23 @@ def backbone_info(modality: str, cfg: dict, model) -> dict:
             "pretrained_source": pretrained, "frozen": bool(getattr(model, "frozen", False)),
             **({"ocr": model.ocr} if modality == "text" else {}),
             "parameters": count_parameters(model), "embedding_dim": model.dim}
+
+
+def learning_regime(model, requested: str, train_posts: list, val_posts: list, tcfg: TrainConfig,
+                    frame_store: str | None = None) -> dict:
+    """Set the text specialist up for the regime ``train.regime`` picks for this many training labels
+    (:mod:`emocare.pipeline.regimes`): freeze its backbone, or tune it with setfit and then freeze it. Returns
+    the regime and why, for info.json."""
+    regime, reason = choose_regime(requested, len(train_posts))
+    out = {"regime": regime, "regime_requested": requested, "regime_reason": reason,
+           "train_labels": len(train_posts)}
+    if regime == "setfit" and train_posts and val_posts:
+        texts = model.dataset(train_posts, frame_store=frame_store)  # the text the specialist reads, OCR included
+        out.update(setfit_tune(model, [texts[i][0] for i in range(len(texts))],
+                               [texts[i][1] for i in range(len(texts))], tcfg))
+    if regime in ("frozen", "setfit"):
+        model.freeze()
+    return out
 
 
 def train_specialist(modality: str, params: dict, posts_path: str | Path, split_path: str | Path,
@@ -44,8 +62,14 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     classes = LabelSet.from_params(params)
     seed_everything(tcfg.seed)  # the new classifier head's initial weights come from the seeded RNG
     model = build_specialist(modality, cfg, classes, params.get("offline", True))  # fails here if weights are absent
+    regime = {}
+    if modality == "text":  # image and video towers learn as their section's freeze says
+        regime = learning_regime(model, params["train"].get("regime", "auto"), train_posts, val_posts, tcfg,
+                                 params.get("frame_store"))
+        if regime["regime"] == "finetune":
+            tcfg = finetune_schedule(tcfg, len(train_posts), rank_world()[1])
     model.to(resolve_device(tcfg.device))  # a frozen tower computes its features where it will train
-    info = {**backbone_info(modality, cfg, model), "unlabelled_set_aside": unlabelled}
+    info = {**backbone_info(modality, cfg, model), **regime, "unlabelled_set_aside": unlabelled}
     if not train_posts or not val_posts:
         if is_main():
             save_checkpoint(model_path, model, no_data=True, **info)

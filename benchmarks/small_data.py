@@ -1,0 +1,281 @@
+"""EmoCare's learners against the baselines at a team's first few hundred labels, on real labelled sets. Prints JSON.
+
+Each DATA folder holds ``labels.csv`` (id, text, label[, split]) and ``minilm.npy`` / ``minilm_ids.txt``: frozen
+all-MiniLM-L6-v2 sentence embeddings (mean-pooled, normalised), the features a frozen text specialist computes
+(its mean pooling; the fusion kinds normalise or layer-normalise each embedding, so the scale does not matter).
+A fixed test set (up to ``--test`` posts of the set's own test split, else a seeded random hold-out) scores every
+learner; for each size in ``--sizes`` and each of ``--draws`` seeded draws, that many posts of the rest are the
+labelled posts a team has, the same for every learner:
+
+- ``majority``: the draw's most frequent class;
+- ``tfidf_lr``: TF-IDF (words and word pairs) + logistic regression (scikit-learn defaults), on all the draw;
+- ``minilm_lr``: the frozen embeddings + logistic regression (scikit-learn defaults), on all the draw;
+- ``tfidf_lr_balanced``, ``minilm_lr_balanced``: the same with classes weighted inversely to their frequency
+  (``class_weight="balanced"``), which suits macro-F1 better;
+- ``fusion_<kind>[:<calibration>]``: EmoCare with a frozen text specialist (``train.regime: frozen``): the draw
+  split as the split stage splits it (params.yaml's fractions and seed), the fusion model of ``fusion.kind:
+  <kind>`` trained on the cached embeddings by :func:`~emocare.pipeline.fusion_training.train_fusion` and
+  calibrated as the pipeline does (``fusion.calibration``, or ``<calibration>``);
+- ``pipeline_<regime>``: the text specialist trained by :func:`~emocare.pipeline.specialists.train_specialist`
+  with ``train.regime: <regime>`` (setfit or finetune: they change the backbone, so the cached features are
+  recomputed by :func:`~emocare.pipeline.embed.embed_modality`), then the fusion model (``fusion.kind: auto``).
+  Costly on a CPU (minutes per draw): run it on a few cells.
+
+Macro-F1 over the set's classes on the fixed test set. Every cell's scores go to ``--out`` (JSON lines, appended,
+so a long run can be resumed and several runs combined); the summary (mean, sd, 95 % t-interval of the mean over
+the draws, and each learner's paired difference to the best of the four baselines, by mean) is printed.
+
+    python benchmarks/small_data.py /work/data/goemotions /work/data/meld [--sizes 100,300,1000] [--draws 5]
+        [--learners majority,tfidf_lr,minilm_lr,tfidf_lr_balanced,minilm_lr_balanced,fusion_auto,pipeline_finetune]
+        [--out small_data.jsonl]
+    python benchmarks/small_data.py --summary small_data.jsonl [more.jsonl ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from emocare.params import load_params  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINES = ("tfidf_lr", "minilm_lr", "tfidf_lr_balanced", "minilm_lr_balanced")
+
+
+def load_set(folder: Path, test_size: int) -> dict:
+    """The set's posts that have an embedding, its classes, the fixed test rows and the pool to draw from."""
+    with open(folder / "labels.csv", newline="", encoding="utf-8") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    ids = (folder / "minilm_ids.txt").read_text(encoding="utf-8").split()
+    emb = np.load(folder / "minilm.npy")
+    keep = [i for i, pid in enumerate(ids) if pid in rows]
+    ids, emb = [ids[i] for i in keep], emb[keep]
+    labels = [rows[pid]["label"] for pid in ids]
+    texts = [rows[pid]["text"] for pid in ids]
+    classes = sorted(set(labels))
+    rng = np.random.default_rng(0)
+    in_test = np.array([rows[pid].get("split") == "test" for pid in ids])
+    candidates = np.flatnonzero(in_test) if in_test.any() else np.arange(len(ids))
+    test = np.sort(rng.choice(candidates, min(test_size, len(candidates) // (1 if in_test.any() else 3)),
+                              replace=False))
+    pool = np.setdiff1d(np.flatnonzero(~in_test) if in_test.any() else np.arange(len(ids)), test)
+    y = np.array([classes.index(label) for label in labels])
+    return {"name": folder.name, "ids": ids, "texts": texts, "emb": emb, "y": y, "classes": classes,
+            "test": test, "pool": pool}
+
+
+def macro_f1(truth: np.ndarray, pred: np.ndarray, k: int) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(truth, pred, labels=list(range(k)), average="macro", zero_division=0))
+
+
+def baseline(name: str, data: dict, draw: np.ndarray) -> np.ndarray:
+    """A baseline's predictions on the test rows, trained on all of the draw."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    y, test = data["y"], data["test"]
+    weights = "balanced" if name.endswith("_balanced") else None
+    name = name.removesuffix("_balanced")
+    if name == "majority":
+        return np.full(len(test), Counter(y[draw].tolist()).most_common(1)[0][0])
+    if name == "tfidf_lr":
+        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        x = vec.fit_transform([data["texts"][i] for i in draw])
+        lr = LogisticRegression(max_iter=2000, class_weight=weights).fit(x, y[draw])
+        return lr.predict(vec.transform([data["texts"][i] for i in test]))
+    if name == "minilm_lr":
+        lr = LogisticRegression(max_iter=2000, class_weight=weights).fit(data["emb"][draw], y[draw])
+        return lr.predict(data["emb"][test])
+    raise ValueError(f"unknown baseline {name!r}")
+
+
+def _posts(data: dict, rows: np.ndarray) -> list:
+    from emocare.data.manifest import Post
+
+    return [Post(id=data["ids"][i], text=data["texts"][i], label=data["classes"][data["y"][i]]) for i in rows]
+
+
+def _pipeline_split(data: dict, draw: np.ndarray, params: dict) -> dict[str, str]:
+    from emocare.data.split import SPLITS, stratified_split
+
+    return stratified_split(_posts(data, draw), {s: params["split"][s] for s in SPLITS}, params["split"]["seed"])
+
+
+def _fusion_predictions(data: dict, draw: np.ndarray, split: dict[str, str], emb: np.ndarray, params: dict,
+                        kind: str, workdir: Path) -> np.ndarray:
+    """Train the fusion model on ``emb`` (rows: the draw, then the test rows) as the fusion stage does; predict."""
+    import torch
+
+    from emocare.cache import Cache
+    from emocare.labels import LabelSet
+    from emocare.models.fusion import load_fusion
+    from emocare.pipeline.fusion_training import train_fusion
+    from emocare.scoring import cached_fusion_logits
+
+    rows = np.concatenate([draw, data["test"]])
+    n = len(rows)
+    splits = np.array([split.get(data["ids"][i], "") for i in draw] + ["bench_test"] * len(data["test"]))
+    absent = {m: torch.zeros((n, 1)) for m in ("image", "video")}
+    cache = Cache(ids=[data["ids"][i] for i in rows], labels=data["y"][rows], splits=splits,
+                  emb={"text": torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)), **absent},
+                  present={"text": np.ones(n, bool), "image": np.zeros(n, bool), "video": np.zeros(n, bool)},
+                  attrs={m: {"backbone": "all-MiniLM-L6-v2" if m == "text" else ""} for m in absent | {"text": 0}},
+                  label_names=list(data["classes"]))
+    classes = LabelSet.of(list(data["classes"]))
+    path = workdir / "fusion.pt"
+    train_fusion(cache, {**params["fusion"], "kind": kind}, {**params["train"], "device": "cpu"}, path, classes,
+                 modalities=["text"])
+    model, _ = load_fusion(path)
+    return cached_fusion_logits(model, cache, np.arange(len(draw), n)).argmax(1)
+
+
+def frozen_fusion(kind: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
+    split = _pipeline_split(data, draw, params)
+    return _fusion_predictions(data, draw, split, data["emb"][np.concatenate([draw, data["test"]])], params, kind,
+                               workdir)
+
+
+def pipeline_regime(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
+    """The text specialist trained in ``regime`` by the train stage's function, its embeddings, then fusion."""
+    import h5py
+
+    from emocare.data.split import SPLITS
+    from emocare.io import write_json, write_jsonl
+    from emocare.pipeline.embed import embed_modality
+    from emocare.pipeline.specialists import train_specialist
+
+    split = _pipeline_split(data, draw, params)
+    posts = _posts(data, np.concatenate([draw, data["test"]]))
+    write_jsonl(workdir / "posts.jsonl", [p.to_record() for p in posts])
+    write_json(workdir / "split.json", {s: [p.id for p in posts if split.get(p.id) == s] for s in SPLITS})
+    run = {**params, "labels": list(data["classes"]), "train": {**params["train"], "regime": regime,
+                                                                "device": "cpu"}}
+    ckpt = workdir / "text.pt"
+    train_specialist("text", run, workdir / "posts.jsonl", workdir / "split.json", ckpt, workdir / "reports")
+    embed_modality("text", ckpt, posts, split, workdir / "text.h5", device="cpu")
+    with h5py.File(workdir / "text.h5", "r") as f:  # emocare.cache's layout: rows in post order
+        emb = f["emb"][:]
+    return _fusion_predictions(data, draw, split, emb, params, "auto", workdir)
+
+
+def run_cell(learner: str, data: dict, size: int, draw_no: int, params: dict) -> dict:
+    rng = np.random.default_rng([size, draw_no])
+    draw = np.sort(rng.choice(data["pool"], size, replace=False))
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        if learner.startswith("fusion_"):
+            kind, _, calibration = learner.removeprefix("fusion_").partition(":")
+            run = {**params, "fusion": {**params["fusion"], "calibration": calibration or
+                                        params["fusion"]["calibration"]}}
+            pred = frozen_fusion(kind, data, draw, run, Path(tmp))
+        elif learner.startswith("pipeline_"):
+            pred = pipeline_regime(learner.removeprefix("pipeline_"), data, draw, params, Path(tmp))
+        else:
+            pred = baseline(learner, data, draw)
+    return {"set": data["name"], "size": size, "draw": draw_no, "learner": learner, "test_posts": len(data["test"]),
+            "macro_f1": round(macro_f1(data["y"][data["test"]], pred, len(data["classes"])), 4),
+            "seconds": round(time.time() - started, 1)}
+
+
+def interval(values: list[float]) -> dict:
+    """Mean, sd and the 95 % t-interval of the mean."""
+    from scipy.stats import t
+
+    n, mean = len(values), statistics.fmean(values)
+    sd = statistics.stdev(values) if n > 1 else 0.0
+    half = t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+    return {"n": n, "mean": round(mean, 4), "sd": round(sd, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)]}
+
+
+def summary(cells: list[dict]) -> dict:
+    """By set and size: each learner's interval, and its paired difference to the better baseline (by mean)."""
+    out: dict = {}
+    for key in sorted({(c["set"], c["size"]) for c in cells}):
+        here = [c for c in cells if (c["set"], c["size"]) == key]
+        by = {}
+        for c in here:
+            by.setdefault(c["learner"], {})[c["draw"]] = c["macro_f1"]
+        row = {learner: interval(list(v.values())) for learner, v in sorted(by.items())}
+        bases = [b for b in BASELINES if b in by]
+        if bases:
+            best = max(bases, key=lambda b: row[b]["mean"])
+            row["best_baseline"] = best
+            for learner, v in by.items():
+                if learner in BASELINES or learner == "majority":
+                    continue
+                common = sorted(set(v) & set(by[best]))
+                if len(common) > 1:
+                    row[f"{learner}_minus_{best}"] = interval([v[d] - by[best][d] for d in common])
+        out.setdefault(key[0], {})[str(key[1])] = row
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("data", nargs="*", type=Path)
+    ap.add_argument("--sizes", default="100,300,1000")
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--first-draw", type=int, default=0)
+    ap.add_argument("--test", type=int, default=2000)
+    ap.add_argument("--learners", default="majority,tfidf_lr,minilm_lr,tfidf_lr_balanced,minilm_lr_balanced,"
+                                          "fusion_auto")
+    ap.add_argument("--out", type=Path, default=Path("small_data.jsonl"))
+    ap.add_argument("--summary", type=Path, nargs="+", help="only summarise these JSON-lines files")
+    ap.add_argument("--budget-s", type=float, default=3600, help="start no new cell after this many seconds")
+    args = ap.parse_args()
+    if args.summary:
+        cells = [json.loads(line) for path in args.summary for line in path.read_text().splitlines() if line.strip()]
+        print(json.dumps(summary(cells), indent=1))
+        return
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    params = load_params(REPO / "params.yaml")
+    done = set()
+    if args.out.exists():
+        done = {(c["set"], c["size"], c["draw"], c["learner"]) for c in map(json.loads, args.out.read_text().split(
+            "\n")[:-1])}
+    started, cells = time.time(), []
+    for folder in args.data:
+        data = load_set(folder, args.test)
+        for size in map(int, args.sizes.split(",")):
+            if size > len(data["pool"]):
+                continue
+            for d in range(args.first_draw, args.first_draw + args.draws):
+                for learner in args.learners.split(","):
+                    if (data["name"], size, d, learner) in done:
+                        continue
+                    if time.time() - started > args.budget_s:
+                        print(json.dumps({"stopped": "budget", "after_s": round(time.time() - started)}),
+                              file=sys.stderr)
+                        print(json.dumps(summary(cells), indent=1))
+                        return
+                    cell = run_cell(learner, data, size, d, params)
+                    cells.append(cell)
+                    with open(args.out, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(cell) + "\n")
+                        f.flush()
+                        os.fsync(f.fileno())
+                    print(json.dumps(cell), file=sys.stderr)
+    all_cells = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+    print(json.dumps(summary(all_cells), indent=1))
+
+
+if __name__ == "__main__":
+    main()
