@@ -102,6 +102,7 @@ class TextSpecialist(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.labels = list(labels)
         self.head = nn.Linear(self.dim, len(self.labels))
+        self.fast = None  # the encoder's CPU runner for inference (emocare.models.cpu_paths.use_cpu_path)
 
     def dataset(self, posts: list, train: bool = False, augment: bool = True,
                 frame_store: str | Path | None = None) -> Dataset:
@@ -119,7 +120,10 @@ class TextSpecialist(nn.Module):
     def encode(self, batch: dict) -> torch.Tensor:
         """Pooled features before the classifier, [B, hidden]."""
         mask = batch["attention_mask"]
-        hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        if self.fast is not None and not torch.is_grad_enabled():  # prediction: the CPU runner
+            hidden = self.fast(batch["input_ids"], mask)
+        else:
+            hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         m = mask.unsqueeze(-1).to(hidden.dtype)

@@ -12,6 +12,7 @@ from emocare.io import write_json
 from emocare.labels import LabelSet
 from emocare.models import build_specialist, pretrained_source
 from emocare.models.checkpoint import save_checkpoint
+from emocare.models.cpu_paths import use_cpu_path
 from emocare.params import TrainConfig
 from emocare.pipeline.training import fit, write_reports
 from emocare.runtime import count_parameters, resolve_device, seed_everything
@@ -45,6 +46,8 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     seed_everything(tcfg.seed)  # the new classifier head's initial weights come from the seeded RNG
     model = build_specialist(modality, cfg, classes, params.get("offline", True))  # fails here if weights are absent
     model.to(resolve_device(tcfg.device))  # a frozen tower computes its features where it will train
+    if getattr(model, "frozen", False):  # fixed weights: their features come through the CPU's fast path
+        use_cpu_path(model, params.get("cpu_path", "auto"), resolve_device(tcfg.device))
     info = {**backbone_info(modality, cfg, model), "unlabelled_set_aside": unlabelled}
     if not train_posts or not val_posts:
         if is_main():
