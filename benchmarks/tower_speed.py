@@ -225,7 +225,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=64, help="images (and texts) timed per pass")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--processes", type=int, nargs="*", default=[1, 2], help="none: accuracy only")
     ap.add_argument("--encoders", nargs="+", default=["vision", "text"])
     ap.add_argument("--compile", action="store_true",
                     help="also torch.compile (its compilation took 15 minutes on the loaded 2-core machine)")

@@ -33,6 +33,7 @@ from torch import nn
 from emocare.io import atomic_path
 
 CPU_PATHS = ("fp32", "onnx", "bf16")
+FLOAT32_PATHS = {"fp32", "onnx"}  # the same float32 arithmetic in another order: features agree to ~1e-5
 SETTINGS = ("auto", *CPU_PATHS)
 # Fastest first among the paths that hold fp32's features, by benchmarks/tower_speed.py on the 2-core AMD EPYC
 # (README: Speed on a CPU)

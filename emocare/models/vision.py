@@ -18,6 +18,7 @@ from emocare.data.datasets import decode_media, media_dataset
 from emocare.labels import label_index
 from emocare.media.feature_store import FeatureStore, tower_digest
 from emocare.media.frame_store import FrameStore
+from emocare.models.cpu_paths import FLOAT32_PATHS
 from emocare.models.towers import load_vision_tower, rebuild_tower, tower_spec, weights_source
 from emocare.runtime import autocast, make_loader, to_device
 from emocare.transforms import eval_transform
@@ -103,10 +104,12 @@ class VisionSpecialist(nn.Module):
         return out
 
     def feature_store(self, frame_store: str | Path, frames: FrameStore | None = None) -> FeatureStore:
-        """The store of this tower's features (as the path it runs on computes them) beside ``frame_store``."""
+        """The store of this tower's features beside ``frame_store``, for the precision its CPU path computes in
+        (fp32 eager and ONNX Runtime share entries: the same float32 arithmetic)."""
         frames = frames or FrameStore(frame_store, self.modality, self._eval_transform, self.frames)
         path = getattr(self.fast, "name", "fp32")
-        return FeatureStore(frame_store, frames, tower_digest(self.tower, self.preprocess, path))
+        return FeatureStore(frame_store, frames,
+                            tower_digest(self.tower, self.preprocess, "fp32" if path in FLOAT32_PATHS else path))
 
     def decode(self, source) -> torch.Tensor:
         """One post's media (a path, bytes or a PIL image) as this tower's evaluation input."""
