@@ -115,11 +115,10 @@ class EmoCare:
             if post.get(m) is None or m not in self.specialists:
                 continue
             try:
-                inputs[m] = self.stored_features(m, post[m])
-                if inputs[m] is None:
-                    inputs[m] = self.specialists[m].decode(post[m])
-                    if m in self.feature_stores and isinstance(post[m], str | Path):  # to keep its features
-                        inputs.setdefault("sources", {})[m] = post[m]
+                stored = self.stored_features(m, post[m])
+                inputs[m] = self.specialists[m].decode(post[m]) if stored is None else stored
+                if stored is None and m in self.feature_stores and isinstance(post[m], str | Path):
+                    inputs.setdefault("sources", {})[m] = post[m]  # to keep its features once computed
             except Exception as e:  # noqa: BLE001 - any decoder failure becomes the post's error
                 failed[m] = f"{m} could not be decoded: {e}"
         if "text" in inputs and self.specialists["text"].ocr:  # as in training: the text in its media follows
