@@ -1,14 +1,18 @@
-"""Bulk prediction throughput: `emocare predict --manifest` against the `embed` stage on the same posts.
+"""Bulk prediction throughput against the bound the vision tower sets, with the feature store cold and warm.
 
-Run after `dvc repro`. The demo manifest is repeated (new ids) to at least ``--posts`` posts.
+Run after `dvc repro`. The demo manifest is repeated (new ids, the same media) to at least ``--posts`` posts.
 In one run it measures:
-- embed: the embed stage's function (`encode_posts`, the stage's batch size and workers), all
-  three modalities, as posts/s over the posts (goal: predict >= 0.8 of it);
-- predict: `predict_manifest` in this process, for each worker count in ``--workers``;
-- `emocare predict --nproc 1` against `--nproc 2`, as commands (start-up included).
+- the tower's bound: the image specialist's tower alone, as prediction runs it (its ``cpu_path``, this
+  process's threads), on decoded 224 px frames, in frames/s; divided by the frames per post of the mix
+  (an image is one frame, a video ``frames``), the posts/s that no bulk run can pass while it computes
+  every post's tower features;
+- `predict_manifest` in this process, in a scratch project whose params.yaml names an empty feature store
+  (``cold``: every media file through the tower) and then the store it filled (``warm``: read back);
+- `emocare predict` as a command, start-up included: warm (``--command-cold``: also with an empty store;
+  ``--nproc2``: also ``--nproc 2``, warm).
 Prints JSON.
 
-    python benchmarks/predict_throughput.py [--posts 5000] [--batch-size 64] [--workers 0 2] [--device auto]
+    python benchmarks/predict_throughput.py [--posts 1250] [--batch-size 64] [--workers 2] [--cpu-path auto]
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,13 +30,9 @@ from pathlib import Path
 
 import torch
 
+import emocare
 from emocare.bulk import default_workers, predict_manifest
-from emocare.bundle import specialist_path
-from emocare.data.manifest import load_posts
-from emocare.labels import MODALITIES
-from emocare.models import load_checkpoint
-from emocare.params import load_params
-from emocare.pipeline.embed import encode_posts
+from emocare.predict import EmoCare
 from emocare.runtime import resolve_device
 
 
@@ -47,70 +49,104 @@ def repeated_manifest(src: Path, folder: Path, posts: int) -> Path:
             out.append(json.dumps(rec))
         copy += 1
     path = folder / "manifest.jsonl"
-    path.write_text("\n".join(out) + "\n")
+    path.write_text("\n".join(out[:posts]) + "\n")
     return path
 
 
-def embed_seconds(manifest: Path, models: Path, batch_size: int, workers: int, device: torch.device) -> float:
-    """Wall time of the embed stage's encoding, every modality, over the manifest's posts."""
-    posts = load_posts(manifest)
-    total = 0.0
-    for m in MODALITIES:
-        model, _ = load_checkpoint(specialist_path(m, models), device)
-        mine = [p for p in posts if m in p.modalities]
-        started = time.perf_counter()
-        encode_posts(model, mine, batch_size, workers, device, desc=f"embed {m}")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        total += time.perf_counter() - started
-    return total
+def frames_per_post(manifest: Path, video_frames: int) -> float:
+    """Tower frames per post of the manifest's mix: 1 an image, ``video_frames`` a video, 0 text alone."""
+    recs = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    return sum(video_frames if r.get("video") else 1 if r.get("image") else 0 for r in recs) / len(recs)
+
+
+def tower_frames_per_s(model: EmoCare, manifest: Path, batch: int, passes: int = 3) -> float:
+    """The image specialist's bare tower on decoded demo images, as prediction runs it: frames/s (median)."""
+    spec = model.specialists["image"]
+    recs = [json.loads(line) for line in manifest.read_text().splitlines()]
+    images = [str(manifest.parent / r["image"]) for r in recs if r.get("image")][:batch]
+    x = torch.stack([spec.decode(p) for p in images])
+    rates = []
+    with torch.inference_mode():
+        spec.run_tower(x[:2])  # warm-up
+        for _ in range(passes):
+            started = time.perf_counter()
+            spec.run_tower(x)
+            rates.append(len(x) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def project(folder: Path, store: Path, cpu_path: str) -> Path:
+    """A scratch project folder whose params.yaml names ``store`` as the frame store (features beside it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(f"frame_store: {store}\ncpu_path: {cpu_path}\n")
+    return folder
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="models")
     ap.add_argument("--manifest", default="data/demo/manifest.jsonl")
-    ap.add_argument("--posts", type=int, default=5000)
+    ap.add_argument("--posts", type=int, default=1250)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, nargs="+", help="worker counts to try (default: 0 and the default)")
+    ap.add_argument("--workers", type=int, help="DataLoader workers (default: bulk's default, the cores)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--no-nproc", action="store_true", help="skip the --nproc 1 vs 2 comparison")
+    ap.add_argument("--cpu-path", default="auto")
+    ap.add_argument("--nproc2", action="store_true", help="also `--nproc 2` as a command, warm")
+    ap.add_argument("--command-cold", action="store_true", help="also the command with an empty store")
     a = ap.parse_args()
-    device, models = resolve_device(a.device), Path(a.models)
-    params = load_params()
-    workers = a.workers or sorted({0, default_workers()})
-    result: dict = {"device": str(device), "cpu_cores": len(os.sched_getaffinity(0)), "batch_size": a.batch_size,
-                    "torch_threads": torch.get_num_threads()}
+    models = Path(a.models).resolve()
+    workers = default_workers() if a.workers is None else a.workers
+    result: dict = {"device": str(resolve_device(a.device)), "cpu_cores": len(os.sched_getaffinity(0)),
+                    "torch_threads": torch.get_num_threads(), "batch_size": a.batch_size, "workers": workers,
+                    "load_average_at_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = repeated_manifest(Path(a.manifest), Path(tmp), a.posts)
+        tmp = Path(tmp)
+        manifest = repeated_manifest(Path(a.manifest), tmp, a.posts)
         n = sum(1 for _ in open(manifest))
-        result["posts"] = n
-        embed_s = embed_seconds(manifest, models, params["embed"]["batch_size"], params["embed"]["num_workers"],
-                                device)
-        result["embed"] = {"posts_per_s": round(n / embed_s, 1), "seconds": round(embed_s, 2),
-                           "batch_size": params["embed"]["batch_size"], "workers": params["embed"]["num_workers"]}
+        model = EmoCare.load(models, a.device, a.cpu_path, frame_store=None)
+        per_post = frames_per_post(manifest, model.specialists["video"].frames)
+        fps = tower_frames_per_s(model, manifest, a.batch_size)
+        bound = fps / per_post
+        result.update(posts=n, cpu_paths=model.cpu_paths, frames_per_post=round(per_post, 3),
+                      tower_frames_per_s=round(fps, 1), tower_bound_posts_per_s=round(bound, 1))
+        del model
+        here = Path.cwd()
         runs = {}
-        for w in workers:
-            started = time.perf_counter()
-            summary = predict_manifest(models, manifest, Path(tmp) / f"p{w}.jsonl", a.batch_size, w, device=a.device)
-            seconds = time.perf_counter() - started
-            assert summary["records"] == n and summary["errors"] == 0
-            runs[f"workers_{w}"] = {"posts_per_s": round(n / seconds, 1), "seconds": round(seconds, 2)}
-        result["predict"] = runs
-        best = max(r["posts_per_s"] for r in runs.values())
-        result["predict_over_embed"] = round(best / result["embed"]["posts_per_s"], 3)
-        result["goal_predict_over_embed"] = 0.8
-        if not a.no_nproc:
-            procs = {}
-            for nproc in (1, 2):
-                cmd = [sys.executable, "-m", "emocare.cli", "predict", "--models", str(models), "--manifest",
-                       str(manifest), "-o", str(Path(tmp) / f"n{nproc}.jsonl"), "--batch-size", str(a.batch_size),
-                       "--device", a.device, "--nproc", str(nproc)]
+        os.chdir(project(tmp / "inproc", tmp / "store-inproc", a.cpu_path))
+        try:
+            for state in ("cold", "warm"):
                 started = time.perf_counter()
-                subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "TQDM_DISABLE": "1"})
+                summary = predict_manifest(models, manifest, tmp / f"{state}.jsonl", a.batch_size, workers,
+                                           device=a.device)
                 seconds = time.perf_counter() - started
-                procs[f"nproc_{nproc}"] = {"posts_per_s": round(n / seconds, 1), "seconds": round(seconds, 2)}
-            result["command_with_startup"] = procs
+                assert summary["records"] == n and summary["errors"] == 0
+                runs[state] = {"posts_per_s": round(n / seconds, 1), "seconds": round(seconds, 2),
+                               "over_tower_bound": round(n / seconds / bound, 3)}
+        finally:
+            os.chdir(here)
+        result["predict_in_process"] = runs
+        commands = {}
+        folder = project(tmp / "cmd", tmp / "store-cmd", a.cpu_path)
+        runs_ = (*((("nproc_1_cold", 1),) if a.command_cold else ()), ("nproc_1_warm", 1),
+                 *((("nproc_2_warm", 2),) if a.nproc2 else ()))
+        if not a.command_cold:  # the command's store filled by the in-process runs: warm from its first post
+            shutil.copytree(tmp / "store-inproc", tmp / "store-cmd")
+        for name, nproc in runs_:
+            cmd = [sys.executable, "-m", "emocare.cli", "predict", "--models", str(models), "--manifest",
+                   str(manifest), "-o", str(tmp / f"{name}.jsonl"), "--batch-size", str(a.batch_size),
+                   "--device", a.device, "--nproc", str(nproc), "--workers", str(workers)]
+            started = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, cwd=folder,
+                           env={**os.environ, "TQDM_DISABLE": "1",
+                                "PYTHONPATH": str(Path(emocare.__file__).resolve().parents[1])})
+            seconds = time.perf_counter() - started
+            commands[name] = {"posts_per_s": round(n / seconds, 1), "seconds": round(seconds, 2),
+                              "over_tower_bound": round(n / seconds / bound, 3)}
+        result["command_with_startup"] = commands
+        model = EmoCare.load(models, a.device, a.cpu_path, frame_store=None)  # the bound again: the load drifts
+        result["tower_frames_per_s_at_end"] = round(tower_frames_per_s(model, manifest, a.batch_size), 1)
+        result["goals"] = {"posts_per_s": 60, "over_tower_bound": 0.8}
+    result["load_average_at_end"] = os.getloadavg()
     print(json.dumps(result, indent=2))
 
 

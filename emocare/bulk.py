@@ -269,7 +269,8 @@ def _to_parquet(parts: list[Path], path: Path, labels: list[str], rows_per_group
 
 def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Path, batch_size: int = 64,
                      workers: int | None = None, media_errors: str = "error", device: str = "auto",
-                     min_confidence: float = 0.0, media_root: str | Path | None = None) -> dict | None:
+                     min_confidence: float = 0.0, media_root: str | Path | None = None,
+                     cpu_path: str | None = None) -> dict | None:
     """Score every post of ``manifest`` into ``out`` (resumable; sharded under torchrun); returns counts.
 
     Media paths follow the manifest's path rule (:mod:`emocare.data.manifest`): inside the manifest's folder
@@ -290,7 +291,7 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
     rank, world = rank_world()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     workers = default_workers(local_world) if workers is None else workers
-    model = EmoCare.load(models_dir, device)
+    model = EmoCare.load(models_dir, device, cpu_path)  # cpu_path None: the project's (emocare.models.cpu_paths)
     for notice in model.notices if rank == 0 else ():
         tqdm.write(notice, file=sys.stderr)
     index = line_offsets(manifest)
@@ -301,10 +302,11 @@ def predict_manifest(models_dir: str | Path, manifest: str | Path, out: str | Pa
     progress = parts_dir / f"rank{rank}-of-{world}.progress.json"
     fingerprint = run_fingerprint(manifest, models_dir, {"batch_size": batch_size, "media_errors": media_errors,
                                                       "min_confidence": min_confidence, "world": world, "rank": rank,
-                                                      "media_root": str(Path(media_root or os.getcwd()).resolve())})
+                                                      "media_root": str(Path(media_root or os.getcwd()).resolve()),
+                                                      "cpu_paths": model.cpu_paths})
     if rank == 0:
         tqdm.write(f"predict: {n} posts, {world} process(es), {workers} DataLoader worker(s) each, "
-                   f"batch {batch_size}, device {model.device}", file=sys.stderr)
+                   f"batch {batch_size}, device {model.device}, encoders on {model.cpu_paths}", file=sys.stderr)
     predict_shard(model, manifest, range(bounds[rank], bounds[rank + 1]), part, progress, fingerprint, batch_size,
                   workers, media_errors, out.parent, index, min_confidence, media_root)
     barrier()

@@ -67,7 +67,7 @@ def cmd_predict(a: argparse.Namespace) -> dict | None:
     if not a.manifest:
         from emocare.predict import EmoCare
 
-        model = EmoCare.load(a.models, a.device)
+        model = EmoCare.load(a.models, a.device, a.cpu_path)
         for notice in model.notices:
             print(notice, file=sys.stderr)
         return model.predict(text=a.text or "", image=a.image, video=a.video, min_confidence=a.min_confidence or 0.0)
@@ -81,7 +81,8 @@ def cmd_predict(a: argparse.Namespace) -> dict | None:
     from emocare.bulk import predict_manifest
 
     return predict_manifest(a.models, a.manifest, a.out, device=a.device,
-                            **_given(a, "batch_size", "workers", "media_errors", "min_confidence", "media_root"))
+                            **_given(a, "batch_size", "workers", "media_errors", "min_confidence", "media_root",
+                                    "cpu_path"))
 
 
 def cmd_models_convert(a: argparse.Namespace) -> list[dict]:
@@ -230,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", default=MODELS_DIR)
     s.add_argument("--batch-size", type=int, help="posts scored together")
     s.add_argument("--device", default="auto")
+    s.add_argument("--cpu-path", choices=["auto", "fp32", "onnx", "bf16"],
+                   help="how the encoders run on a CPU (default: params.yaml's cpu_path, else auto)")
     s.add_argument("--workers", type=int, help="DataLoader workers decoding media (default: the cores available)")
     s.add_argument("--media-errors", choices=["error", "text-only"],
                    help="a post whose media cannot be decoded: an error row, or scored on what it still has")

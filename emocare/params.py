@@ -48,6 +48,7 @@ KNOWN_KEYS: dict[str, list[str] | None] = {
     "label_colours": None,
     "offline": None,
     "frame_store": None,
+    "cpu_path": None,
     "data": ["manifest", "root", "max_image_pixels", "allow_unlabelled"],
     "demo": ["posts", "seed"],
     "split": ["train", "val", "test", "seed", "cv_below", "folds", "min_labels", "min_per_class"],
@@ -95,3 +96,11 @@ def project_labels(spec: str | None = None, path: str | Path = "params.yaml") ->
     if spec:
         return LabelSet.of([s.strip() for s in spec.split(",") if s.strip()])
     return LabelSet.from_params(load_params(path)) if Path(path).is_file() else LabelSet.from_params({})
+
+
+def project_setting(key: str, default: Any, path: str | Path = "params.yaml") -> Any:
+    """A top-level setting of the project's ``params.yaml`` (in the working directory), else ``default``:
+    what a command run inside the project (predict, label, serve) shares with its pipeline."""
+    if not Path(path).is_file():
+        return default
+    return load_params(path).get(key, default)

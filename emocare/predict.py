@@ -32,25 +32,32 @@ from emocare.bundle import (
     specialist_path,
 )
 from emocare.labels import LabelSet
+from emocare.media.feature_store import FeatureStore
 from emocare.media.ocr import media_text, with_ocr
 from emocare.models import load_checkpoint
+from emocare.models.cpu_paths import use_cpu_path
+from emocare.params import project_setting
 from emocare.runtime import resolve_device
 from emocare.scoring import attribution, attribution_record, features
 
 ImageInput = str | Path | bytes | Image.Image | None
 NO_MODALITY = "the post has no usable modality (no text, and no media this model was trained on)"
 UNCERTAIN = "uncertain"  # the label of a prediction less confident than min_confidence
+PROJECT = object()  # EmoCare.load's frame_store default: the project's params.yaml value
 
 
 class EmoCare:
     """The specialists and the fusion model, loaded once."""
 
     def __init__(self, specialists: dict, fusion, device: torch.device, label_set: LabelSet,
-                 training_data: dict | None = None, validation: dict | None = None, evaluation: dict | None = None):
+                 training_data: dict | None = None, validation: dict | None = None, evaluation: dict | None = None,
+                 feature_stores: dict[str, FeatureStore] | None = None):
         self.specialists, self.fusion, self.device, self.label_set = specialists, fusion, device, label_set
         self.training_data = training_data  # emocare.bundle.training_record: what the bundle was trained on
         self.validation = validation  # emocare.quantify.validation_stats, for the trends' adjusted estimators
         self.evaluation = evaluation  # emocare.bundle.evaluation_record: the bundle's macro-F1, interval, labels
+        # frozen vision towers' features per media file, shared with training and embedding (computed once)
+        self.feature_stores = feature_stores or {}
         self._lock = threading.Lock()  # one forward pass at a time when shared between threads
 
     def __getstate__(self) -> dict:  # picklable for a model process (emocare.serving.worker): no lock
@@ -66,17 +73,35 @@ class EmoCare:
         return self
 
     @classmethod
-    def load(cls, models_dir: str | Path = MODELS_DIR, device: str = "auto") -> EmoCare:
-        """Load the bundle's fusion model and the specialists it was trained with (layout: :mod:`emocare.bundle`)."""
+    def load(cls, models_dir: str | Path = MODELS_DIR, device: str = "auto", cpu_path: str | None = None,
+             frame_store: str | Path | None = PROJECT) -> EmoCare:
+        """Load the bundle's fusion model and the specialists it was trained with (layout: :mod:`emocare.bundle`).
+
+        ``cpu_path`` (:mod:`emocare.models.cpu_paths`; None: the project's ``params.yaml`` value, else ``auto``)
+        says how the encoders run on a CPU. A frozen vision tower's features are read from, and written to,
+        the feature store beside ``frame_store`` (by default the project's ``frame_store``; None: no store).
+        """
         dev = resolve_device(device)
+        cpu_path = cpu_path or project_setting("cpu_path", "auto")
+        if frame_store is PROJECT:
+            frame_store = project_setting("frame_store", None)
         fusion, payload = load_checkpoint(require_bundle(models_dir), dev)
         label_set = LabelSet.from_payload(payload)
         specialists = {m: load_checkpoint(specialist_path(m, models_dir), dev)[0] for m in fusion.modalities}
+        stores = {}
         for m, model in specialists.items():
             label_set.require_same(model.labels, f"the {m} specialist ({specialist_path(m, models_dir)})",
                                    "the fusion model")
+            use_cpu_path(model, cpu_path, dev)
+            if frame_store and getattr(model, "frozen", False):
+                stores[m] = model.feature_store(frame_store)
         return cls(specialists, fusion, dev, label_set, payload.get("training_data"), payload.get("validation"),
-                   payload.get("evaluation"))
+                   payload.get("evaluation"), stores)
+
+    @property
+    def cpu_paths(self) -> dict[str, str]:
+        """The path each specialist's encoder runs on (:mod:`emocare.models.cpu_paths`)."""
+        return {m: getattr(model.fast, "name", "fp32") for m, model in self.specialists.items()}
 
     @property
     def demo_warning(self) -> str | None:
@@ -105,7 +130,10 @@ class EmoCare:
             if post.get(m) is None or m not in self.specialists:
                 continue
             try:
-                inputs[m] = self.specialists[m].decode(post[m])
+                stored = self.stored_features(m, post[m])
+                inputs[m] = self.specialists[m].decode(post[m]) if stored is None else stored
+                if stored is None and m in self.feature_stores and isinstance(post[m], str | Path):
+                    inputs.setdefault("sources", {})[m] = post[m]  # to keep its features once computed
             except Exception as e:  # noqa: BLE001 - any decoder failure becomes the post's error
                 failed[m] = f"{m} could not be decoded: {e}"
         if "text" in inputs and self.specialists["text"].ocr:  # as in training: the text in its media follows
@@ -113,6 +141,17 @@ class EmoCare:
             inputs["ocr_text"] = media_text(post[media], media) if media else ""
             inputs["text"] = with_ocr(text, inputs["ocr_text"])
         return inputs, failed
+
+    def stored_features(self, modality: str, source) -> torch.Tensor | None:
+        """The feature store's features [dim] of a media file, when a store is kept and holds them."""
+        store = self.feature_stores.get(modality)
+        if store is None or not isinstance(source, str | Path):
+            return None
+        try:
+            found = store.get(source)
+        except OSError:  # the file is missing or unreadable: decoding says so
+            return None
+        return None if found is None else torch.from_numpy(found)
 
     def _score(self, decoded: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         n = len(decoded)
@@ -122,10 +161,26 @@ class EmoCare:
             model = self.specialists[m]
             rows = [i for i, d in enumerate(decoded) if m in d]
             emb[m] = torch.zeros(n, model.dim)
-            if rows:
-                emb[m][rows] = features(model, model.collate([(decoded[i][m], -1) for i in rows]), self.device)
-                present[rows, j] = True
+            present[rows, j] = True
+            # a vision post's features may come from the store already: run the tower on the others only
+            todo = [i for i in rows if m == "text" or decoded[i][m].dim() > 1]
+            stored = [i for i in rows if i not in set(todo)]
+            if stored:
+                emb[m][stored] = torch.stack([decoded[i][m] for i in stored])
+            if todo:
+                emb[m][todo] = features(model, model.collate([(decoded[i][m], -1) for i in todo]), self.device)
+                self._keep_features(m, [decoded[i] for i in todo], emb[m][todo])
         return attribution(self.fusion, emb, present, self.device)
+
+    def _keep_features(self, modality: str, decoded: list[dict], feats: torch.Tensor) -> None:
+        """Write computed tower features to the feature store, for the media files they came from."""
+        store = self.feature_stores.get(modality)
+        if store is None:
+            return
+        for d, f in zip(decoded, feats, strict=True):
+            source = d.get("sources", {}).get(modality)
+            if source is not None:
+                store.put(source, f.numpy())
 
     def score(self, decoded: list[dict], min_confidence: float = 0.0) -> list[dict]:
         """Results (label, probabilities, modalities used, attribution) for already decoded posts, in one batch."""

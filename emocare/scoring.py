@@ -64,17 +64,16 @@ def attribution(fusion: nn.Module, emb: dict[str, torch.Tensor], present: torch.
     when each of its modalities is hidden from the fusion model. NaN where the modality is absent, or is the
     post's only one (hiding it leaves nothing to score)."""
     probs = torch.softmax(torch.from_numpy(fusion_logits(fusion, emb, present, device, len(present) or 1)), 1)
-    top = probs.argmax(1, keepdim=True)
+    top = probs.argmax(1)
     out = torch.full(present.shape, float("nan"))
-    several = present.sum(1) > 1
-    for j in range(present.shape[1]):
-        rows = present[:, j] & several
-        if rows.any():
-            hidden = present[rows].clone()
-            hidden[:, j] = False
-            without = torch.softmax(torch.from_numpy(fusion_logits(
-                fusion, {m: e[rows] for m, e in emb.items()}, hidden, device, len(hidden))), 1)
-            out[rows, j] = (probs[rows].gather(1, top[rows]) - without.gather(1, top[rows])).squeeze(1)
+    # every (post, modality) to hide, all masked copies scored in one fusion call
+    post, hide = (present & (present.sum(1, keepdim=True) > 1)).nonzero(as_tuple=True)
+    if len(post):
+        hidden = present[post].clone()
+        hidden[torch.arange(len(post)), hide] = False
+        without = torch.softmax(torch.from_numpy(fusion_logits(
+            fusion, {m: e[post] for m, e in emb.items()}, hidden, device, len(post))), 1)
+        out[post, hide] = probs[post, top[post]] - without[torch.arange(len(post)), top[post]]
     return probs.numpy(), out.numpy()
 
 

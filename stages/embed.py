@@ -13,4 +13,5 @@ if __name__ == "__main__":
     p = params["embed"]
     print(embed_modality(modality, specialist_path(modality), load_posts("data/posts.jsonl"),
                          read_split("data/split.json"), f"cache/embeddings/{modality}.h5", p["batch_size"],
-                         p["num_workers"], params["train"]["device"], params.get("frame_store")))
+                         p["num_workers"], params["train"]["device"], params.get("frame_store"),
+                         params.get("cpu_path", "auto")))

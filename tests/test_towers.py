@@ -113,7 +113,8 @@ def test_frozen_image_specialist_trains_its_head_on_stored_features(demo_dir: Pa
 
     direct = trained.tower_features(fitted[:4])  # no store: the tower runs
     monkeypatch.setattr(trained.tower, "forward", no_tower)
-    np.testing.assert_allclose(trained.tower_features(fitted[:4], str(store)), direct, atol=1e-5)
+    # training computed them through its CPU path (ONNX Runtime, float32, where installed): float rounding apart
+    np.testing.assert_allclose(trained.tower_features(fitted[:4], str(store)), direct, atol=1e-4)
     from emocare.media.feature_store import FeatureStore
 
     written = []

@@ -23,9 +23,12 @@ from emocare.io import atomic_path
 from emocare.media.frame_store import FrameStore
 
 
-def tower_digest(tower: nn.Module, preprocess: dict) -> str:
-    """A digest of a tower's weights and its preprocessing: what its features depend on."""
+def tower_digest(tower: nn.Module, preprocess: dict, precision: str = "fp32") -> str:
+    """A digest of a tower's weights, its preprocessing and the precision it runs in (fp32 is not named, so
+    earlier entries stay valid): what its features depend on."""
     h = hashlib.sha256(repr(sorted(preprocess.items())).encode())
+    if precision != "fp32":
+        h.update(precision.encode())
     for name, tensor in tower.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

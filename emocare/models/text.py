@@ -110,6 +110,7 @@ class TextSpecialist(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.labels = list(labels)
         self.head = nn.Linear(self.dim, len(self.labels))
+        self.fast = None  # the encoder's CPU runner for inference (emocare.models.cpu_paths.use_cpu_path)
 
     def freeze(self, frozen: bool = True) -> TextSpecialist:
         """Train the head alone (``frozen``) or the backbone too."""
@@ -157,7 +158,10 @@ class TextSpecialist(nn.Module):
         if "features" in batch:
             return batch["features"]
         mask = batch["attention_mask"]
-        hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        if self.fast is not None and not torch.is_grad_enabled():  # prediction: the CPU runner
+            hidden = self.fast(batch["input_ids"], mask)
+        else:
+            hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         m = mask.unsqueeze(-1).to(hidden.dtype)

@@ -6,6 +6,8 @@ computed once per media file (:mod:`emocare.media.feature_store`), so an epoch c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -14,6 +16,8 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from emocare.data.datasets import decode_media, media_dataset
 from emocare.labels import label_index
 from emocare.media.feature_store import FeatureStore, tower_digest
+from emocare.media.frame_store import FrameStore
+from emocare.models.cpu_paths import FLOAT32_PATHS
 from emocare.models.towers import load_vision_tower, rebuild_tower, tower_spec, weights_source
 from emocare.progress import progress_bar
 from emocare.runtime import autocast, make_loader, to_device
@@ -34,6 +38,7 @@ class VisionSpecialist(nn.Module):
         self.tower, self.modality, self.arch = tower, modality, arch
         self.preprocess, self.dim, self.frames, self.frozen = preprocess, dim, frames, frozen
         self.tower.requires_grad_(not frozen)
+        self.fast = None  # the tower's CPU runner for inference (emocare.models.cpu_paths.use_cpu_path)
         self._eval_transform = eval_transform(preprocess)
         self.dropout = nn.Dropout(dropout)
         self.labels = list(labels)
@@ -67,8 +72,7 @@ class VisionSpecialist(nn.Module):
         read from, and written to, the feature store beside ``frame_store``."""
         pixels = media_dataset(self.modality, self.preprocess, self.frames, posts, self.labels,
                                frame_store=frame_store)
-        store = FeatureStore(frame_store, pixels.store, tower_digest(self.tower, self.preprocess)) \
-            if frame_store else None
+        store = self.feature_store(frame_store, pixels.store) if frame_store else None
         media = [getattr(p, self.modality) for p in posts]
         out = np.zeros((len(posts), self.dim), np.float32)
         todo = []
@@ -99,6 +103,14 @@ class VisionSpecialist(nn.Module):
         self.train(was_training)
         return out
 
+    def feature_store(self, frame_store: str | Path, frames: FrameStore | None = None) -> FeatureStore:
+        """The store of this tower's features beside ``frame_store``, for the precision its CPU path computes in
+        (fp32 eager and ONNX Runtime share entries: the same float32 arithmetic)."""
+        frames = frames or FrameStore(frame_store, self.modality, self._eval_transform, self.frames)
+        path = getattr(self.fast, "name", "fp32")
+        return FeatureStore(frame_store, frames,
+                            tower_digest(self.tower, self.preprocess, "fp32" if path in FLOAT32_PATHS else path))
+
     def decode(self, source) -> torch.Tensor:
         """One post's media (a path, bytes or a PIL image) as this tower's evaluation input."""
         return decode_media(self.modality, source, self._eval_transform, self.frames)
@@ -122,9 +134,15 @@ class VisionSpecialist(nn.Module):
         x = batch["pixels"]
         if x.dtype == torch.uint8:
             x = self.normalize(x)
-        if x.dim() == 5:
+        if x.dim() == 5:  # a batch of videos: all their frames in one tower call
             b, t = x.shape[:2]
-            return self.tower(x.flatten(0, 1)).view(b, t, -1).mean(1)
+            return self.run_tower(x.flatten(0, 1)).view(b, t, -1).mean(1)
+        return self.run_tower(x)
+
+    def run_tower(self, x: torch.Tensor) -> torch.Tensor:
+        """The tower on normalised pixels: through its CPU runner when one is set and no gradient is taken."""
+        if self.fast is not None and not torch.is_grad_enabled():
+            return self.fast(x)
         return self.tower(x)
 
     def forward(self, batch: dict) -> torch.Tensor:

@@ -14,6 +14,7 @@ from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, file_sha256
 from emocare.labels import label_index
 from emocare.models import load_checkpoint
+from emocare.models.cpu_paths import use_cpu_path
 from emocare.progress import progress_bar
 from emocare.runtime import choose_precision, make_loader, resolve_device, resolve_workers
 from emocare.scoring import features
@@ -38,7 +39,7 @@ def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: in
 
 def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], split: dict[str, str],
                    out: str | Path, batch_size: int = 64, num_workers: int | str = "auto",
-                   device: str = "auto", frame_store: str | Path | None = None) -> dict:
+                   device: str = "auto", frame_store: str | Path | None = None, cpu_path: str = "auto") -> dict:
     """Embed every post having ``modality`` with its best specialist and write ``out``; returns a summary.
 
     Under torchrun each rank embeds every world-th post and writes its shard beside ``out``;
@@ -48,6 +49,7 @@ def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], spl
     rank, world = rank_world()
     device_ = resolve_device(device)
     model, payload = load_checkpoint(checkpoint, device_)
+    path = use_cpu_path(model, cpu_path, device_)  # as prediction runs it (emocare.models.cpu_paths)
     no_data = bool(payload.get("no_data"))
     present = np.array([(modality in p.modalities) and not no_data for p in posts], dtype=bool)
     emb = np.zeros((len(posts), payload["spec"]["dim"]), np.float32)
@@ -77,5 +79,5 @@ def embed_modality(modality: str, checkpoint: str | Path, posts: list[Post], spl
             shutil.rmtree(f"{out}.shards")
     barrier()
     return {"modality": modality, "posts": len(posts), "present": int(present.sum()), "dim": emb.shape[1],
-            "device": str(device_), "precision": choose_precision(device_),
+            "device": str(device_), "precision": choose_precision(device_), "cpu_path": path,
             "num_workers": resolve_workers(num_workers, device_), "world_size": world}

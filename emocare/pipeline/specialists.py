@@ -12,6 +12,7 @@ from emocare.io import write_json
 from emocare.labels import LabelSet
 from emocare.models import build_specialist, pretrained_source
 from emocare.models.checkpoint import save_checkpoint
+from emocare.models.cpu_paths import use_cpu_path
 from emocare.params import TrainConfig
 from emocare.pipeline.regimes import choose_regime, finetune_schedule, setfit_tune
 from emocare.pipeline.training import fit, write_reports
@@ -69,6 +70,8 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
         if regime["regime"] == "finetune":
             tcfg = finetune_schedule(tcfg, len(train_posts), rank_world()[1])
     model.to(resolve_device(tcfg.device))  # a frozen tower computes its features where it will train
+    if getattr(model, "frozen", False):  # fixed weights: their features come through the CPU's fast path
+        use_cpu_path(model, params.get("cpu_path", "auto"), resolve_device(tcfg.device))
     info = {**backbone_info(modality, cfg, model), **regime, "unlabelled_set_aside": unlabelled}
     if not train_posts or not val_posts:
         if is_main():
