@@ -8,7 +8,7 @@ the CPU seconds it took. Also records what a user then reads: `dvc metrics diff`
 `dvc exp show --only-changed` and the number of metric columns of `dvc exp show`. Targets:
 experiment <= 1/20 of the full repro and <= 20 s. Prints JSON.
 
-    python benchmarks/fusion_experiment.py [--set fusion.dropout=0.1] [--repeats 5]
+    python benchmarks/fusion_experiment.py [--set fusion.modality_dropout=0.1] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def sh(cwd: Path, *args: str) -> tuple[float, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", default="fusion.dropout=0.1", help="the -S value of the experiment")
+    ap.add_argument("--set", default="fusion.modality_dropout=0.1", help="the -S value of the experiment")
     ap.add_argument("--repeats", type=int, default=5, help="experiments timed, from the same baseline")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -58,9 +58,12 @@ KNOWN_KEYS: dict[str, list[str] | None] = {
     "image": [*_VISION, "augment"],
     "video": [*_VISION, "frames"],
     "embed": ["batch_size", "num_workers"],
-    "fusion": ["kind", "dropout", "hidden_dropout", "d_model", "heads", "hidden", "calibration", *MODEL_TRAINER_KEYS],
+    "fusion": ["kind", "modality_dropout", "dropout", "d_model", "heads", "hidden", "calibration", *MODEL_TRAINER_KEYS],
     "evaluate": ["errors"],
 }
+# Keys renamed so that each setting has one name everywhere; an old params.yaml is told what they are now.
+RENAMED = {"fusion.hidden_dropout": "fusion.dropout (head dropout, as in text, image and video); the modality "
+                                    "dropout that fusion.dropout used to mean is fusion.modality_dropout"}
 
 
 def check_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
@@ -75,8 +78,10 @@ def check_params(params: dict[str, Any], source: str = "params.yaml") -> dict[st
             raise ValueError(f"{source}: {section} must be a mapping of {', '.join(known)}")
         unknown = [k for k in value if k not in known]
         if unknown:
-            raise ValueError(f"{source}: unknown key {section}.{unknown[0]}; the known keys of {section} are "
-                             f"{', '.join(known)}")
+            key = f"{section}.{unknown[0]}"
+            if key in RENAMED:
+                raise ValueError(f"{source}: {key} is now {RENAMED[key]}")
+            raise ValueError(f"{source}: unknown key {key}; the known keys of {section} are {', '.join(known)}")
     try:
         LabelSet.from_params(params)
     except ValueError as e:

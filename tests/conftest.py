@@ -78,7 +78,7 @@ def trained_bundle(demo_dir: Path, tiny_distilbert: Path, tmp_path_factory) -> P
         ckpt = models / f"{m}_specialist" / "best_model.pt"
         train_specialist(m, params, root / "posts.jsonl", root / "split.json", ckpt, root / "reports" / m)
         embed_modality(m, ckpt, posts, split, root / "cache" / f"{m}.h5", device="cpu")
-    fusion = {"kind": "attention", "dropout": 0.3, "hidden_dropout": 0.1, "d_model": 32, "heads": 4, "hidden": 32,
+    fusion = {"kind": "attention", "modality_dropout": 0.3, "dropout": 0.1, "d_model": 32, "heads": 4, "hidden": 32,
               **TINY_TRAIN, "epochs": 4}
     cache = load_cache(root / "cache")
     trained_on = training_record(posts, cache, str(demo_dir / "manifest.jsonl"), root / "posts.jsonl")

@@ -49,9 +49,15 @@ def test_a_misspelt_key_is_an_error_naming_it_and_the_known_keys(tmp_path):
     params["fusion"]["dropuot"] = 0.3
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    with pytest.raises(ValueError, match=r"unknown key fusion\.dropuot; the known keys of fusion are kind, dropout"):
+    known = r"unknown key fusion\.dropuot; the known keys of fusion are kind, modality_dropout"
+    with pytest.raises(ValueError, match=known):
         load_params(path)
     params["fusion"].pop("dropuot")
+    params["fusion"]["hidden_dropout"] = 0.1  # a params.yaml from before the rename is told the new names
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=r"fusion\.hidden_dropout is now fusion\.dropout .* fusion\.modality_dropout"):
+        load_params(path)
+    params["fusion"].pop("hidden_dropout")
     params["fusoin"] = {}
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ValueError, match="unknown section 'fusoin'"):

@@ -15,7 +15,7 @@ from emocare.cache import Cache
 from emocare.labels import DEFAULT, SUBSETS
 from emocare.metrics import scores
 from emocare.models import load_checkpoint
-from emocare.models.fusion import KINDS, FusionModel, modality_dropout
+from emocare.models.fusion import KINDS, FusionModel, drop_modalities
 from emocare.pipeline.evaluate import run_ablation
 from emocare.pipeline.fusion_training import train_fusion, train_fusion_models
 from emocare.scoring import cached_fusion_logits
@@ -26,7 +26,7 @@ def test_dropout_never_drops_everything_and_keeps_the_rate():
     present = torch.ones(20000, 3, dtype=torch.bool)
     present[:5000, 2] = False  # a quarter with two modalities
     present[5000:6000, 1:] = False  # some with one
-    kept = modality_dropout(present, 0.3)
+    kept = drop_modalities(present, 0.3)
     assert kept.any(1).all()
     assert not (kept & ~present).any()
     assert kept[5000:6000, 0].all()  # a single modality is never dropped
@@ -66,7 +66,7 @@ def synthetic_cache(n: int = 900, seed: int = 0) -> Cache:
                  {m: {"backbone": "synthetic"} for m in emb}, list(DEFAULT))
 
 
-FUSION = {"d_model": 32, "heads": 4, "hidden": 32, "hidden_dropout": 0.1, "dropout": 0.3, "epochs": 25,
+FUSION = {"d_model": 32, "heads": 4, "hidden": 32, "dropout": 0.1, "modality_dropout": 0.3, "epochs": 25,
           "batch_size": 64, "lr": 3e-3, "weight_decay": 0.01, "warmup_steps": 10, "patience": 25}
 
 

@@ -144,7 +144,7 @@ def test_linear_fusion_learns_and_auto_picks_it_for_few_labels(tmp_path: Path):
     assert calibration_kind("bcts", LINEAR_BELOW - 1) == "temperature" == calibration_kind("matrix", 10)
     assert calibration_kind("bcts", LINEAR_BELOW) == "bcts" and calibration_kind("none", 10) == "none"
     cache = _blob_cache(300)
-    cfg = {"kind": "auto", "dropout": 0.3, "hidden_dropout": 0.1, "d_model": 16, "heads": 2, "hidden": 16,
+    cfg = {"kind": "auto", "modality_dropout": 0.3, "dropout": 0.1, "d_model": 16, "heads": 2, "hidden": 16,
            **TINY_TRAIN, "calibration": "bcts"}
     metrics = train_fusion(cache, cfg, TRAIN, tmp_path / "fusion.pt", DEFAULT, report_dir=tmp_path / "reports")
     assert metrics["kind"] == "linear" and metrics["kind_requested"] == "auto"

@@ -32,7 +32,7 @@ from emocare.models.checkpoint import load_model
 KINDS = ("attention", "gated", "concat", "linear")
 
 
-def modality_dropout(present: torch.Tensor, p: float) -> torch.Tensor:
+def drop_modalities(present: torch.Tensor, p: float) -> torch.Tensor:
     """Drop each present modality with probability ``p``, never all of a post's modalities.
 
     Where every present modality of a post is drawn for dropping, one of them, chosen
@@ -62,7 +62,7 @@ class FusionModel(nn.Module):
         self.modalities = list(dims)
         self.config = {"dims": dict(dims), "kind": kind, "d_model": d_model, "heads": heads, "hidden": hidden,
                        "dropout": dropout, "modality_dropout": modality_dropout}
-        self.kind, self.p_drop, self.labels = kind, modality_dropout, list(labels)
+        self.kind, self.modality_dropout, self.labels = kind, modality_dropout, list(labels)
         self.calibration = calibration  # emocare.calibration: fitted after training, applied by emocare.scoring
         n = len(self.modalities)
         if kind == "linear":
@@ -83,7 +83,7 @@ class FusionModel(nn.Module):
         """Fused representation [B, width]; applies modality dropout in training mode only."""
         present = batch["present"]
         if self.training:
-            present = modality_dropout(present, self.p_drop)
+            present = drop_modalities(present, self.modality_dropout)
         if self.kind == "linear":
             unit = [nn.functional.normalize(batch["emb"][m].float(), dim=1) * present[:, i, None]
                     for i, m in enumerate(self.modalities)]
@@ -110,7 +110,7 @@ class FusionModel(nn.Module):
     def from_params(cls, dims: dict[str, int], cfg: dict, labels: list[str]) -> FusionModel:
         """The model the ``fusion`` section of ``params.yaml`` describes, over modalities of ``dims``."""
         return cls(dims, kind=cfg["kind"], d_model=cfg["d_model"], heads=cfg["heads"], hidden=cfg["hidden"],
-                   dropout=cfg["hidden_dropout"], modality_dropout=cfg["dropout"], labels=labels)
+                   dropout=cfg["dropout"], modality_dropout=cfg["modality_dropout"], labels=labels)
 
     def spec(self) -> dict:
         return {**self.config, "calibration": self.calibration}

@@ -143,7 +143,7 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     summary["calibration_requested"] = calibration
     metrics = {"modalities": mods, **{k: fusion_cfg[k] for k in ("kind", "d_model", "heads", "hidden")},
                "kind_requested": requested,
-               "modality_dropout": model.p_drop, "parameters": count_parameters(model),
+               "modality_dropout": model.modality_dropout, "parameters": count_parameters(model),
                "unlabelled_set_aside": int((cache.labels < 0).sum()), **summary,
                "class_weights": dict(zip(classes, weights, strict=True)), "config": asdict(tcfg)}
     if report_dir is not None:
