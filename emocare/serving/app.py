@@ -380,14 +380,12 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    evaluation = model.evaluation and {**model.evaluation, "summary": evaluation_line(model.evaluation),
-                                       "warning": evaluation_warning(model.evaluation)}
-
     @app.get("/labels")
     async def labels() -> dict:
-        classes = model.label_set  # the bundle's own classes, display names and colours
+        classes, measured = model.label_set, model.evaluation  # the bundle's own classes, display names and colours
         return {"labels": [{"name": c, "display": classes.display[c], "colour": classes.colours[c]} for c in classes],
-                "evaluation": evaluation}
+                "evaluation": measured and {**measured, "summary": evaluation_line(measured),
+                                            "warning": evaluation_warning(measured)}}
 
     @app.post("/predict", response_model=Prediction, openapi_extra={"requestBody": _predict_body(cfg.max_text_chars)},
               responses={status: {"model": ErrorMessage, "description": why} for status, why in PREDICT_ERRORS.items()},
