@@ -156,9 +156,9 @@ def test_baselines_score_the_same_split_with_intervals():
         assert v["macro_f1_interval"][0] <= v["macro_f1"] <= v["macro_f1_interval"][1]
     assert out["tfidf_lr"]["macro_f1"] > out["majority"]["macro_f1"] + 0.3
     assert out["frozen_lr"]["C"][0] in (0.1, 0.3, 1.0, 3.0, 10.0)
-    folds = assign_folds(labels, [str(i) for i in range(300)], 2, 0)
-    pooled = score_baselines(texts, emb, labels, [fold_splits(folds, f) for f in range(2)], 5)
-    assert pooled["tfidf_lr"]["n"] == 300 and len(pooled["tfidf_lr"]["C"]) == 2  # every post, out of fold
+    folds = assign_folds(labels, [str(i) for i in range(300)], 3, 0)  # per fold: one tests, the next validates
+    pooled = score_baselines(texts, emb, labels, [fold_splits(folds, f) for f in range(3)], 5)
+    assert pooled["tfidf_lr"]["n"] == 300 and len(pooled["tfidf_lr"]["C"]) == 3  # every post, out of fold
 
 
 def test_frozen_features_come_from_the_untrained_backbone(demo_dir: Path, tiny_distilbert: Path):
@@ -217,5 +217,5 @@ def test_trends_page_states_what_its_intervals_cover_and_the_classifiers_evaluat
     assert cli(["trends", str(preds), "-o", str(tmp_path / "out")]) == 0
     assert "near chance" in capsys.readouterr().err
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "which posts happened to fall in the period" in page and "own error comes on top" in page
+    assert "it counts only the posts that fell in the period" in page and 'id="estimator"' in page
     assert "0.310 (95% interval 0.220 to 0.400)" in page and 'id="warning"' in page
