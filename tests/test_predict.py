@@ -112,10 +112,10 @@ def test_probabilities_are_calibrated_and_attribution_explains_the_label(model: 
     import torch
 
     from emocare.calibration import apply, softmax
-    from emocare.pipeline.fusion_training import CALIBRATION
     from emocare.scoring import fusion_logits
 
-    assert model.fusion.calibration["kind"] == CALIBRATION and model.validation["posts"] > 0
+    # the tiny bundle trains on under 800 posts: temperature scaling in place of bcts (fusion_training's rule)
+    assert model.fusion.calibration["kind"] == "temperature" and model.validation["posts"] > 0
     image = _media(demo_dir, "image")
     both = model.predict(text="me rn:", image=image)
     assert set(both["attribution"]) == {"text", "image"}
