@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from embed_throughput import bare_forward  # benchmarks/, beside this script
-from predict_throughput import embed_seconds, repeated_manifest
+from predict_throughput import repeated_manifest
 from seed_config import GpuSampler, run_seed
 from serve_load import batch_stats, drive, encode, start
 
@@ -51,6 +51,25 @@ SMOKE_DISTILBERT = {"dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64}
 def synced(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def embed_seconds(manifest: Path, models: Path, batch_size: int, workers, device: torch.device) -> float:
+    """Wall time of the embed stage's encoding (:func:`emocare.pipeline.embed.encode_posts`), every modality,
+    over the manifest's posts."""
+    from emocare.bundle import specialist_path
+    from emocare.data.manifest import load_posts
+    from emocare.labels import MODALITIES
+    from emocare.models.checkpoint import load_checkpoint
+    from emocare.pipeline.embed import encode_posts
+
+    posts, total = load_posts(manifest), 0.0
+    for m in MODALITIES:
+        model, _ = load_checkpoint(specialist_path(m, models), device)
+        started = time.perf_counter()
+        encode_posts(model, [p for p in posts if m in p.modalities], batch_size, workers, device, desc=f"embed {m}")
+        synced(device)
+        total += time.perf_counter() - started
+    return total
 
 
 @contextlib.contextmanager

@@ -90,7 +90,8 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     validation, stats = _json(r / "data" / "validation.json"), _json(r / "data" / "stats.json")
     assert validation["read"] == validation["kept"] + validation["quarantined"] == 120
     test = _json(r / "test" / "summary.json")
-    assert test["test_posts"] == stats["splits"]["test"]["count"] == test["n"] + test["unscored_posts"]
+    # cross-validation (every specialist frozen, 120 labels): every labelled post is scored, out of fold
+    assert test["test_posts"] == validation["kept"] == test["n"] + test["unscored_posts"]
     headline = _json(r / "metrics.json")
     assert headline["test"] == {**{k: test[k] for k in ("macro_f1", "weighted_f1", "accuracy")},
                                 "macro_f1_low": test["intervals"]["macro_f1"][0],
@@ -301,7 +302,7 @@ def test_seven_classes_from_params_reach_every_part(tmp_path: Path, tiny_distilb
     params.write_text(yaml.safe_dump(p, sort_keys=False))
     status = dvc(clone, "status").stdout
     stale = {s.rstrip(":") for s in re.findall(r"^(\w+):", status, re.M)}
-    assert stale == {"validate", "split", "train_text", "train_image", "train_video", "fusion", "report"}
+    assert stale == {"validate", "split", "train_text", "train_image", "train_video", "baselines", "fusion", "report"}
     single = dvc(clone, "repro", "--single-item", "fusion", check=False)  # the old caches, the new labels
     assert single.returncode != 0
     assert f"has the classes {SEVEN}, but params.yaml's labels has {SEVEN[:-1]}" in single.stdout + single.stderr
