@@ -40,6 +40,7 @@ from serve_load import batch_stats, drive, encode, start
 
 SMOKE = {  # tiny settings, the test suite's (tests/test_pipeline.py): the whole script in a minute or two on a CPU
     "demo": {"posts": 120},
+    "split": {"min_per_class": 2},  # the guard's minimum of 10 would stop 120 posts (9 surprise)
     "text": {"max_length": 24, "epochs": 1, "batch_size": 16, "warmup_steps": 2},
     "image": {"backbone": "EmoCare-ViT-Tiny-64", "epochs": 1, "batch_size": 16, "warmup_steps": 2},
     "video": {"backbone": "EmoCare-ViT-Tiny-64", "epochs": 1, "batch_size": 8, "warmup_steps": 2, "frames": 4},
@@ -59,7 +60,7 @@ def embed_seconds(manifest: Path, models: Path, batch_size: int, workers, device
     from emocare.bundle import specialist_path
     from emocare.data.manifest import load_posts
     from emocare.labels import MODALITIES
-    from emocare.models.checkpoint import load_checkpoint
+    from emocare.models import load_checkpoint
     from emocare.pipeline.embed import encode_posts
 
     posts, total = load_posts(manifest), 0.0
