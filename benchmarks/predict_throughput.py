@@ -102,6 +102,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = repeated_manifest(Path(a.manifest), tmp, a.posts)
+        media_root = Path(a.manifest).parent.resolve()  # media/ links there: predict's path rule allows that root
         n = sum(1 for _ in open(manifest))
         model = EmoCare.load(models, a.device, a.cpu_path, frame_store=None)
         per_post = frames_per_post(manifest, model.specialists["video"].frames)
@@ -117,7 +118,7 @@ def main() -> None:
             for state in ("cold", "warm"):
                 started = time.perf_counter()
                 summary = predict_manifest(models, manifest, tmp / f"{state}.jsonl", a.batch_size, workers,
-                                           device=a.device)
+                                           device=a.device, media_root=media_root)
                 seconds = time.perf_counter() - started
                 assert summary["records"] == n and summary["errors"] == 0
                 runs[state] = {"posts_per_s": round(n / seconds, 1), "seconds": round(seconds, 2),
@@ -134,7 +135,8 @@ def main() -> None:
         for name, nproc in runs_:
             cmd = [sys.executable, "-m", "emocare.cli", "predict", "--models", str(models), "--manifest",
                    str(manifest), "-o", str(tmp / f"{name}.jsonl"), "--batch-size", str(a.batch_size),
-                   "--device", a.device, "--nproc", str(nproc), "--workers", str(workers)]
+                   "--device", a.device, "--nproc", str(nproc), "--workers", str(workers),
+                   "--media-root", str(media_root)]
             started = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True, cwd=folder,
                            env={**os.environ, "TQDM_DISABLE": "1",
