@@ -44,28 +44,22 @@ def sample_meld(out: Path, posts: int, seed: int) -> None:
 
 
 def tfidf_baseline(repo: Path, labels: list[str] = SEVEN) -> dict:
-    """Test macro-F1 of TF-IDF + logistic regression trained on the pipeline's train split, C chosen on val."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    """Test macro-F1 (over ``labels``) of the pipeline's TF-IDF + logistic regression baseline
+    (:func:`emocare.pipeline.baselines.tfidf_lr`) trained on the pipeline's train split, C chosen on val."""
+    import numpy as np
     from sklearn.metrics import f1_score
+
+    from emocare.pipeline.baselines import tfidf_lr
 
     posts = {r["id"]: r for r in map(json.loads, (repo / "data" / "posts.jsonl").read_text().splitlines())}
     split = json.loads((repo / "data" / "split.json").read_text())
-    text = {s: [posts[i]["text"] for i in ids] for s, ids in split.items()}
-    label = {s: [posts[i]["label"] for i in ids] for s, ids in split.items()}
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    x_train = vec.fit_transform(text["train"])
-    best = None
-    for c in (0.1, 0.3, 1.0, 3.0, 10.0):
-        clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x_train, label["train"])
-        val = f1_score(label["val"], clf.predict(vec.transform(text["val"])), average="macro", labels=labels,
-                       zero_division=0)
-        if best is None or val > best[0]:
-            best = (val, c, clf)
-    val, c, clf = best
-    test = f1_score(label["test"], clf.predict(vec.transform(text["test"])), average="macro", labels=labels,
-                    zero_division=0)
-    return {"val_macro_f1": round(val, 4), "test_macro_f1": round(test, 4), "C": c}
+    ids = [i for s in ("train", "val", "test") for i in split[s]]
+    texts, y = [posts[i]["text"] for i in ids], np.array([labels.index(posts[i]["label"]) for i in ids])
+    bounds = np.cumsum([0] + [len(split[s]) for s in ("train", "val", "test")])
+    train, val, test = (np.arange(bounds[n], bounds[n + 1]) for n in range(3))
+    pred, c = tfidf_lr(texts, y, train, val, test, len(labels))
+    return {"test_macro_f1": round(float(f1_score(y[test], pred, average="macro", labels=range(len(labels)),
+                                                  zero_division=0)), 4), "C": c}
 
 
 def main() -> None:
