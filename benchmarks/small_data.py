@@ -16,6 +16,10 @@ labelled posts a team has, the same for every learner:
   split as the split stage splits it (params.yaml's fractions and seed), the fusion model of ``fusion.kind:
   <kind>`` trained on the cached embeddings by :func:`~emocare.pipeline.fusion_training.train_fusion` and
   calibrated as the pipeline does (``fusion.calibration``, or ``<calibration>``);
+- ``final_<regime>`` (``frozen`` or ``setfit``): the bundle a cross-validated run (below ``split.cv_below``)
+  ships: the text specialist's features in that regime (setfit: tuned on every label of the draw by the train
+  stage's :func:`~emocare.pipeline.regimes.setfit_tune`), the fusion model (``fusion.kind: auto``) trained on
+  every label. What cross-validation reports about it is measured in ``benchmarks/cv_threshold.py``;
 - ``pipeline_<regime>``: the text specialist trained by :func:`~emocare.pipeline.specialists.train_specialist`
   with ``train.regime: <regime>`` (setfit or finetune: they change the backbone, so the cached features are
   recomputed by :func:`~emocare.pipeline.embed.embed_modality`), then the fusion model (``fusion.kind: auto``).
@@ -117,7 +121,7 @@ def _pipeline_split(data: dict, draw: np.ndarray, params: dict) -> dict[str, str
 
 
 def _fusion_predictions(data: dict, draw: np.ndarray, split: dict[str, str], emb: np.ndarray, params: dict,
-                        kind: str, workdir: Path) -> np.ndarray:
+                        kind: str, workdir: Path, val_split: str = "val") -> np.ndarray:
     """Train the fusion model on ``emb`` (rows: the draw, then the test rows) as the fusion stage does; predict."""
     import torch
 
@@ -139,7 +143,7 @@ def _fusion_predictions(data: dict, draw: np.ndarray, split: dict[str, str], emb
     classes = LabelSet.of(list(data["classes"]))
     path = workdir / "fusion.pt"
     train_fusion(cache, {**params["fusion"], "kind": kind}, {**params["train"], "device": "cpu"}, path, classes,
-                 modalities=["text"])
+                 modalities=["text"], val_split=val_split)
     model, _ = load_fusion(path)
     return cached_fusion_logits(model, cache, np.arange(len(draw), n)).argmax(1)
 
@@ -148,6 +152,32 @@ def frozen_fusion(kind: str, data: dict, draw: np.ndarray, params: dict, workdir
     split = _pipeline_split(data, draw, params)
     return _fusion_predictions(data, draw, split, data["emb"][np.concatenate([draw, data["test"]])], params, kind,
                                workdir)
+
+
+def setfit_features(data: dict, fit_rows: np.ndarray, rows: np.ndarray, params: dict) -> np.ndarray:
+    """The text specialist's pooled features of ``rows`` after :func:`~emocare.pipeline.regimes.setfit_tune` on
+    ``fit_rows`` (the train stage's functions, params.yaml's text section)."""
+    from emocare.labels import LabelSet
+    from emocare.models import build_specialist
+    from emocare.params import TrainConfig
+    from emocare.pipeline.regimes import setfit_tune
+    from emocare.runtime import seed_everything
+
+    tcfg = TrainConfig.from_params(params["train"], params["text"])
+    seed_everything(tcfg.seed)
+    model = build_specialist("text", params["text"], LabelSet.of(list(data["classes"])), True)
+    setfit_tune(model, [data["texts"][i] for i in fit_rows], data["y"][fit_rows].tolist(), tcfg)
+    return model.freeze().dataset(_posts(data, rows)).tensors[0].numpy()
+
+
+def final_model(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
+    """The bundle a cross-validated run ships (below ``split.cv_below``): the text features of ``regime``
+    (``frozen``: the precomputed embeddings; ``setfit``: tuned on every label of the draw), then the fusion
+    model of ``fusion.kind: auto`` trained on every label (no post set aside)."""
+    rows = np.concatenate([draw, data["test"]])
+    emb = data["emb"][rows] if regime == "frozen" else setfit_features(data, draw, rows, params)
+    split = {data["ids"][i]: "train" for i in draw}
+    return _fusion_predictions(data, draw, split, emb, params, "auto", workdir, val_split="train")
 
 
 def pipeline_regime(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
@@ -183,6 +213,8 @@ def run_cell(learner: str, data: dict, size: int, draw_no: int, params: dict) ->
             run = {**params, "fusion": {**params["fusion"], "calibration": calibration or
                                         params["fusion"]["calibration"]}}
             pred = frozen_fusion(kind, data, draw, run, Path(tmp))
+        elif learner.startswith("final_"):
+            pred = final_model(learner.removeprefix("final_"), data, draw, params, Path(tmp))
         elif learner.startswith("pipeline_"):
             pred = pipeline_regime(learner.removeprefix("pipeline_"), data, draw, params, Path(tmp))
         else:

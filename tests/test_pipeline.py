@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO
@@ -110,7 +111,7 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     for m in ("text", "image", "video"):
         info = _json(r / m / "info.json")
         assert info["no_data"] is False and info["pretrained"] is True and info["precision"] == "fp32"
-        assert info["frozen"] is True  # EfficientNet-Lite0 frozen; text frozen by train.regime auto (few labels)
+        assert info["frozen"] is True  # EfficientNet-Lite0 frozen; text tuned by setfit (auto, few labels), then frozen
         assert 1 <= info["best_epoch"] <= info["epochs_run"] <= 2
         assert (clone / "models" / f"{m}_specialist" / "best_model.pt").exists()
     ablation = _json(r / "ablation.json")["rows"]
@@ -121,7 +122,12 @@ def test_outputs_are_complete_and_consistent(clone: Path):
     assert low <= test["macro_f1"] <= high
     assert f"**Out-of-fold macro-F1: {test['macro_f1']:.4f} [{low:.4f}, {high:.4f}]**" in results
     text = _json(r / "text" / "info.json")
-    assert text["regime"] == "frozen" and text["regime_requested"] == "auto" and text["train_labels"] < 800
+    assert text["regime"] == "setfit" and text["regime_requested"] == "auto" and text["train_labels"] < 800
+    # cross-validated: the final encoder tuned on every label, each fold's features by an encoder tuned without it
+    assert text["setfit_labels"] == validation["kept"] and text["cross_fitted"]["posts"] == validation["kept"]
+    with np.load(clone / "cache" / "folds" / "text.npz") as folds:
+        assert folds["features"].shape[:2] == (text["cross_fitted"]["folds"], validation["kept"])
+    assert "setfit" in test["evaluation"]["why"] or "tuned without it" in test["evaluation"]["why"]
     assert _json(r / "fusion" / "info.json")["kind"] == "linear"  # fusion.kind auto, few training posts
     # 120 labels and every specialist frozen: k-fold cross-validation, the final models trained on every label
     assert stats["evaluation"]["kind"] == "cv" and test["evaluation"]["kind"] == "cv"

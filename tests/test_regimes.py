@@ -21,8 +21,10 @@ from emocare.labels import DEFAULT, LabelSet
 from emocare.models import load_checkpoint
 from emocare.models.fusion import load_fusion
 from emocare.params import load_params
+from emocare.pipeline import specialists
+from emocare.pipeline.crossval import evaluation_plan, fold_splits, load_fold_features, post_folds
 from emocare.pipeline.fusion_training import LINEAR_BELOW, calibration_kind, fusion_kind, train_fusion
-from emocare.pipeline.regimes import FINETUNE_FROM, MIN_STEPS, choose_regime, finetune_schedule
+from emocare.pipeline.regimes import FINETUNE_FROM, MIN_STEPS, choose_regime, finetune_schedule, setfit_tune
 from emocare.pipeline.specialists import train_specialist
 from emocare.scoring import cached_fusion_logits
 
@@ -63,11 +65,16 @@ def test_split_stage_stops_before_anything_is_written(tmp_path: Path):
     assert not (tmp_path / "data" / "split.json").exists()
 
 
-@pytest.mark.parametrize(("labels", "regime"), [(0, "frozen"), (FINETUNE_FROM - 1, "frozen"),
+@pytest.mark.parametrize(("labels", "regime"), [(0, "setfit"), (FINETUNE_FROM - 1, "setfit"),
                                                  (FINETUNE_FROM, "finetune"), (10_000, "finetune")])
-def test_auto_regime_by_label_count(labels: int, regime: str):
+def test_auto_regime_by_label_count(labels: int, regime: str, monkeypatch):
+    pytest.importorskip("setfit")
     chosen, why = choose_regime("auto", labels)
     assert chosen == regime and str(labels) in why and str(FINETUNE_FROM) in why
+    if regime == "setfit":  # without the package: frozen, and said so
+        monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "setfit" else "found")
+        chosen, why = choose_regime("auto", labels)
+        assert chosen == "frozen" and "pip install 'emocare[fewshot]'" in why
     assert choose_regime("setfit", labels)[0] == "setfit"
     with pytest.raises(ValueError, match="train.regime"):
         choose_regime("fine-tune", labels)
@@ -109,7 +116,53 @@ def test_each_regime_trains_through_train_specialist(regime: str, demo_dir: Path
     assert model.head.weight.abs().sum() > 0
 
 
+def test_setfit_is_cross_fitted_when_the_run_is_cross_validated(demo_dir: Path, tiny_distilbert: Path,
+                                                                  tmp_path: Path, monkeypatch):
+    """Fewer labels than split.cv_below and the vision towers frozen: the setfit specialist tunes on every label,
+    and each fold's features come from an encoder tuned on that fold's training posts alone, so the fusion
+    stage may cross-validate over them."""
+    pytest.importorskip("setfit")
+    posts, _ = validated_split(demo_dir, tmp_path)
+    tuned_on = []
+
+    def spy(model, texts, labels, cfg):
+        tuned_on.append(list(texts))
+        return setfit_tune(model, texts, labels, cfg)
+
+    monkeypatch.setattr(specialists, "setfit_tune", spy)
+    params = {"offline": True, "labels": list(DEFAULT.names), "train": {**TRAIN, "regime": "setfit"},
+              "split": {**SPLIT, "cv_below": 10_000, "folds": 3}, "image": {"freeze": True}, "video": {"freeze": True},
+              "text": {"backbone": str(tiny_distilbert), "pooling": "mean", "dropout": 0.1, "max_length": 24,
+                       **TINY_TRAIN, "epochs": 1}}
+    folds_path = tmp_path / "folds.npz"
+    train_specialist("text", params, tmp_path / "posts.jsonl", tmp_path / "split.json", tmp_path / "text.pt",
+                     tmp_path / "reports", folds_path)
+    info = read_json(tmp_path / "reports" / "info.json")
+    labelled = [p for p in posts if p.label is not None and "text" in p.modalities]
+    assert info["regime"] == "setfit" and info["setfit_labels"] == len(labelled)
+    assert info["cross_fitted"] == {"folds": 3, "posts": len(labelled), "path": str(folds_path)}
+    assert sorted(tuned_on[0]) == sorted(p.text for p in labelled)  # the final encoder: every label
+    labels = np.array([DEFAULT.names.index(p.label) if p.label is not None else -1 for p in posts])
+    fold = post_folds(posts, labels, params["split"])
+    for f in range(3):  # fold f's encoder: its training posts only (not its test or validation fold)
+        train = fold_splits(fold, f) == "train"
+        assert sorted(tuned_on[1 + f]) == sorted(p.text for p, t in zip(posts, train, strict=True) if t)
+    with np.load(folds_path) as saved:
+        ids, features = list(saved["ids"]), saved["features"]
+    assert ids == [p.id for p in labelled] and features.shape[:2] == (3, len(labelled))
+    assert not np.allclose(features[0], features[1])  # each fold's own encoder
+    infos = {"text": info, "image": {"frozen": True}, "video": {"no_data": True}}
+    assert evaluation_plan(len(labelled), params["split"], infos)["kind"] == "cv"
+    assert evaluation_plan(len(labelled), params["split"], {**infos, "text": {"regime": "setfit"}})["kind"] == "test"
+    rows = ["unlabelled", *reversed(ids)]  # the fusion stage's cache order; a row without fold features
+    cached = np.arange(len(rows) * features.shape[2], dtype=np.float32).reshape(len(rows), -1)
+    aligned = load_fold_features(folds_path, rows, cached)
+    assert np.array_equal(aligned[:, 0], np.repeat(cached[None, 0], 3, axis=0))
+    assert np.array_equal(aligned[:, 1:], features[:, ::-1])
+
+
 def test_auto_regime_recorded_for_the_tiny_demo(demo_dir: Path, tiny_distilbert: Path, tmp_path: Path):
+    pytest.importorskip("setfit")
     validated_split(demo_dir, tmp_path)
     params = {"offline": True, "train": {**TRAIN},  # no regime key: auto
               "text": {"backbone": str(tiny_distilbert), "pooling": "mean", "dropout": 0.1, "max_length": 24,
@@ -117,8 +170,9 @@ def test_auto_regime_recorded_for_the_tiny_demo(demo_dir: Path, tiny_distilbert:
     train_specialist("text", params, tmp_path / "posts.jsonl", tmp_path / "split.json", tmp_path / "text.pt",
                      tmp_path / "reports")
     info = read_json(tmp_path / "reports" / "info.json")
-    assert info["regime"] == "frozen" and info["regime_requested"] == "auto"
+    assert info["regime"] == "setfit" and info["regime_requested"] == "auto" and "cross_fitted" not in info
     assert f"{info['train_labels']} training labels, below {FINETUNE_FROM}" in info["regime_reason"]
+    assert info["setfit_labels"] == info["train_labels"]  # no split section: not cross-validated, train posts only
 
 
 def _blob_cache(n: int, seed: int = 0) -> Cache:

@@ -13,6 +13,8 @@ the test split.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from emocare.data.manifest import Post
@@ -43,14 +45,39 @@ def evaluation_plan(labelled: int, split_cfg: dict, infos: dict[str, dict] | Non
         return {**plan, "kind": "cv", "why": f"{labelled} labelled posts, fewer than split.cv_below ({below}): "
                 f"{folds}-fold cross-validation if every specialist is frozen (the fusion stage decides), else the "
                 "held-out test split"}
-    tuned = sorted(m for m, info in infos.items() if not label_free(info))
+    tuned = sorted(m for m, info in infos.items() if not label_free(info) and not info.get("cross_fitted"))
     if tuned:
         return {**plan, "kind": "test", "why": f"fewer than split.cv_below ({below}) labelled posts, but the "
                 f"{' and '.join(tuned)} specialist's embeddings were learnt from labels (not frozen), so only "
                 "posts it never trained on can test it: the held-out test split"}
+    fitted = sorted(m for m, info in infos.items() if info.get("cross_fitted"))
+    frozen = (f"the {' and '.join(fitted)} specialist's features of each fold from an encoder tuned without it, "
+              "the others frozen") if fitted else "every specialist frozen"
     return {**plan, "kind": "cv", "why": f"{labelled} labelled posts, fewer than split.cv_below ({below}), and "
-            f"every specialist frozen: {folds}-fold cross-validation over all of them, the final fusion model "
-            "trained on every label"}
+            f"{frozen}: {folds}-fold cross-validation over all of them, the final models trained on every label"}
+
+
+def fold_features_path(modality: str) -> str:
+    """Where the train stage writes a label-tuned specialist's cross-fitted features (emocare.pipeline.specialists
+    .cross_fitted_features); the fusion stage reads them."""
+    return f"cache/folds/{modality}.npz"
+
+
+def load_fold_features(path: str | Path, ids: list[str], emb: np.ndarray) -> np.ndarray | None:
+    """``[folds, len(ids), dim]``: each fold's features of the cache's rows (``ids``), ``emb`` (the final
+    specialist's) where the file has none (unlabelled posts, in no fold's test); None for an empty file."""
+    with np.load(path) as f:
+        fitted, features = [str(i) for i in f["ids"]], f["features"]
+    if not len(fitted):
+        return None
+    out = np.repeat(np.asarray(emb, np.float32)[None], len(features), axis=0)
+    where = {pid: r for r, pid in enumerate(ids)}
+    missing = [pid for pid in fitted if pid not in where]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} posts not in the embedding cache (first {missing[0]!r}); "
+                         "rerun the train stage")
+    out[:, [where[pid] for pid in fitted]] = features
+    return out
 
 
 def assign_folds(labels: np.ndarray, groups: list[str], folds: int, seed: int) -> np.ndarray:

@@ -244,9 +244,16 @@ def train_fusion_models(cache: Cache, fusion_cfg: dict, train_cfg: dict, report_
     return results
 
 
+def fold_view(cache: Cache, fold: np.ndarray, f: int, fold_features: dict[str, np.ndarray] | None = None) -> Cache:
+    """The cache as fold ``f`` sees it: its splits, and its own features where a specialist was cross-fitted."""
+    emb = {**cache.emb, **{m: torch.from_numpy(a[f]) for m, a in (fold_features or {}).items()}}
+    return replace(cache, splits=fold_splits(fold, f), emb=emb)
+
+
 def cross_validate(cache: Cache, fold: np.ndarray, fusion_cfg: dict, train_cfg: dict, report_dir: str | Path,
                    classes: LabelSet, work_dir: str | Path, models_dir: str | Path = MODELS_DIR,
-                   training_data: dict | None = None) -> Predictions:
+                   training_data: dict | None = None, fold_features: dict[str, np.ndarray] | None = None
+                   ) -> Predictions:
     """k-fold cross-validation of the fusion model and the ablation's subset models on the cached embeddings,
     then the final models trained on every labelled post; returns the pooled out-of-fold predictions.
 
@@ -254,12 +261,14 @@ def cross_validate(cache: Cache, fold: np.ndarray, fusion_cfg: dict, train_cfg: 
     its calibration on the next fold, and trains on the rest (models in ``work_dir``). The final models train on
     all labelled posts for the folds' median best epoch (no posts left to stop early on); the fusion model's
     calibration is then fitted on the pooled out-of-fold logits, so the bundle's probabilities are calibrated on
-    posts no model saw. ``reports/fusion/info.json`` records the folds.
+    posts no model saw. ``reports/fusion/info.json`` records the folds. ``fold_features`` (modality ->
+    [folds, rows, dim], :func:`emocare.pipeline.crossval.load_fold_features`): a label-tuned specialist's
+    features for each fold, from an encoder tuned without that fold's posts, in place of the cached ones.
     """
     folds = int(fold.max()) + 1
     parts, best, val_f1 = [], [], []
     for f in range(folds):
-        view = replace(cache, splits=fold_splits(fold, f))
+        view = fold_view(cache, fold, f, fold_features)
         results = train_fusion_models(view, fusion_cfg, train_cfg, None, classes, Path(work_dir) / f"fold{f}")
         best.append(results["fusion"]["best_epoch"])
         val_f1.append(results["fusion"]["best_val_macro_f1"])

@@ -20,9 +20,8 @@ from emocare.io import write_json, write_text
 from emocare.labels import LabelSet
 from emocare.metrics import macro_f1_interval, paired_difference, summary
 from emocare.models.fusion import load_fusion
-from emocare.pipeline.crossval import fold_splits
 from emocare.pipeline.evaluate import Predictions
-from emocare.pipeline.fusion_training import train_fusion
+from emocare.pipeline.fusion_training import fold_view, train_fusion
 from emocare.pipeline.plots import learning_curve_png
 from emocare.scoring import cached_fusion_logits
 
@@ -40,18 +39,21 @@ def _subset_view(cache: Cache, splits: np.ndarray, share: float, seed: int) -> t
 
 
 def learning_curve(cache: Cache, full: Predictions, fusion_cfg: dict, train_cfg: dict, classes: LabelSet,
-                   work_dir: str | Path, fold: np.ndarray | None = None, shares: tuple = SHARES) -> dict:
+                   work_dir: str | Path, fold: np.ndarray | None = None, shares: tuple = SHARES,
+                   fold_features: dict[str, np.ndarray] | None = None) -> dict:
     """Points ``{"share", "labels", "n", "macro_f1", "interval"}`` (``labels``: training posts behind the point,
     per fold under cross-validation) ending with ``full``, the bundle's own predictions, and ``next``: the last
-    step's gain with its paired interval and that gain per 100 labels. ``fold`` given: cross-validation."""
+    step's gain with its paired interval and that gain per 100 labels. ``fold`` given: cross-validation, with
+    ``fold_features`` as :func:`~emocare.pipeline.fusion_training.cross_validate` takes them (a cross-fitted
+    encoder was tuned on all of its fold's training posts: the smaller points re-learn the fusion model only)."""
     k, seed = len(classes), int(train_cfg["seed"])
-    runs = [(f, fold_splits(fold, f)) for f in range(int(fold.max()) + 1)] if fold is not None else \
-        [(0, cache.splits)]
+    runs = [(f, fold_view(cache, fold, f, fold_features)) for f in range(int(fold.max()) + 1)] \
+        if fold is not None else [(0, cache)]
     points, preds = [], []
     for share in shares:
         rows, logits, used = [], [], []
-        for f, splits in runs:
-            view, n = _subset_view(cache, splits, share, seed + f)
+        for f, run in runs:
+            view, n = _subset_view(run, run.splits, share, seed + f)
             path = Path(work_dir) / f"curve-{share}-{f}.pt"
             train_fusion(view, fusion_cfg, train_cfg, path, classes, desc=f"learning curve {share:.0%}")
             model, _ = load_fusion(path)
@@ -61,7 +63,7 @@ def learning_curve(cache: Cache, full: Predictions, fusion_cfg: dict, train_cfg:
         order = np.argsort(rows)
         preds.append((rows[order], logits[order]))
         points.append({"share": share, "labels": int(round(np.mean(used)))})
-    n_full = [int(((s == "train") & (cache.labels >= 0)).sum()) for _, s in runs]
+    n_full = [int(((run.splits == "train") & (cache.labels >= 0)).sum()) for _, run in runs]
     preds.append((full.rows, full.logits))
     points.append({"share": 1.0, "labels": int(round(np.mean(n_full)))})
     for point, (rows, logits) in zip(points, preds, strict=True):

@@ -6,15 +6,17 @@
   offline from the local backbone folder), then the head on the tuned, frozen features.
 * ``finetune``: backbone and head trained together, epochs and warm-up scaled to the data
   (:func:`finetune_schedule`).
-* ``auto``: ``frozen`` below :data:`FINETUNE_FROM` training labels, ``finetune`` from there.
+* ``auto``: ``setfit`` below :data:`FINETUNE_FROM` training labels (``frozen`` where the setfit package is not
+  installed, and said so), ``finetune`` from there.
 
-The thresholds come from measurements on real data sets (benchmarks/small_data.py; README, "Learning from few
-labels"): with a few hundred labels a regularised linear model on frozen features beats fine-tuning, which
-overfits a few hundred posts; from about a thousand labels fine-tuning pays.
+The choices come from measurements on real data sets (benchmarks/small_data.py; docs/small-data.md): with a few
+hundred labels setfit's tuned features beat a regularised linear model on frozen ones, which beats fine-tuning
+(it overfits a few hundred posts); from about a thousand labels fine-tuning pays.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import tempfile
 from dataclasses import replace
@@ -30,7 +32,7 @@ FINETUNE_FROM = 800
 # batches of 16 give 63 steps an epoch, so its 4 epochs), and this share of them warming up.
 MIN_STEPS = 250
 WARMUP_SHARE = 0.1
-SETFIT_PAIRS_PER_POST = 20  # setfit's num_iterations: contrastive pairs drawn per labelled post (its default)
+SETFIT_PAIRS_PER_POST = 5  # setfit's num_iterations (its default 20): pairs drawn per labelled post; measured below
 
 
 def choose_regime(requested: str, train_labels: int) -> tuple[str, str]:
@@ -40,8 +42,12 @@ def choose_regime(requested: str, train_labels: int) -> tuple[str, str]:
     if requested != "auto":
         raise ValueError(f"train.regime must be auto or one of {', '.join(REGIMES)}, got {requested!r}")
     if train_labels < FINETUNE_FROM:
-        return "frozen", (f"auto: {train_labels} training labels, below {FINETUNE_FROM}: a head on the frozen "
-                          "backbone learns better than fine-tuning from so few")
+        if importlib.util.find_spec("setfit") is None:
+            return "frozen", (f"auto: {train_labels} training labels, below {FINETUNE_FROM}: setfit would tune the "
+                              "encoder, but the setfit package is not installed (pip install 'emocare[fewshot]'), "
+                              "so a head on the frozen backbone")
+        return "setfit", (f"auto: {train_labels} training labels, below {FINETUNE_FROM}: contrastive tuning of the "
+                          "sentence encoder (setfit) learns better than fine-tuning or a frozen backbone from so few")
     return "finetune", f"auto: {train_labels} training labels, at least {FINETUNE_FROM}: fine-tuning pays"
 
 
