@@ -214,8 +214,7 @@ class PostFeatures:
     def _tower(self, modality: str):
         """The frozen tower of ``modality`` and its feature store (loaded once)."""
         if modality not in self._towers:
-            from emocare.media.feature_store import FeatureStore, tower_digest
-            from emocare.media.frame_store import FrameStore
+            from emocare.media.feature_store import tower_store
             from emocare.models.towers import load_vision_tower
             from emocare.models.vision import VisionSpecialist
 
@@ -223,8 +222,7 @@ class PostFeatures:
             tower, preprocess, dim = load_vision_tower(cfg["backbone"], cfg.get("pretrained"), offline=True)
             spec = VisionSpecialist(tower, modality, cfg["backbone"], preprocess, dim, ["_", "_"],
                                     frames=cfg.get("frames", 8), frozen=True).eval()
-            frames = FrameStore(self.root, modality, spec._eval_transform, spec.frames)
-            self._towers[modality] = spec, FeatureStore(self.root, frames, tower_digest(tower, preprocess))
+            self._towers[modality] = spec, tower_store(spec, self.root)  # eager fp32: the training stages' entries
         return self._towers[modality]
 
     def _media(self, pid: str, modality: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from emocare.data import specialist_dataset
 from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
 from emocare.distributed import init_distributed, is_main, rank_world
@@ -37,7 +38,7 @@ def learning_regime(model, requested: str, train_posts: list, val_posts: list, t
     out = {"regime": regime, "regime_requested": requested, "regime_reason": reason,
            "train_labels": len(train_posts)}
     if regime == "setfit" and train_posts and val_posts:
-        texts = model.dataset(train_posts, frame_store=frame_store)  # the text the specialist reads, OCR included
+        texts = specialist_dataset(model, train_posts, frame_store=frame_store)  # the text it reads, OCR included
         out.update(setfit_tune(model, [texts[i][0] for i in range(len(texts))],
                                [texts[i][1] for i in range(len(texts))], tcfg))
     if regime in ("frozen", "setfit"):
@@ -82,9 +83,10 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
         return metrics
     weights = class_weights([p.label for p in train_posts], classes)
     store = params.get("frame_store")  # decoded pixels kept across epochs (and for the embed stage)
-    summary = fit(model, model.dataset(train_posts, train=True, augment=cfg.get("augment", True), frame_store=store),
-                  model.dataset(val_posts, frame_store=store), tcfg, weights, model_path, collate=model.collate,
-                  live_dir=report_dir / "live", checkpoint_extra=info, desc=modality)
+    summary = fit(model, specialist_dataset(model, train_posts, train=True, augment=cfg.get("augment", True),
+                                            frame_store=store),
+                  specialist_dataset(model, val_posts, frame_store=store), tcfg, weights, model_path,
+                  collate=model.collate, live_dir=report_dir / "live", checkpoint_extra=info, desc=modality)
     report = summary.pop("classification_report")
     summary.pop("history")
     metrics = {**info, "no_data": False, **summary, "class_weights": dict(zip(classes, weights, strict=True)),
