@@ -280,14 +280,14 @@ def _handler(session: Session, token: str | None, host: str, names: list[str] | 
     pages = files("emocare.labelling")
     return type("Handler", (LabelHandler,), {
         "session": session, "host": host, "names": tuple(names), "page": pages.joinpath("page.html").read_bytes(),
-        "admin_page": pages.joinpath("admin.html").read_bytes()})
+        "admin_page": pages.joinpath("admin.html").read_bytes(),
+        "timeout": TIMEOUT_S})  # a connection that sends nothing (half open, or slow on purpose) frees its thread
 
 
 class LabelHandler(BaseHTTPRequestHandler):
     """The pages and the JSON API, one method per route (:data:`GETS`, :data:`ADMIN_GETS`, :data:`POSTS`,
     :data:`ADMIN_POSTS`); :func:`_handler` makes the class for one session."""
 
-    timeout = TIMEOUT_S  # a connection that sends nothing (half open, or slow on purpose) frees its thread
     session: Session
     host: str
     names: tuple[str, ...]
