@@ -24,6 +24,7 @@ import torch
 
 from emocare.bundle import specialist_path
 from emocare.cache import write_cache
+from emocare.data import specialist_dataset
 from emocare.data.manifest import load_posts
 from emocare.data.split import read_split
 from emocare.labels import MODALITIES
@@ -34,7 +35,7 @@ from emocare.runtime import autocast, choose_precision, resolve_device, resolve_
 
 def bare_forward(model, posts, batch_size: int, device: torch.device) -> float:
     """Seconds for the encoder alone over pre-decoded batches."""
-    ds = model.dataset(posts)
+    ds = specialist_dataset(model, posts)
     items = [ds[i] for i in range(len(ds))]
     batches = [to_device(model.collate(items[i: i + batch_size]), device) for i in range(0, len(items), batch_size)]
     model.to(device).eval()

@@ -157,6 +157,7 @@ def frozen_fusion(kind: str, data: dict, draw: np.ndarray, params: dict, workdir
 def setfit_features(data: dict, fit_rows: np.ndarray, rows: np.ndarray, params: dict) -> np.ndarray:
     """The text specialist's pooled features of ``rows`` after :func:`~emocare.pipeline.regimes.setfit_tune` on
     ``fit_rows`` (the train stage's functions, params.yaml's text section)."""
+    from emocare.data import specialist_dataset
     from emocare.labels import LabelSet
     from emocare.models import build_specialist
     from emocare.params import TrainConfig
@@ -167,7 +168,7 @@ def setfit_features(data: dict, fit_rows: np.ndarray, rows: np.ndarray, params: 
     seed_everything(tcfg.seed)
     model = build_specialist("text", params["text"], LabelSet.of(list(data["classes"])), True)
     setfit_tune(model, [data["texts"][i] for i in fit_rows], data["y"][fit_rows].tolist(), tcfg)
-    return model.freeze().dataset(_posts(data, rows)).tensors[0].numpy()
+    return specialist_dataset(model.freeze(), _posts(data, rows)).tensors[0].numpy()
 
 
 def final_model(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:

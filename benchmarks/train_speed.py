@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from emocare.data import specialist_dataset
 from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
 from emocare.labels import LabelSet
@@ -51,9 +52,10 @@ def main() -> None:
     model = build_specialist(a.modality, cfg, classes, params.get("offline", True))
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "frames" if a.frame_store == "on" else None
-        s = fit(model, model.dataset(train, train=True, augment=cfg.get("augment", True), frame_store=store),
-                model.dataset(val, frame_store=store), tcfg, class_weights([p.label for p in train], classes),
-                Path(tmp) / "best.pt", collate=model.collate, desc=a.modality)
+        training = specialist_dataset(model, train, train=True, augment=cfg.get("augment", True), frame_store=store)
+        s = fit(model, training, specialist_dataset(model, val, frame_store=store), tcfg,
+                class_weights([p.label for p in train], classes), Path(tmp) / "best.pt", collate=model.collate,
+                desc=a.modality)
     print(json.dumps({"modality": a.modality, "backbone": cfg["backbone"], "device": s["device"],
                       "decoding": "frame store" if a.frame_store == "on" else "decode every epoch",
                       "precision": s["precision"], "num_workers": s["num_workers"], "epochs": s["epochs_run"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from emocare.io import file_sha256
-from emocare.labels import MODALITIES
+from emocare.labels import MODALITIES, LabelSet
 
 MODELS_DIR = "models"
 CHECKPOINT = "best_model.pt"
@@ -45,6 +45,18 @@ def require_bundle(models_dir: str | Path = MODELS_DIR) -> Path:
         raise FileNotFoundError(f"no trained models in {models_dir} ({path} is missing): train them with "
                                 f"`dvc repro`, or point --models at a trained bundle")
     return path
+
+
+def label_set(models_dir: str | Path | None) -> LabelSet:
+    """The classes to label with: the bundle's in ``models_dir`` when there is one, else params.yaml's (else the
+    five)."""
+    if models_dir and fusion_path(models_dir).is_file():
+        from emocare.models.checkpoint import read_checkpoint  # here: torch loads only when there is a bundle
+
+        return LabelSet.from_payload(read_checkpoint(fusion_path(models_dir)))
+    from emocare.params import project_labels
+
+    return project_labels()
 
 
 def subsets_dir(models_dir: str | Path = MODELS_DIR) -> Path:

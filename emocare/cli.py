@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from emocare.bundle import MODELS_DIR, require_bundle
+from emocare.bundle import MODELS_DIR, label_set, require_bundle
 from emocare.io import MB
 from emocare.labelling.decisions import RESOLVE
 from emocare.labelling.queue import DEFAULT, STRATEGIES
@@ -116,7 +116,7 @@ def cmd_label(a: argparse.Namespace) -> None:
     vision = {m: {k: params[m][k] for k in ("backbone", "pretrained", "frames") if k in params[m]}
               for m in ("image", "video") if m in params}
     team = [n.strip() for n in (a.annotators or "").split(",") if n.strip()]
-    session = Session.open(a.posts, a.labels, _label_set(a.models), team[0] if team else a.annotator, a.strategy,
+    session = Session.open(a.posts, a.labels, label_set(a.models), team[0] if team else a.annotator, a.strategy,
                            a.random_share, a.target, a.models, a.seed, a.overlap, a.k, a.lease,
                            ocr=bool(params.get("text", {}).get("ocr")), vision=vision)
     serve(session, a.host, a.port, team or None, a.admin, a.name or [])
@@ -126,7 +126,7 @@ def cmd_label_stats(a: argparse.Namespace) -> dict:
     from emocare.labelling.agreement import stats
     from emocare.labelling.store import open_labels
 
-    return stats(open_labels(_existing(a.labels_file)).read(), list(_label_set(a.models).names))
+    return stats(open_labels(_existing(a.labels_file)).read(), list(label_set(a.models).names))
 
 
 def cmd_label_import(a: argparse.Namespace) -> dict:
@@ -141,19 +141,19 @@ def cmd_label_import(a: argparse.Namespace) -> dict:
 def cmd_label_export(a: argparse.Namespace) -> dict:
     from emocare.labelling.export import export
 
-    return export(_existing(a.labels_file), a.posts, a.out, _label_set(a.models), a.resolve)
+    return export(_existing(a.labels_file), a.posts, a.out, label_set(a.models), a.resolve)
 
 
 def cmd_label_to_ls(a: argparse.Namespace) -> dict:
     from emocare.labelling.labelstudio import to_label_studio
 
-    return to_label_studio(a.posts, a.out, _label_set(a.models), a.labels, a.media_url)
+    return to_label_studio(a.posts, a.out, label_set(a.models), a.labels, a.media_url)
 
 
 def cmd_label_from_ls(a: argparse.Namespace) -> dict:
     from emocare.labelling.labelstudio import from_label_studio
 
-    return from_label_studio(_existing(a.tasks), a.posts_out, a.labels, _label_set(a.models), a.media_url)
+    return from_label_studio(_existing(a.tasks), a.posts_out, a.labels, label_set(a.models), a.media_url)
 
 
 def _existing(path: str) -> str:
@@ -162,24 +162,24 @@ def _existing(path: str) -> str:
     return path
 
 
-def _label_set(models: str | None):
-    """The classes to label with: the bundle's when there is one, else params.yaml's (else the five)."""
-    from emocare.params import project_labels
-
-    if models and Path(models).is_dir():
-        from emocare.bundle import fusion_path
-        from emocare.labels import LabelSet
-        from emocare.models.checkpoint import read_checkpoint
-
-        if fusion_path(models).is_file():
-            return LabelSet.from_payload(read_checkpoint(fusion_path(models)))
-    return project_labels()
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``emocare`` command line: one function below per command group, in the order ``--help`` lists them."""
     p = argparse.ArgumentParser(prog="emocare", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_file_tools(sub)
+    _add_predict(sub)
+    _add_trends(sub)
+    _add_serve(sub)
+    lab = sub.add_parser("label", help="label posts in the browser (`label POSTS --labels L`), `label stats`, "
+                         "`label export`").add_subparsers(dest="label_command", required=True)
+    _add_label_serve(lab)
+    _add_label_files(lab)
+    return p
 
+
+def _add_data_commands(sub) -> None:
+    """``demo-data``, ``validate``, ``import csv`` and the Reddit commands (:mod:`emocare.reddit.cli`)."""
     s = sub.add_parser("demo-data", help="write the synthetic demo set (manifest + PNG/MP4 media)")
     s.add_argument("out_dir")
     s.add_argument("--posts", type=int, help="how many posts")
@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_import_csv)
     reddit_cli.register(sub, imp)
 
+
+def _add_file_tools(sub) -> None:
+    """``cache info`` and ``models convert``."""
     cache = sub.add_parser("cache", help="embedding cache tools").add_subparsers(dest="action", required=True)
     s = cache.add_parser("info", help="shapes, attributes, per-split counts; checks the files line up")
     s.add_argument("dir", nargs="?", default="cache/embeddings")
@@ -222,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoints", nargs="+", help="best_model.pt files; they are fully unpickled: trusted files only")
     s.set_defaults(func=cmd_models_convert)
 
+
+def _add_predict(sub) -> None:
     s = sub.add_parser("predict", help="predict one post (--text/--image/--video) or a whole manifest")
     s.add_argument("--text")
     s.add_argument("--image")
@@ -244,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--torchrun-args", default="", help="extra torchrun arguments (several machines)")
     s.set_defaults(func=cmd_predict)
 
+
+def _add_trends(sub) -> None:
     s = sub.add_parser("trends", help="emotion shares over time from predictions: trends.csv, trends.png, report.html")
     s.add_argument("predictions", help="the output of `emocare predict --manifest` (.jsonl or .parquet)")
     s.add_argument("-o", "--out", required=True, help="output folder")
@@ -260,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the community)")
     s.set_defaults(func=cmd_trends)
 
+
+def _add_serve(sub) -> None:
     s = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health /ready /metrics /labels, docs at /docs")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
@@ -281,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_serve)
 
-    lab = sub.add_parser("label", help="label posts in the browser (`label POSTS --labels L`), `label stats`, "
-                         "`label export`").add_subparsers(dest="label_command", required=True)
+
+def _add_label_serve(lab) -> None:
+    """``label serve``: the labelling page, alone or for a team."""
     s = lab.add_parser("serve", help="the labelling page (the default: `emocare label POSTS ...`)")
     s.add_argument("posts", help="the posts to label (a manifest, e.g. validate's posts.jsonl)")
     s.add_argument("--labels", required=True, help="where decisions go: a database (.db; a team's) or a labels file "
@@ -306,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", type=int, help="labels wanted (default: every post)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_label)
+
+
+def _add_label_files(lab) -> None:
+    """``label stats``, ``import``, ``export`` and the Label Studio conversions: the decisions as files."""
     s = lab.add_parser("stats", help="counts, per-annotator figures, kappa, confusion, disagreements")
     s.add_argument("labels_file")
     s.add_argument("--models", default=MODELS_DIR)
@@ -337,7 +351,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--media-url", default="", help="the prefix to strip from media paths")
     s.add_argument("--models", default=MODELS_DIR)
     s.set_defaults(func=cmd_label_from_ls)
-    return p
 
 
 LABEL_COMMANDS = ("serve", "stats", "import", "export", "to-label-studio", "from-label-studio", "-h", "--help")

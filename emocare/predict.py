@@ -32,7 +32,7 @@ from emocare.bundle import (
     specialist_path,
 )
 from emocare.labels import LabelSet
-from emocare.media.feature_store import FeatureStore
+from emocare.media.feature_store import FeatureStore, tower_store
 from emocare.media.ocr import media_text, with_ocr
 from emocare.models import load_checkpoint
 from emocare.models.cpu_paths import use_cpu_path
@@ -94,7 +94,7 @@ class EmoCare:
                                    "the fusion model")
             use_cpu_path(model, cpu_path, dev)
             if frame_store and getattr(model, "frozen", False):
-                stores[m] = model.feature_store(frame_store)
+                stores[m] = tower_store(model, frame_store)
         return cls(specialists, fusion, dev, label_set, payload.get("training_data"), payload.get("validation"),
                    payload.get("evaluation"), stores)
 

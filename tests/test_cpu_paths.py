@@ -185,13 +185,14 @@ def counted(monkeypatch) -> list[int]:
 def test_features_are_computed_once_by_whoever_asks_first(trained_bundle: Path, demo_dir: Path, tmp_path: Path,
                                                           counted: list[int], monkeypatch):
     """Training fills the feature store; predict reads it back; a new file is computed once, then read."""
+    from emocare.data.datasets import tower_features
     from emocare.data.manifest import load_posts
 
     models, frames = _frozen_copy(trained_bundle, tmp_path / "models"), tmp_path / "frames"
     posts = _posts(demo_dir)
     with_image = [p for p in load_posts(demo_dir / "manifest.jsonl") if p.image][:6]
     trainer = load_checkpoint(models / "image_specialist" / "best_model.pt")[0]
-    trainer.tower_features(with_image, frames)  # what training a frozen specialist does first
+    tower_features(trainer, with_image, frames)  # what training a frozen specialist does first
     assert sum(counted) == 6
     counted.clear()
     stored = EmoCare.load(models, "cpu", "fp32", frame_store=frames)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from emocare.data.datasets import decode_media
+from emocare.data import specialist_dataset
 from emocare.data.validate import validate_manifest
 from emocare.labels import DEFAULT
 from emocare.media import frame_store as store_mod
+from emocare.media.decoding import decode_media
 from emocare.media.frame_store import FrameStore
 from emocare.media.video import read_frames, write_video
 from emocare.models import build_specialist
@@ -85,13 +86,13 @@ def test_an_unreadable_entry_is_decoded_again(posts, models, tmp_path: Path):
 def test_datasets_use_the_store_except_for_augmented_images(posts, models, tmp_path: Path):
     video = [p for p in posts if p.video][:3]
     images = [p for p in posts if p.image][:3]
-    plain = models["video"].dataset(video, train=True)
-    stored = models["video"].dataset(video, train=True, frame_store=tmp_path)
+    plain = specialist_dataset(models["video"], video, train=True)
+    stored = specialist_dataset(models["video"], video, train=True, frame_store=tmp_path)
     assert stored.store is not None
     assert all(torch.equal(plain[i][0], models["video"].normalize(stored[i][0])) for i in range(3))
-    assert models["image"].dataset(images, frame_store=tmp_path).store is not None
-    assert models["image"].dataset(images, train=True, frame_store=tmp_path).store is None
-    assert models["image"].dataset(images, train=True, augment=False, frame_store=tmp_path).store
+    assert specialist_dataset(models["image"], images, frame_store=tmp_path).store is not None
+    assert specialist_dataset(models["image"], images, train=True, frame_store=tmp_path).store is None
+    assert specialist_dataset(models["image"], images, train=True, augment=False, frame_store=tmp_path).store
 
 
 def test_embed_stage_gives_the_same_cache_with_the_store(posts, models, tmp_path: Path):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from browser import need_chromium
 
+from emocare import metrics
 from emocare.labelling import live as live_mod
 from emocare.labelling import queue
 from emocare.labelling.live import Evaluator, PostFeatures, fold_of
@@ -188,12 +189,20 @@ def test_the_page_shows_the_live_panel(labelled, tmp_path: Path):
 
 
 def test_the_bootstrap_is_macro_f1_on_each_resample():
+    """The live figures' intervals (emocare.metrics, as the pipeline's reports) resample the picks and score
+    macro-F1 on each resample; the paired one scores both models on the same resamples."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 80)
     pred = np.where(rng.random(80) < 0.6, y, rng.integers(0, 4, 80))
-    draws = np.random.default_rng(0).integers(0, 80, (live_mod.BOOTSTRAP, 80))
-    expected = [live_mod.macro_f1(y[d], pred[d], 4) for d in draws]
-    assert np.allclose(live_mod._bootstrap_f1(y, [pred], 4)[0], expected)
+    other = np.where(rng.random(80) < 0.4, y, rng.integers(0, 4, 80))
+    draws = np.random.default_rng(0).integers(0, 80, (metrics.BOOTSTRAP_RESAMPLES, 80))
+    expected = [metrics.macro_f1(y[d], pred[d], 4) for d in draws]
+    assert metrics.macro_f1_interval(y, pred, 4) == pytest.approx(np.percentile(expected, [2.5, 97.5]), abs=1e-4)
+    diffs = [e - metrics.macro_f1(y[d], other[d], 4) for e, d in zip(expected, draws, strict=True)]
+    paired = metrics.paired_difference(y, pred, other, 4)
+    assert paired["interval"] == pytest.approx(np.percentile(diffs, [2.5, 97.5]), abs=1e-4)
+    assert paired["difference"] == pytest.approx(metrics.macro_f1(y, pred, 4) - metrics.macro_f1(y, other, 4),
+                                                 abs=1e-4)
 
 
 def test_image_and_video_posts_get_their_frozen_towers_features(demo_dir: Path, tmp_path: Path, monkeypatch):

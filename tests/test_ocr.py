@@ -12,6 +12,7 @@ import skimage.data
 from conftest import TEXT
 from PIL import Image, ImageDraw, ImageFont
 
+from emocare.data import specialist_dataset
 from emocare.data.manifest import Post
 from emocare.labels import DEFAULT
 from emocare.media import ocr
@@ -74,14 +75,14 @@ def test_the_text_specialist_reads_the_caption_after_the_post(tiny_distilbert: P
              Post(id="b", text="just text", label="joy")]
     cfg = {"backbone": str(tiny_distilbert), **TEXT, "ocr": True}
     model = build_specialist("text", cfg, DEFAULT)
-    ds = model.dataset(posts, frame_store=str(tmp_path / "frames"))
+    ds = specialist_dataset(model, posts, frame_store=str(tmp_path / "frames"))
     caption = ocr.media_text(tmp_path / "m.png", "image", tmp_path / "frames")
     assert squashed(caption) == "WHENTHEPATCHDROPSRIPMYSTREAK"
     assert ds[0] == (f"me rn:\n{caption}", DEFAULT.index("sadness"))
     assert ds[1] == ("just text", DEFAULT.index("joy"))
     save_checkpoint(tmp_path / "text.pt", model, backbone=cfg["backbone"])
     assert load_checkpoint(tmp_path / "text.pt")[0].ocr  # prediction reads captions too
-    assert build_specialist("text", {**cfg, "ocr": False}, DEFAULT).dataset(posts)[0][0] == "me rn:"
+    assert specialist_dataset(build_specialist("text", {**cfg, "ocr": False}, DEFAULT), posts)[0][0] == "me rn:"
 
 
 def test_predictions_use_and_show_the_caption(trained_bundle: Path, tmp_path: Path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emocare.data import DATASET_MODULES
 from emocare.models import MODEL_MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,8 @@ def declared(stage: dict) -> set[Path]:
 
 def ran(stage: dict) -> set[Path]:
     """The files a stage's command runs. A stage script given a modality (``train_specialist.py image``) builds
-    or loads that modality's model through :data:`emocare.models.MODEL_MODULES`: its module counts too."""
+    or loads that modality's model through :data:`emocare.models.MODEL_MODULES`, and its dataset through
+    :data:`emocare.data.DATASET_MODULES`: their modules count too."""
     cmd = stage["cmd"]
     script = re.search(r"(stages/\w+\.py)(?: (\w+))?", cmd)
     assert script, f"no stage script in {cmd!r}"
@@ -90,6 +92,8 @@ def ran(stage: dict) -> set[Path]:
     files = closure(ROOT / script.group(1), entry)
     if script.group(2) in MODEL_MODULES and module_file("emocare.models") in files:
         files |= closure(module_file(MODEL_MODULES[script.group(2)]), [])
+    if script.group(2) in DATASET_MODULES and module_file("emocare.data") in files:
+        files |= closure(module_file(DATASET_MODULES[script.group(2)][0]), [])
     return files
 
 
@@ -128,3 +132,12 @@ def test_the_import_graph_keeps_concerns_apart():
     edges = {p for p in (ROOT / "emocare").rglob("*.py") if p.name in ("cli.py", "bulk.py", "trends.py", "predict.py")
              or {"serving", "reddit"} & set(p.parts)}
     assert not set().union(*by_stage.values()) & edges
+
+
+def test_models_hold_models():
+    """No module in emocare/models/ builds datasets or fills the feature store: that is data loading
+    (emocare/data/), beside the data. Imports are read from the source, lazy ones too."""
+    forbidden = ("emocare.data", "emocare.media.feature_store")
+    offenders = {str(p.relative_to(ROOT)): sorted(n for n in imported_modules(p) if n.startswith(forbidden))
+                 for p in sorted((ROOT / "emocare" / "models").rglob("*.py"))}
+    assert not {p: names for p, names in offenders.items() if names}

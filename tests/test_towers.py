@@ -13,6 +13,7 @@ import torch
 from conftest import TINY_TRAIN, TRAIN, validated_split
 from PIL import Image
 
+from emocare.data.datasets import tower_features
 from emocare.labels import DEFAULT
 from emocare.models import build_specialist, load_checkpoint
 from emocare.models.errors import BackboneNotFound
@@ -111,10 +112,10 @@ def test_frozen_image_specialist_trains_its_head_on_stored_features(demo_dir: Pa
     def no_tower(*_):
         raise AssertionError("the tower ran again: the stored features were not reused")
 
-    direct = trained.tower_features(fitted[:4])  # no store: the tower runs
+    direct = tower_features(trained, fitted[:4])  # no store: the tower runs
     monkeypatch.setattr(trained.tower, "forward", no_tower)
     # training computed them through its CPU path (ONNX Runtime, float32, where installed): float rounding apart
-    np.testing.assert_allclose(trained.tower_features(fitted[:4], str(store)), direct, atol=1e-4)
+    np.testing.assert_allclose(tower_features(trained, fitted[:4], str(store)), direct, atol=1e-4)
     from emocare.media.feature_store import FeatureStore
 
     written = []
@@ -128,7 +129,7 @@ def test_frozen_video_features_are_the_mean_of_frame_features(demo_dir: Path, tm
     posts, _ = validated_split(demo_dir, tmp_path)
     video = [p for p in posts if "video" in p.modalities][:2]
     model = build_specialist("video", {**FROZEN, "frames": 4}, DEFAULT).eval()
-    got = model.tower_features(video, str(tmp_path / "frames"))
+    got = tower_features(model, video, str(tmp_path / "frames"))
     with torch.no_grad():
         for row, post in zip(got, video, strict=True):
             frames = model.decode(post.video)  # [4, 3, 224, 224], normalised

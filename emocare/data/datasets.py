@@ -1,25 +1,24 @@
-"""Torch datasets that feed posts' media to the vision specialists (text posts: :meth:`TextSpecialist.dataset`)."""
+"""Torch datasets that feed posts' media to the vision specialists (text posts: :mod:`emocare.data.texts`), and
+a frozen tower's features of them, computed once and kept in the feature store."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from emocare.data.manifest import Post
 from emocare.labels import label_index
+from emocare.media.decoding import decode_media
+from emocare.media.feature_store import tower_store
 from emocare.media.frame_store import FrameStore
-from emocare.media.image import load_image
-from emocare.media.video import read_frames
-from emocare.transforms import eval_transform, frames_to_tensor, train_transform
+from emocare.progress import progress_bar
+from emocare.runtime import autocast, make_loader, to_device
+from emocare.transforms import eval_transform, train_transform
 
-
-def decode_media(modality: str, source, transform, frames: int = 8) -> torch.Tensor:
-    """Pixels for one image ([3, H, W]; path, bytes or PIL image) or video ([frames, 3, H, W]; path)."""
-    if modality == "image":
-        return transform(load_image(source))
-    return frames_to_tensor(read_frames(source, frames), transform)
+FEATURE_BATCH = 64  # images per tower call while computing a frozen tower's features (a video is `frames` images)
 
 
 class MediaDataset(Dataset):
@@ -55,3 +54,51 @@ def media_dataset(modality: str, preprocess: dict, frames: int, posts: list[Post
     tf = eval_transform(preprocess)
     store = FrameStore(frame_store, modality, tf, frames) if frame_store else None
     return MediaDataset(posts, labels, modality, tf, frames, store)
+
+
+def vision_dataset(model, posts: list[Post], train: bool = False, augment: bool = True,
+                   frame_store: str | Path | None = None) -> Dataset:
+    """The posts' media as a vision specialist's input (:func:`media_dataset`); for a frozen tower, its features
+    of them (augmentation does not apply)."""
+    if model.frozen:
+        labels = torch.tensor([label_index(p.label, model.labels) for p in posts], dtype=torch.long)
+        return TensorDataset(torch.from_numpy(tower_features(model, posts, frame_store)), labels)
+    return media_dataset(model.modality, model.preprocess, model.frames, posts, model.labels, train, augment,
+                         frame_store)
+
+
+def tower_features(model, posts: list[Post], frame_store: str | Path | None = None) -> np.ndarray:
+    """A vision specialist's pooled tower features of the posts' media [len(posts), model.dim], computed on the
+    device the model is on; read from, and written to, the feature store beside ``frame_store``."""
+    pixels = media_dataset(model.modality, model.preprocess, model.frames, posts, model.labels,
+                           frame_store=frame_store)
+    store = tower_store(model, frame_store, pixels.store) if frame_store else None
+    media = [getattr(p, model.modality) for p in posts]
+    out = np.zeros((len(posts), model.dim), np.float32)
+    todo = []
+    for i, m in enumerate(media):
+        found = store.get(m) if store else None
+        if found is None:
+            todo.append(i)
+        else:
+            out[i] = found
+    if not todo:
+        return out
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    per_call = FEATURE_BATCH if model.modality == "image" else max(1, FEATURE_BATCH // model.frames)
+    loader = make_loader(Subset(pixels, todo), per_call, model.collate, device, "auto")
+    rows = iter(todo)
+    with torch.inference_mode():
+        for batch in progress_bar(loader, desc=f"{model.modality} features ({len(todo)} of {len(posts)} to compute)",
+                                  unit="batch", leave=False):
+            with autocast(device):
+                feats = model.encode(to_device(batch, device)).float().cpu().numpy()
+            for f in feats:
+                i = next(rows)
+                out[i] = f
+                if store:
+                    store.put(media[i], f)
+    model.train(was_training)
+    return out

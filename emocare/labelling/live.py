@@ -9,7 +9,8 @@ background as decisions arrive, and what it says about when to stop.
 * **Evaluation** (:func:`evaluate`): macro-F1 on the random picks (the evaluation sample of
   :mod:`emocare.labelling.queue`), each scored by a model that never trained on it (5 folds by post id), with
   a bootstrap 95 % interval; the learning curve; whether the last 100 labels paid; and the last trained
-  bundle's macro-F1 on the same picks.
+  bundle's macro-F1 on the same picks (intervals from :mod:`emocare.metrics`, as the pipeline's reports:
+  paired where two models are compared).
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from emocare.labelling.decisions import LabelLog, current, resolve
 from emocare.labelling.queue import START, interleave, margins, rank
 from emocare.labelling.store import LabelStore
 from emocare.labels import LabelSet
-from emocare.metrics import macro_f1
+from emocare.metrics import macro_f1, macro_f1_interval, paired_difference
 
 C = 10.0  # inverse L2 strength; unit-norm embeddings need a weak penalty
 FOLDS = 5
-BOOTSTRAP = 1000
 CURVE_STEP = 50
 ENCODER = "all-MiniLM-L6-v2, mean-pooled, normalised, 128 tokens"  # in feature keys: another encoder, new features
 
@@ -63,26 +63,6 @@ def fit(x: np.ndarray, y: np.ndarray, k: int):
 def fold_of(pid: str) -> int:
     """A post's evaluation fold: fixed by its id, so a fold's models stay valid as the sample grows."""
     return int(hashlib.sha1(pid.encode()).hexdigest()[:8], 16) % FOLDS
-
-
-def _bootstrap_f1(y: np.ndarray, preds: list[np.ndarray], k: int, seed: int = 0) -> list[np.ndarray]:
-    """Macro-F1 of each prediction vector on ``BOOTSTRAP`` resamples of the same posts (paired), as
-    :func:`emocare.metrics.macro_f1` computes it, all resamples in one pass (the request threads share the GIL)."""
-    draws = np.random.default_rng(seed).integers(0, len(y), (BOOTSTRAP, len(y)))
-    offsets = (np.arange(BOOTSTRAP) * k * k)[:, None]
-    out = []
-    for p in preds:
-        cm = np.bincount((offsets + y[draws] * k + p[draws]).ravel(), minlength=BOOTSTRAP * k * k)
-        cm = cm.reshape(BOOTSTRAP, k, k)
-        tp, support, predicted = np.diagonal(cm, axis1=1, axis2=2), cm.sum(2), cm.sum(1)
-        f1 = np.divide(2 * tp, support + predicted, out=np.zeros(tp.shape), where=support + predicted > 0)
-        seen = (support + predicted) > 0
-        out.append(f1.sum(1) / np.maximum(seen.sum(1), 1))
-    return out
-
-
-def _interval(values: np.ndarray) -> list[float]:
-    return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
 
 
 class Evaluator:
@@ -139,26 +119,22 @@ class Evaluator:
         live = self.predictions(x, order, labels, picks, n)
         sizes = sorted({*range(CURVE_STEP, n, CURVE_STEP), n})
         curve = [(s, macro_f1(y, self.predictions(x, order, labels, picks, s), self.k)) for s in sizes]
-        boots = _bootstrap_f1(y, [live], self.k)
-        out.update(macro_f1=round(macro_f1(y, live, self.k), 4), interval=_interval(boots[0]),
+        out.update(macro_f1=round(macro_f1(y, live, self.k), 4), interval=macro_f1_interval(y, live, self.k),
                    curve=[[s, round(f, 4)] for s, f in curve])
-        if n >= 100 + CURVE_STEP:
-            before = self.predictions(x, order, labels, picks, n - 100)
-            now, then = _bootstrap_f1(y, [live, before], self.k)
-            gain = macro_f1(y, live, self.k) - macro_f1(y, before, self.k)
-            lo, hi = _interval(now - then)
-            out["last_100"] = {"gain": round(gain, 4), "interval": [lo, hi], "paid": lo > 0}
+        if n >= 100 + CURVE_STEP:  # paired bootstrap: both models scored on each resample of the same picks
+            gain = paired_difference(y, live, self.predictions(x, order, labels, picks, n - 100), self.k)
+            out["last_100"] = {"gain": gain["difference"], "interval": gain["interval"],
+                               "paid": gain["interval"][0] > 0}
         if bundle_pred is not None:
             scored = [i for i, p in enumerate(picks) if bundle_pred.get(p, -1) >= 0]  # -1: it could not score
             if len(scored) >= FOLDS * 2:
                 yb = y[scored]
                 pb = np.array([bundle_pred[picks[i]] for i in scored])
-                live_b, bundle_b = _bootstrap_f1(yb, [live[scored], pb], self.k)
+                versus = paired_difference(yb, live[scored], pb, self.k)
                 out["bundle"] = {"posts": len(scored), "macro_f1": round(macro_f1(yb, pb, self.k), 4),
-                                 "interval": _interval(bundle_b),
-                                 "live_minus_bundle": round(macro_f1(yb, live[scored], self.k)
-                                                            - macro_f1(yb, pb, self.k), 4),
-                                 "live_minus_bundle_interval": _interval(live_b - bundle_b)}
+                                 "interval": macro_f1_interval(yb, pb, self.k),
+                                 "live_minus_bundle": versus["difference"],
+                                 "live_minus_bundle_interval": versus["interval"]}
         return out
 
 
@@ -214,8 +190,7 @@ class PostFeatures:
     def _tower(self, modality: str):
         """The frozen tower of ``modality`` and its feature store (loaded once)."""
         if modality not in self._towers:
-            from emocare.media.feature_store import FeatureStore, tower_digest
-            from emocare.media.frame_store import FrameStore
+            from emocare.media.feature_store import tower_store
             from emocare.models.towers import load_vision_tower
             from emocare.models.vision import VisionSpecialist
 
@@ -223,8 +198,7 @@ class PostFeatures:
             tower, preprocess, dim = load_vision_tower(cfg["backbone"], cfg.get("pretrained"), offline=True)
             spec = VisionSpecialist(tower, modality, cfg["backbone"], preprocess, dim, ["_", "_"],
                                     frames=cfg.get("frames", 8), frozen=True).eval()
-            frames = FrameStore(self.root, modality, spec._eval_transform, spec.frames)
-            self._towers[modality] = spec, FeatureStore(self.root, frames, tower_digest(tower, preprocess))
+            self._towers[modality] = spec, tower_store(spec, self.root)  # eager fp32: the training stages' entries
         return self._towers[modality]
 
     def _media(self, pid: str, modality: str):

@@ -275,136 +275,181 @@ class LabelServer(ThreadingHTTPServer):
 def _handler(session: Session, token: str | None, host: str, names: list[str] | tuple = ()):
     """The request handler; ``token`` (when given) is ``session.annotator``'s, beside the team's tokens;
     ``names``: the host names (or name:port) browsers may use for this server besides ``host``."""
-    page = files("emocare.labelling").joinpath("page.html").read_bytes()
-    admin_page = files("emocare.labelling").joinpath("admin.html").read_bytes()
     if token is not None:
         session.members[token] = (session.annotator, "annotator")
+    pages = files("emocare.labelling")
+    return type("Handler", (LabelHandler,), {
+        "session": session, "host": host, "names": tuple(names), "page": pages.joinpath("page.html").read_bytes(),
+        "admin_page": pages.joinpath("admin.html").read_bytes(),
+        "timeout": TIMEOUT_S})  # a connection that sends nothing (half open, or slow on purpose) frees its thread
 
-    class Handler(BaseHTTPRequestHandler):
-        timeout = TIMEOUT_S  # a connection that sends nothing (half open, or slow on purpose) frees its thread
 
-        def log_message(self, *args) -> None:  # quiet: the terminal shows what matters, not every request
-            pass
+class LabelHandler(BaseHTTPRequestHandler):
+    """The pages and the JSON API, one method per route (:data:`GETS`, :data:`ADMIN_GETS`, :data:`POSTS`,
+    :data:`ADMIN_POSTS`); :func:`_handler` makes the class for one session."""
 
-        def handle_one_request(self) -> None:
-            try:
-                super().handle_one_request()
-            except (ConnectionError, TimeoutError):  # the page moved on, or the client went quiet: nothing to answer
-                self.close_connection = True
+    session: Session
+    host: str
+    names: tuple[str, ...]
+    page: bytes
+    admin_page: bytes
+    GETS = {"/": "page", "/api/config": "config", "/api/state": "state", "/api/live": "live"}
+    ADMIN_GETS = {"/admin": "admin_page", "/api/admin/state": "team_state", "/api/admin/review": "review"}
+    POSTS = {"/api/label": "label", "/api/skip": "skip", "/api/undo": "undo"}
+    ADMIN_POSTS = {"/api/admin/adjudicate": "adjudicate", "/api/admin/annotators": "add_member"}
 
-        def _cookie(self) -> str:
-            return f"{COOKIE}_{self.server.server_address[1]}"  # per port: servers on one host keep their own
+    def log_message(self, *args) -> None:  # quiet: the terminal shows what matters, not every request
+        pass
 
-        def _send(self, status: int, body: bytes | Path, kind: str, cookie: str | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(body.stat().st_size if isinstance(body, Path) else len(body)))
-            self.send_header("Cache-Control", "no-store")
-            if cookie:
-                self.send_header("Set-Cookie", f"{self._cookie()}={cookie}; Path=/; HttpOnly; SameSite=Strict")
-            self.end_headers()
-            if isinstance(body, Path):
-                with open(body, "rb") as f:
-                    shutil.copyfileobj(f, self.wfile)
-            else:
-                self.wfile.write(body)
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError):  # the page moved on, or the client went quiet: nothing to answer
+            self.close_connection = True
 
-        def _json(self, status: int, obj: dict) -> None:
-            self._send(status, json.dumps(obj).encode(), "application/json")
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        member = self._member(parse_qs(url.query).get("token", [None])[0])
+        if member is None:
+            return
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        if url.path in self.GETS:
+            getattr(self, f"get_{self.GETS[url.path]}")(member)
+        elif len(parts) == 3 and parts[0] == "media":
+            self._run(lambda: self.session.media(parts[1], parts[2]))
+        elif member[1] != "admin" and (url.path == "/admin" or url.path.startswith("/api/admin/")):
+            self._json(403, {"error": "the admin link opens this page"})
+        elif url.path in self.ADMIN_GETS:
+            getattr(self, f"get_{self.ADMIN_GETS[url.path]}")(member)
+        else:
+            self._json(404, {"error": f"no such page: {url.path}"})
 
-        def _run(self, action) -> None:
-            try:
-                result = action()
-                if isinstance(result, tuple):
-                    return self._send(200, *result)
-            except LabelError as e:
-                return self._json(e.status, {"error": str(e)})
-            except (ValueError, OSError) as e:  # unreadable media or labels file: say so, keep serving
-                return self._json(400, {"error": f"{type(e).__name__}: {e}"})
-            except Exception as e:  # noqa: BLE001 - a bug must not leave the page without an answer
-                return self._json(500, {"error": f"{type(e).__name__}: {e}"})
-            self._json(200, result)
+    def do_POST(self) -> None:
+        member = self._member(None)
+        if member is None:
+            return
+        body = self._body()
+        if body is None:
+            return
+        routes = self.POSTS | (self.ADMIN_POSTS if member[1] == "admin" else {})
+        route = routes.get(urlparse(self.path).path)
+        if route is None:
+            return self._json(404, {"error": f"no such action: {self.path}"})
+        self._run(lambda: getattr(self, f"post_{route}")(body, member[0]))
 
-        def _member(self, given: str | None) -> tuple[str, str] | None:
-            """Who sends the request (name, role): it names this server and carries a member's token (header,
-            cookie or ``?token=``). Else None, answered."""
-            port = self.server.server_address[1]
-            hosts = {f"{h}:{port}" for h in (host, "127.0.0.1", "localhost", *names)} | set(names)
-            if self.headers.get("Host") not in hosts:
-                self._json(421, {"error": f"this server answers as {sorted(hosts)}, not {self.headers.get('Host')}"})
-                return None
-            cookie = SimpleCookie(self.headers.get("Cookie") or "")
-            offered = (given or self.headers.get("X-EmoCare-Token")
-                       or (cookie[self._cookie()].value if self._cookie() in cookie else "")).encode()
-            # every token compared (in constant time each): which one matched must not show in the timing
-            found = [m for t, m in list(session.members.items()) if hmac.compare_digest(offered, t.encode())]
-            if not found:
-                self._json(403, {"error": "open your link: the URL `emocare label` printed (it carries your token)"})
-                return None
-            return found[0]
+    # GET routes: each takes the member (name, role) who asks
 
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            given = parse_qs(url.query).get("token", [None])[0]
-            member = self._member(given)
-            if member is None:
-                return
-            who, role = member
-            token = next(t for t, m in session.members.items() if m == member)
-            parts = [unquote(p) for p in url.path.strip("/").split("/")]
-            if url.path == "/":
-                self._send(200, page, "text/html; charset=utf-8", cookie=token)
-            elif url.path == "/api/config":
-                self._json(200, {"classes": [{"name": n, "display": session.classes.display[n],
-                                              "colour": session.classes.colours[n]} for n in session.classes.names],
-                                 "annotator": who})
-            elif url.path == "/api/state":
-                self._run(lambda: session.state(who))
-            elif url.path == "/api/live":  # the live model's figures (the page's "when to stop" panel)
-                self._json(200, session.live.report if session.live else {"strategy": None})
-            elif len(parts) == 3 and parts[0] == "media":
-                self._run(lambda: session.media(parts[1], parts[2]))
-            elif role != "admin" and (url.path == "/admin" or url.path.startswith("/api/admin/")):
-                self._json(403, {"error": "the admin link opens this page"})
-            elif url.path == "/admin":
-                self._send(200, admin_page, "text/html; charset=utf-8", cookie=token)
-            elif url.path == "/api/admin/state":
-                self._run(lambda: team_state(session))
-            elif url.path == "/api/admin/review":
-                self._run(lambda: review_queue(session))
-            else:
-                self._json(404, {"error": f"no such page: {url.path}"})
+    def get_page(self, member: tuple[str, str]) -> None:
+        self._send(200, self.page, "text/html; charset=utf-8", cookie=self._token(member))
 
-        def do_POST(self) -> None:
-            member = self._member(None)
-            if member is None:
-                return
-            who, role = member
-            if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
-                return self._json(415, {"error": "send JSON (Content-Type: application/json)"})
-            length = self.headers.get("Content-Length") or "0"
-            if not length.isdigit() or int(length) > MAX_BODY:
-                return self._json(413, {"error": f"the body must have a length of at most {MAX_BODY} bytes"})
-            try:
-                body = json.loads(self.rfile.read(int(length)) or b"{}")
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                return self._json(400, {"error": f"the body is not JSON: {e}"})
-            if not isinstance(body, dict):
-                return self._json(400, {"error": "the body must be a JSON object"})
-            actions = {"/api/label": lambda: session.label(str(body.get("id")), str(body.get("label")), who),
-                       "/api/skip": lambda: session.skip(str(body.get("id")), who),
-                       "/api/undo": lambda: session.undo(who)}
-            if role == "admin":
-                actions |= {"/api/admin/adjudicate": lambda: session.adjudicate(str(body.get("id")),
-                                                                                str(body.get("label")), who),
-                            "/api/admin/annotators": lambda: _link_of(session, str(body.get("name")),
-                                                                      str(body.get("role") or "annotator"))}
-            action = actions.get(urlparse(self.path).path)
-            if action is None:
-                return self._json(404, {"error": f"no such action: {self.path}"})
-            self._run(action)
+    def get_config(self, member: tuple[str, str]) -> None:
+        classes = self.session.classes
+        self._json(200, {"classes": [{"name": n, "display": classes.display[n], "colour": classes.colours[n]}
+                                     for n in classes.names], "annotator": member[0]})
 
-    return Handler
+    def get_state(self, member: tuple[str, str]) -> None:
+        self._run(lambda: self.session.state(member[0]))
+
+    def get_live(self, member: tuple[str, str]) -> None:  # the live model's figures (the "when to stop" panel)
+        self._json(200, self.session.live.report if self.session.live else {"strategy": None})
+
+    def get_admin_page(self, member: tuple[str, str]) -> None:
+        self._send(200, self.admin_page, "text/html; charset=utf-8", cookie=self._token(member))
+
+    def get_team_state(self, member: tuple[str, str]) -> None:
+        self._run(lambda: team_state(self.session))
+
+    def get_review(self, member: tuple[str, str]) -> None:
+        self._run(lambda: review_queue(self.session))
+
+    # POST routes: each takes the JSON body and who sends it, and returns the answer
+
+    def post_label(self, body: dict, who: str) -> dict:
+        return self.session.label(str(body.get("id")), str(body.get("label")), who)
+
+    def post_skip(self, body: dict, who: str) -> dict:
+        return self.session.skip(str(body.get("id")), who)
+
+    def post_undo(self, body: dict, who: str) -> dict:
+        return self.session.undo(who)
+
+    def post_adjudicate(self, body: dict, who: str) -> dict:
+        return self.session.adjudicate(str(body.get("id")), str(body.get("label")), who)
+
+    def post_add_member(self, body: dict, who: str) -> dict:
+        return _link_of(self.session, str(body.get("name")), str(body.get("role") or "annotator"))
+
+    # the plumbing
+
+    def _cookie(self) -> str:
+        return f"{COOKIE}_{self.server.server_address[1]}"  # per port: servers on one host keep their own
+
+    def _token(self, member: tuple[str, str]) -> str:
+        return next(t for t, m in self.session.members.items() if m == member)
+
+    def _send(self, status: int, body: bytes | Path, kind: str, cookie: str | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(body.stat().st_size if isinstance(body, Path) else len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if cookie:
+            self.send_header("Set-Cookie", f"{self._cookie()}={cookie}; Path=/; HttpOnly; SameSite=Strict")
+        self.end_headers()
+        if isinstance(body, Path):
+            with open(body, "rb") as f:
+                shutil.copyfileobj(f, self.wfile)
+        else:
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: dict) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json")
+
+    def _run(self, action) -> None:
+        """Answer what ``action`` returns: (body, kind) as is, else as JSON; its errors as JSON errors."""
+        try:
+            result = action()
+            if isinstance(result, tuple):
+                return self._send(200, *result)
+        except LabelError as e:
+            return self._json(e.status, {"error": str(e)})
+        except (ValueError, OSError) as e:  # unreadable media or labels file: say so, keep serving
+            return self._json(400, {"error": f"{type(e).__name__}: {e}"})
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the page without an answer
+            return self._json(500, {"error": f"{type(e).__name__}: {e}"})
+        self._json(200, result)
+
+    def _member(self, given: str | None) -> tuple[str, str] | None:
+        """Who sends the request (name, role): it names this server and carries a member's token (header,
+        cookie or ``?token=``). Else None, answered."""
+        port = self.server.server_address[1]
+        hosts = {f"{h}:{port}" for h in (self.host, "127.0.0.1", "localhost", *self.names)} | set(self.names)
+        if self.headers.get("Host") not in hosts:
+            self._json(421, {"error": f"this server answers as {sorted(hosts)}, not {self.headers.get('Host')}"})
+            return None
+        cookie = SimpleCookie(self.headers.get("Cookie") or "")
+        offered = (given or self.headers.get("X-EmoCare-Token")
+                   or (cookie[self._cookie()].value if self._cookie() in cookie else "")).encode()
+        # every token compared (in constant time each): which one matched must not show in the timing
+        found = [m for t, m in list(self.session.members.items()) if hmac.compare_digest(offered, t.encode())]
+        if not found:
+            self._json(403, {"error": "open your link: the URL `emocare label` printed (it carries your token)"})
+            return None
+        return found[0]
+
+    def _body(self) -> dict | None:
+        """A POST's JSON object; else None, answered (415, 413 or 400)."""
+        if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
+            return self._json(415, {"error": "send JSON (Content-Type: application/json)"})
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return self._json(413, {"error": f"the body must have a length of at most {MAX_BODY} bytes"})
+        try:
+            body = json.loads(self.rfile.read(int(length)) or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return self._json(400, {"error": f"the body is not JSON: {e}"})
+        if not isinstance(body, dict):
+            return self._json(400, {"error": "the body must be a JSON object"})
+        return body
 
 
 def _link_of(session: Session, name: str, role: str) -> dict:

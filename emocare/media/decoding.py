@@ -1,14 +1,17 @@
-"""Images decoded in batches on the model's device: JPEGs with ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA),
-resized and cropped there; other formats (PNG, GIF, ...) decoded by Pillow on the CPU, as every time.
+"""Images and videos decoded into a vision tower's input.
 
-The result is what the frame store holds (:meth:`emocare.media.frame_store.FrameStore.pixels`): uint8
+One post at a time on the CPU (:func:`decode_media`: Pillow for images, sampled frames for videos, then the
+tower's transform), or images in batches on the model's device (:func:`decode_images`): JPEGs with
+``torchvision.io.decode_jpeg`` (nvJPEG on CUDA), resized and cropped there; other formats (PNG, GIF, ...)
+decoded by Pillow on the CPU, as every time.
+
+The batch result is what the frame store holds (:meth:`emocare.media.frame_store.FrameStore.pixels`): uint8
 ``[B, 3, H, W]``, which the model normalises on its device. The geometry is the evaluation transform's own
 ``Resize`` and ``CenterCrop`` applied to tensors (bicubic with antialiasing on float pixels, rounded back to
 uint8), not Pillow's, so pixels differ from the CPU path by resampling rounding: tested within a mean of 1.5 and
 a 99th percentile of 6 levels of 255 on the demo's images saved as JPEG (decoding itself is identical on the
 CPU). Whether it is faster than decoding in DataLoader workers is measured by ``benchmarks/gpu_suite.py``.
 """
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +23,17 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from emocare.media.frame_store import geometric_part
 from emocare.media.image import load_image
+from emocare.media.video import read_frames
+from emocare.transforms import frames_to_tensor
 
 JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def decode_media(modality: str, source, transform, frames: int = 8) -> torch.Tensor:
+    """Pixels for one image ([3, H, W]; path, bytes or PIL image) or video ([frames, 3, H, W]; path)."""
+    if modality == "image":
+        return transform(load_image(source))
+    return frames_to_tensor(read_frames(source, frames), transform)
 
 
 def tensor_geometry(transform: T.Compose) -> list:

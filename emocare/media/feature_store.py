@@ -7,7 +7,8 @@ back. It lives beside the frame store (``<frame_store>/features/``).
 
 An entry is named by the frame store's key for the file (its identity, frame count and geometric
 transforms) and by a digest of the tower's weights and normalisation, so other weights or another
-input size never read a stale entry. Entries are written atomically.
+input size never read a stale entry. Entries are written atomically. The loop that fills the store while
+building a frozen tower's training data is :func:`emocare.data.datasets.tower_features`.
 """
 
 from __future__ import annotations
@@ -56,3 +57,10 @@ class FeatureStore:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(entry, suffix=".npy") as tmp, open(tmp, "wb") as f:
             np.save(f, features)
+
+
+def tower_store(model: nn.Module, root: str | Path, frames: FrameStore | None = None) -> FeatureStore:
+    """The store of a vision specialist's tower features beside the frame store ``root``, for the precision its
+    CPU path computes in (:attr:`emocare.models.vision.VisionSpecialist.feature_precision`)."""
+    frames = frames or FrameStore(root, model.modality, model.transform, model.frames)
+    return FeatureStore(root, frames, tower_digest(model.tower, model.preprocess, model.feature_precision))

@@ -1,8 +1,9 @@
 """Text specialist: a ``transformers`` AutoModel backbone, pooling, dropout and a linear head.
 
 With ``frozen`` set (``train.regime: frozen``) the backbone is not trained: the head learns from its pooled
-features, computed once per post, so an epoch costs a linear layer, and the embeddings the fusion model
-learns from are the pretrained backbone's, untouched by the labels.
+features, computed once per post (:func:`emocare.data.texts.backbone_features`), so an epoch costs a linear
+layer, and the embeddings the fusion model learns from are the pretrained backbone's, untouched by the labels.
+The dataset that feeds it, OCR included, is in :mod:`emocare.data.texts`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from emocare.labels import label_index
-from emocare.media.ocr import posts_ocr, with_ocr
 from emocare.models.errors import BackboneNotFound
-from emocare.runtime import autocast, make_loader, to_device
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-FEATURE_BATCH = 64  # posts per backbone call while computing a frozen backbone's features
 
 
 def resolve_text_backbone(name: str) -> str:
@@ -77,24 +73,9 @@ def tokenizer_from_files(files: dict[str, bytes]):
         return AutoTokenizer.from_pretrained(tmp, local_files_only=True)
 
 
-class PostTexts(Dataset):
-    """Posts' text (with ``ocr_texts``, the text in their media, when given) and label index, tokenized a batch
-    at a time by :meth:`TextSpecialist.collate`."""
-
-    def __init__(self, posts: list, labels: list[str], ocr_texts: list[str] | None = None):
-        self.posts, self.labels, self.ocr_texts = posts, labels, ocr_texts
-
-    def __len__(self) -> int:
-        return len(self.posts)
-
-    def __getitem__(self, i: int) -> tuple[str, int]:
-        text = self.posts[i].text if self.ocr_texts is None else with_ocr(self.posts[i].text, self.ocr_texts[i])
-        return text, label_index(self.posts[i].label, self.labels)
-
-
 class TextSpecialist(nn.Module):
     """Backbone -> first-token or mean pooling -> dropout -> Linear(hidden -> classes); ``ocr``: the text read
-    from a post's image or video follows its own (:mod:`emocare.media.ocr`)."""
+    from a post's image or video follows its own (:mod:`emocare.media.ocr`, through its dataset)."""
 
     modality = checkpoint_kind = "text"
 
@@ -117,30 +98,6 @@ class TextSpecialist(nn.Module):
         self.frozen = frozen
         self.backbone.requires_grad_(not frozen)
         return self
-
-    def dataset(self, posts: list, train: bool = False, augment: bool = True,
-                frame_store: str | Path | None = None) -> Dataset:
-        """The posts' text as this model's input (no augmentation); with ``ocr``, followed by the text in their
-        media, kept in the OCR store beside ``frame_store``; for a frozen backbone, its features of them."""
-        texts = PostTexts(posts, self.labels, posts_ocr(posts, frame_store) if self.ocr else None)
-        if not self.frozen:
-            return texts
-        labels = torch.tensor([label_index(p.label, self.labels) for p in posts], dtype=torch.long)
-        return TensorDataset(self.backbone_features(texts), labels)
-
-    @torch.inference_mode()
-    def backbone_features(self, texts: PostTexts) -> torch.Tensor:
-        """The backbone's pooled features of ``texts`` [len, dim], float32 on the CPU, computed on the model's
-        device in evaluation mode (no dropout)."""
-        device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        out = []
-        for batch in make_loader(texts, FEATURE_BATCH, self.collate, device, 0):
-            with autocast(device):
-                out.append(self.encode(to_device(batch, device)).float().cpu())
-        self.train(was_training)
-        return torch.cat(out) if out else torch.zeros((0, self.dim))
 
     def collate(self, items: list[tuple]) -> dict:
         """Texts tokenised, or a frozen backbone's features ([dim] each) as they are, with labels."""

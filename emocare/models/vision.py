@@ -1,29 +1,20 @@
 """Image and video specialists on a vision tower (:mod:`emocare.models.towers`: open_clip or timm).
 
 With ``freeze: true`` the tower is not trained: the head learns from the tower's pooled features,
-computed once per media file (:mod:`emocare.media.feature_store`), so an epoch costs a linear layer.
+computed once per media file (:func:`emocare.data.datasets.tower_features`, kept in
+:mod:`emocare.media.feature_store`), so an epoch costs a linear layer. The datasets that feed the specialists
+are in :mod:`emocare.data.datasets`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset, TensorDataset
 
-from emocare.data.datasets import decode_media, media_dataset
-from emocare.labels import label_index
-from emocare.media.feature_store import FeatureStore, tower_digest
-from emocare.media.frame_store import FrameStore
+from emocare.media.decoding import decode_media
 from emocare.models.cpu_paths import FLOAT32_PATHS
 from emocare.models.towers import load_vision_tower, rebuild_tower, tower_spec, weights_source
-from emocare.progress import progress_bar
-from emocare.runtime import autocast, make_loader, to_device
 from emocare.transforms import eval_transform
-
-FEATURE_BATCH = 64  # images per tower call while computing a frozen tower's features (a video is `frames` images)
 
 
 class VisionSpecialist(nn.Module):
@@ -39,7 +30,7 @@ class VisionSpecialist(nn.Module):
         self.preprocess, self.dim, self.frames, self.frozen = preprocess, dim, frames, frozen
         self.tower.requires_grad_(not frozen)
         self.fast = None  # the tower's CPU runner for inference (emocare.models.cpu_paths.use_cpu_path)
-        self._eval_transform = eval_transform(preprocess)
+        self.transform = eval_transform(preprocess)  # one post's evaluation input (decode)
         self.dropout = nn.Dropout(dropout)
         self.labels = list(labels)
         self.head = nn.Linear(dim, len(self.labels))
@@ -57,63 +48,17 @@ class VisionSpecialist(nn.Module):
             self.tower.eval()  # a frozen tower's batch-norm statistics stay the pretrained ones
         return self
 
-    def dataset(self, posts: list, train: bool = False, augment: bool = True,
-                frame_store: str | None = None) -> Dataset:
-        """The posts' media as this tower's input (:func:`emocare.data.datasets.media_dataset`); for a frozen
-        tower, its features of them (augmentation does not apply)."""
-        if self.frozen:
-            labels = torch.tensor([label_index(p.label, self.labels) for p in posts], dtype=torch.long)
-            return TensorDataset(torch.from_numpy(self.tower_features(posts, frame_store)), labels)
-        return media_dataset(self.modality, self.preprocess, self.frames, posts, self.labels, train, augment,
-                             frame_store)
-
-    def tower_features(self, posts: list, frame_store: str | None = None) -> np.ndarray:
-        """The tower's pooled features of the posts' media [len(posts), dim], on the device the model is on;
-        read from, and written to, the feature store beside ``frame_store``."""
-        pixels = media_dataset(self.modality, self.preprocess, self.frames, posts, self.labels,
-                               frame_store=frame_store)
-        store = self.feature_store(frame_store, pixels.store) if frame_store else None
-        media = [getattr(p, self.modality) for p in posts]
-        out = np.zeros((len(posts), self.dim), np.float32)
-        todo = []
-        for i, m in enumerate(media):
-            found = store.get(m) if store else None
-            if found is None:
-                todo.append(i)
-            else:
-                out[i] = found
-        if not todo:
-            return out
-        device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        per_call = FEATURE_BATCH if self.modality == "image" else max(1, FEATURE_BATCH // self.frames)
-        loader = make_loader(Subset(pixels, todo), per_call, self.collate, device, "auto")
-        rows = iter(todo)
-        with torch.inference_mode():
-            for batch in progress_bar(loader, desc=f"{self.modality} features ({len(todo)} of {len(posts)} to compute)",
-                              unit="batch", leave=False):
-                with autocast(device):
-                    feats = self.encode(to_device(batch, device)).float().cpu().numpy()
-                for f in feats:
-                    i = next(rows)
-                    out[i] = f
-                    if store:
-                        store.put(media[i], f)
-        self.train(was_training)
-        return out
-
-    def feature_store(self, frame_store: str | Path, frames: FrameStore | None = None) -> FeatureStore:
-        """The store of this tower's features beside ``frame_store``, for the precision its CPU path computes in
-        (fp32 eager and ONNX Runtime share entries: the same float32 arithmetic)."""
-        frames = frames or FrameStore(frame_store, self.modality, self._eval_transform, self.frames)
+    @property
+    def feature_precision(self) -> str:
+        """The precision the tower's CPU path computes in, which names its features in the feature store
+        (:func:`emocare.media.feature_store.tower_store`): fp32 eager and ONNX Runtime share entries (the same
+        float32 arithmetic)."""
         path = getattr(self.fast, "name", "fp32")
-        return FeatureStore(frame_store, frames,
-                            tower_digest(self.tower, self.preprocess, "fp32" if path in FLOAT32_PATHS else path))
+        return "fp32" if path in FLOAT32_PATHS else path
 
     def decode(self, source) -> torch.Tensor:
         """One post's media (a path, bytes or a PIL image) as this tower's evaluation input."""
-        return decode_media(self.modality, source, self._eval_transform, self.frames)
+        return decode_media(self.modality, source, self.transform, self.frames)
 
     @staticmethod
     def collate(items: list[tuple[torch.Tensor, int]]) -> dict:

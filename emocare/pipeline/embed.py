@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from emocare.cache import write_cache
+from emocare.data import specialist_dataset
 from emocare.data.manifest import Post
 from emocare.distributed import barrier, init_distributed, rank_world
 from emocare.io import atomic_path, file_sha256
@@ -26,8 +27,8 @@ def encode_posts(model, posts: list[Post], batch_size: int = 64, num_workers: in
     """Pooled specialist features [len(posts), dim] for posts that all have the model's modality."""
     device = torch.device(device)
     model.to(device).eval()
-    loader = make_loader(model.dataset(posts, frame_store=frame_store), batch_size, model.collate, device,
-                         num_workers)
+    loader = make_loader(specialist_dataset(model, posts, frame_store=frame_store), batch_size, model.collate,
+                         device, num_workers)
     out = np.zeros((len(posts), model.dim), np.float32)
     row = 0
     for batch in progress_bar(loader, desc=desc, unit="batch", leave=False):

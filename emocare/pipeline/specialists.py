@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emocare.data import specialist_dataset
 from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
 from emocare.distributed import init_distributed, is_main, rank_world
@@ -35,7 +36,7 @@ def backbone_info(modality: str, cfg: dict, model) -> dict:
 
 def _setfit(model, posts: list, tcfg: TrainConfig, frame_store: str | None) -> dict:
     """:func:`setfit_tune` on the text the specialist reads (OCR included), then the backbone frozen."""
-    texts = model.dataset(posts, frame_store=frame_store)
+    texts = specialist_dataset(model, posts, frame_store=frame_store)  # the text it reads, OCR included
     out = setfit_tune(model, [texts[i][0] for i in range(len(texts))], [texts[i][1] for i in range(len(texts))],
                       tcfg)
     model.freeze()
@@ -87,7 +88,8 @@ def cross_fitted_features(params: dict, classes: LabelSet, posts: list, fold: np
         seed_everything(tcfg.seed)
         model = build_specialist("text", params["text"], classes, params.get("offline", True))
         _setfit(model, [posts[i] for i in rows if splits[i] == "train"], tcfg, params.get("frame_store"))
-        features.append(model.dataset([posts[i] for i in rows], frame_store=params.get("frame_store")).tensors[0])
+        features.append(specialist_dataset(model, [posts[i] for i in rows],
+                                           frame_store=params.get("frame_store")).tensors[0])
     with atomic_path(out, suffix=".npz") as tmp:
         np.savez(tmp, ids=np.array([posts[i].id for i in rows]), features=torch.stack(features).numpy())
     return {"cross_fitted": {"folds": folds, "posts": len(rows), "path": str(out)}}
@@ -143,9 +145,10 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
         return metrics
     weights = class_weights([p.label for p in train_posts], classes)
     store = params.get("frame_store")  # decoded pixels kept across epochs (and for the embed stage)
-    summary = fit(model, model.dataset(train_posts, train=True, augment=cfg.get("augment", True), frame_store=store),
-                  model.dataset(val_posts, frame_store=store), tcfg, weights, model_path, collate=model.collate,
-                  live_dir=report_dir / "live", checkpoint_extra=info, desc=modality)
+    summary = fit(model, specialist_dataset(model, train_posts, train=True, augment=cfg.get("augment", True),
+                                            frame_store=store),
+                  specialist_dataset(model, val_posts, frame_store=store), tcfg, weights, model_path,
+                  collate=model.collate, live_dir=report_dir / "live", checkpoint_extra=info, desc=modality)
     report = summary.pop("classification_report")
     summary.pop("history")
     metrics = {**info, "no_data": False, **summary, "class_weights": dict(zip(classes, weights, strict=True)),

@@ -308,110 +308,89 @@ async def _read_post(request: Request, files: ExitStack, max_chars: int,
 
 
 def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: float = 0.0) -> FastAPI:
-    """The service around an already loaded model."""
-    cfg = cfg or ServeConfig()
-    metrics = Metrics()
-    metrics.load_seconds.set(load_seconds)
-    pool = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="decode")
-    state = {"inflight": 0, "arriving": 0, "batcher": None, "worker": None}  # arriving: admitted, not yet queued
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        from emocare.serving.batcher import Batcher
-
-        state["worker"] = worker = ModelWorker(model, cfg.worker_nice)
-        state["batcher"] = Batcher(worker.score, cfg.max_batch, cfg.max_wait_ms / 1000, metrics.batch.observe,
-                                   arriving=lambda: state["arriving"])
-        yield
-        state["batcher"].close()  # uvicorn has let the requests in flight finish
-        worker.close()
-        pool.shutdown()
-
+    """The service around an already loaded model: a :class:`Service`'s routes, the error handlers and ``/docs``."""
+    service = Service(model, cfg or ServeConfig(), load_seconds)
+    cfg = service.cfg
     app = FastAPI(title="EmoCare", description="Multimodal emotion classification of social-media posts. "
                   f"Limits: a body of at most {cfg.max_upload_bytes} bytes, a text of at most {cfg.max_text_chars} "
                   'characters (413 beyond either). Every error is a JSON object `{"error": message}`.',
-                  lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs below, its scripts served from here
-    app.add_middleware(_Guard, limit=cfg.max_upload_bytes, metrics=metrics)
+                  lifespan=service.lifespan, docs_url=None, redoc_url=None)  # /docs below, its scripts served here
+    app.add_middleware(_Guard, limit=cfg.max_upload_bytes, metrics=service.metrics)
+    for error, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(error, handler)
+    app.add_api_route("/docs", docs, include_in_schema=False)
+    app.add_api_route("/docs/assets/{name}", docs_asset, include_in_schema=False)
+    app.add_api_route("/health", service.health)
+    app.add_api_route("/ready", service.ready)
+    app.add_api_route("/metrics", service.prometheus)
+    app.add_api_route("/labels", service.labels)
+    app.add_api_route("/predict", service.predict, methods=["POST"], response_model=Prediction,
+                      openapi_extra={"requestBody": _predict_body(cfg.max_text_chars)},
+                      responses={status: {"model": ErrorMessage, "description": why}
+                                 for status, why in PREDICT_ERRORS.items()},
+                      summary="Classify one post", description="A post: text, an image, a video or any of them "
+                      "together (multipart/form-data), or text alone (application/json). Answers the most probable "
+                      "class and every class's probability.")
+    return app
 
-    @app.exception_handler(RequestError)
-    async def _request_error(_: Request, e: RequestError) -> JSONResponse:
-        return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
 
-    @app.exception_handler(HTTPException)  # the framework's own: 404, 405
-    async def _http_error(_: Request, e: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": e.detail}, status_code=e.status_code, headers=e.headers)
+class Service:
+    """The routes that need the model: its worker process and batcher (started and stopped by :meth:`lifespan`),
+    the decoding threads, the queue's counts and the metrics."""
 
-    @app.exception_handler(RequestValidationError)  # a route's declared parameters
-    async def _validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+    def __init__(self, model: EmoCare, cfg: ServeConfig, load_seconds: float = 0.0):
+        self.model, self.cfg = model, cfg
+        self.metrics = Metrics()
+        self.metrics.load_seconds.set(load_seconds)
+        self.pool = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="decode")
+        self.inflight = self.arriving = 0  # arriving: admitted, not yet queued
+        self.batcher = self.worker = None
 
-    @app.exception_handler(Exception)  # a bug: the client gets the same shape, the log the traceback
-    async def _server_error(_: Request, e: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"internal server error ({type(e).__name__})"}, status_code=500)
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI):
+        from emocare.serving.batcher import Batcher
 
-    @app.get("/docs", include_in_schema=False)
-    async def docs(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "").rstrip("/")
-        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title="EmoCare API",
-                                   swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
-                                   swagger_favicon_url=f"{root}/docs/assets/favicon-32x32.png",
-                                   swagger_ui_parameters={"validatorUrl": None})  # else it sends the spec's URL out
+        self.worker = ModelWorker(self.model, self.cfg.worker_nice)
+        self.batcher = Batcher(self.worker.score, self.cfg.max_batch, self.cfg.max_wait_ms / 1000,
+                               self.metrics.batch.observe, arriving=lambda: self.arriving)
+        yield
+        self.batcher.close()  # uvicorn has let the requests in flight finish
+        self.worker.close()
+        self.pool.shutdown()
 
-    @app.get("/docs/assets/{name}", include_in_schema=False)
-    async def docs_asset(name: str) -> FileResponse:
-        if name not in DOCS_ASSETS:
-            raise HTTPException(404, f"no docs asset {name!r}")
-        return FileResponse(SWAGGER_UI / name, media_type=DOCS_ASSETS[name])
-
-    @app.get("/health")
-    async def health() -> JSONResponse:  # the model process must be alive; the model itself is not asked
-        alive = state["worker"] is None or state["worker"].alive
+    async def health(self) -> JSONResponse:  # the model process must be alive; the model itself is not asked
+        alive = self.worker is None or self.worker.alive
         return JSONResponse({"status": "ok" if alive else "model process exited"}, 200 if alive else 503)
 
-    @app.get("/ready")
-    async def ready() -> JSONResponse:
-        is_ready = state["batcher"] is not None and state["worker"].alive and state["inflight"] < cfg.max_queue
-        return JSONResponse({"ready": is_ready, "queue": state["inflight"], "max_queue": cfg.max_queue,
-                             "modalities": model.fusion.modalities}, status_code=200 if is_ready else 503)
+    async def ready(self) -> JSONResponse:
+        is_ready = self.batcher is not None and self.worker.alive and self.inflight < self.cfg.max_queue
+        return JSONResponse({"ready": is_ready, "queue": self.inflight, "max_queue": self.cfg.max_queue,
+                             "modalities": self.model.fusion.modalities}, status_code=200 if is_ready else 503)
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus(self) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/labels")
-    async def labels() -> dict:
-        classes, measured = model.label_set, model.evaluation  # the bundle's own classes, display names and colours
+    async def labels(self) -> dict:
+        classes, measured = self.model.label_set, self.model.evaluation  # the bundle's classes, names and colours
         return {"labels": [{"name": c, "display": classes.display[c], "colour": classes.colours[c]} for c in classes],
                 "evaluation": measured and {**measured, "summary": evaluation_line(measured),
                                             "warning": evaluation_warning(measured)}}
 
-    @app.post("/predict", response_model=Prediction, openapi_extra={"requestBody": _predict_body(cfg.max_text_chars)},
-              responses={status: {"model": ErrorMessage, "description": why} for status, why in PREDICT_ERRORS.items()},
-              summary="Classify one post", description="A post: text, an image, a video or any of them together "
-              "(multipart/form-data), or text alone (application/json). Answers the most probable class and every "
-              "class's probability.")
-    async def predict(request: Request) -> JSONResponse:
+    async def predict(self, request: Request) -> JSONResponse:
+        cfg = self.cfg
         await _read_body(request, cfg.body_timeout_s)  # before a place in the queue: a slow client holds none
-        if state["inflight"] >= cfg.max_queue:
+        if self.inflight >= cfg.max_queue:
             raise RequestError(503, f"the service is at its limit of {cfg.max_queue} requests; retry shortly",
                                {"Retry-After": "1"})
-        state["inflight"] += 1
-        state["arriving"] += 1
-        metrics.queue.set(state["inflight"])
+        self.inflight += 1
+        self.arriving += 1
+        self.metrics.queue.set(self.inflight)
         deadline = time.monotonic() + cfg.timeout_s
         try:
             try:
-                with ExitStack() as files:
-                    post, shown = await _read_post(request, files, cfg.max_text_chars, cfg.max_pixels)
-                    if "image" in post or "video" in post:  # decoding media takes a while: off the event loop
-                        inputs, failed = await _within(deadline, asyncio.get_running_loop().run_in_executor(
-                            pool, model.decode, post), cfg.timeout_s)
-                    else:
-                        inputs, failed = model.decode(post)
+                inputs, failed, shown = await self._decode(request, deadline)
             finally:
-                state["arriving"] -= 1
+                self.arriving -= 1
             if failed:
                 message = next(iter(failed.values()))
                 for path, name in shown.items():
@@ -420,14 +399,61 @@ def create_app(model: EmoCare, cfg: ServeConfig | None = None, load_seconds: flo
             if not inputs:
                 raise RequestError(422, NO_MODALITY)
             try:
-                return JSONResponse(await _within(deadline, state["batcher"].submit(inputs), cfg.timeout_s))
+                return JSONResponse(await _within(deadline, self.batcher.submit(inputs), cfg.timeout_s))
             except ModelProcessExited as e:  # not the client's fault, and /health now says so
                 raise RequestError(503, str(e)) from e
         finally:
-            state["inflight"] -= 1
-            metrics.queue.set(state["inflight"])
+            self.inflight -= 1
+            self.metrics.queue.set(self.inflight)
 
-    return app
+    async def _decode(self, request: Request, deadline: float) -> tuple[dict, dict, dict]:
+        """The request's post read and decoded: the model's inputs, what failed, and the uploads' names by path."""
+        with ExitStack() as files:
+            post, shown = await _read_post(request, files, self.cfg.max_text_chars, self.cfg.max_pixels)
+            if "image" in post or "video" in post:  # decoding media takes a while: off the event loop
+                inputs, failed = await _within(deadline, asyncio.get_running_loop().run_in_executor(
+                    self.pool, self.model.decode, post), self.cfg.timeout_s)
+            else:
+                inputs, failed = self.model.decode(post)
+        return inputs, failed, shown
+
+
+async def _request_error(_: Request, e: RequestError) -> JSONResponse:
+    return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+
+
+async def _http_error(_: Request, e: HTTPException) -> JSONResponse:  # the framework's own: 404, 405
+    return JSONResponse({"error": e.detail}, status_code=e.status_code, headers=e.headers)
+
+
+async def _validation_error(_: Request, e: RequestValidationError) -> JSONResponse:  # a route's declared parameters
+    problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+    return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
+
+async def _server_error(_: Request, e: Exception) -> JSONResponse:
+    """A bug: the client gets the same shape, the log the traceback."""
+    return JSONResponse({"error": f"internal server error ({type(e).__name__})"}, status_code=500)
+
+
+ERROR_HANDLERS = {RequestError: _request_error, HTTPException: _http_error,
+                  RequestValidationError: _validation_error, Exception: _server_error}
+
+
+async def docs(request: Request) -> HTMLResponse:
+    """Swagger UI, its scripts served by :func:`docs_asset` (no CDN: it works offline)."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_swagger_ui_html(openapi_url=root + request.app.openapi_url, title="EmoCare API",
+                               swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+                               swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+                               swagger_favicon_url=f"{root}/docs/assets/favicon-32x32.png",
+                               swagger_ui_parameters={"validatorUrl": None})  # else it sends the spec's URL out
+
+
+async def docs_asset(name: str) -> FileResponse:
+    if name not in DOCS_ASSETS:
+        raise HTTPException(404, f"no docs asset {name!r}")
+    return FileResponse(SWAGGER_UI / name, media_type=DOCS_ASSETS[name])
 
 
 async def _within(deadline: float, awaitable, timeout_s: float):
