@@ -44,7 +44,7 @@ def choose_regime(requested: str, train_labels: int) -> tuple[str, str]:
     if train_labels < FINETUNE_FROM:
         if importlib.util.find_spec("setfit") is None:
             return "frozen", (f"auto: {train_labels} training labels, below {FINETUNE_FROM}: setfit would tune the "
-                              "encoder, but the setfit package is not installed (pip install 'emocare[fewshot]'), "
+                              "encoder, but the setfit package is not installed (pip install setfit), "
                               "so a head on the frozen backbone")
         return "setfit", (f"auto: {train_labels} training labels, below {FINETUNE_FROM}: contrastive tuning of the "
                           "sentence encoder (setfit) learns better than fine-tuning or a frozen backbone from so few")
@@ -66,7 +66,7 @@ def setfit_tune(model, texts: list[str], labels: list[int], cfg: TrainConfig) ->
         from datasets import Dataset
         from setfit import SetFitModel, Trainer, TrainingArguments
     except ImportError as e:
-        raise ImportError(f"train.regime: setfit needs the setfit package: pip install 'emocare[fewshot]' ({e})") from e
+        raise ImportError(f"train.regime: setfit needs the setfit package: pip install setfit ({e})") from e
 
     setfit = SetFitModel.from_pretrained(model.backbone.name_or_path, local_files_only=True)
     with tempfile.TemporaryDirectory() as scratch:  # setfit's Trainer wants an output folder; nothing is kept

@@ -151,8 +151,9 @@ def _learning_curve_lines(curve: dict, cv: bool) -> list[str]:
     """The learning curve's table and picture, and what the next labels are likely to add."""
     lines = ["Macro-F1 of the fusion model retrained on nested shares of the training posts (each smaller set inside "
              "the larger), scored on the same " + ("out-of-fold posts (labels: per fold)" if cv else "test posts")
-             + ". Where a specialist was fine-tuned, its embeddings came from every training label at each point: "
-             "the curve then varies the fusion model's labels only.", "",
+             + ". Where a specialist was fine-tuned or tuned by setfit, its embeddings came from every training "
+             "label (of the fold) at each point: the curve then varies the fusion model's labels only, and "
+             "understates what more labels add.", "",
              "| training labels | share | macro-F1 [95% interval] | n scored |", "|---:|---:|---:|---:|"]
     lines += [f"| {p['labels']} | {p['share']:.0%} | {_ci(p['macro_f1'], p['interval'])} | {p['n']} |"
               for p in curve["points"]]
