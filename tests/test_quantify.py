@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emocare.calibration import softmax
-from emocare.quantify import estimate, interval, validation_stats
+from emocare.quantify import _em, estimate, interval, validation_stats
 
 
 def biased_classifier(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -76,15 +76,21 @@ def calibrated_periods(prior: np.ndarray, mixes: list[np.ndarray], posts: int, s
         yield softmax(evidence + np.log(prior)), truth if labels else np.bincount(truth, minlength=len(prior)) / posts
 
 
-def test_em_reaches_the_plain_fixed_point():
-    """The accelerated steps change how fast EM gets there, not where: plain EM run to convergence agrees."""
+@pytest.mark.parametrize("mix", [[0.1, 0.2, 0.3, 0.4], [0.6, 0.4, 0.0, 0.0]])
+def test_em_reaches_the_plain_fixed_point(mix):
+    """Newton's steps (and SQUAREM's) change how fast EM gets there, not where: plain EM run to convergence agrees,
+    also where the maximum puts a share at 0 (a period without two of the classes), on every bootstrap row."""
     prior = np.array([0.5, 0.2, 0.2, 0.1])
-    (probs, _), = calibrated_periods(prior, [np.array([0.1, 0.2, 0.3, 0.4])], 3000, 5)
-    shares = prior.copy()
-    for _ in range(20000):
-        post = probs * shares / prior
-        shares = (post / post.sum(1, keepdims=True)).mean(0)
-    assert np.abs(estimate(probs, "em", {"prior": prior.tolist()}) - shares).max() < 1e-4
+    (probs, _), = calibrated_periods(prior, [np.array(mix)], 3000, 5)
+    weights = np.vstack([np.ones(len(probs)), np.random.default_rng(0).poisson(1.0, (3, len(probs)))])
+    shares = np.tile(prior, (len(weights), 1))
+    for _ in range(20000):  # each post's posterior re-weighted by shares / prior, averaged
+        ratio = shares / prior
+        shares = ratio * ((weights / (ratio @ probs.T)) @ probs) / weights.sum(1, keepdims=True)
+    if not mix[-1]:
+        assert (shares[:, 2:] < 0.01).all()  # the maximum is on the simplex's edge, or nearly
+    assert np.abs(estimate(probs, "em", {"prior": prior.tolist()}) - shares[0]).max() < 1e-4
+    assert np.abs(_em(probs, weights, prior) - shares).max() < 1e-4
 
 
 def test_em_interval_covers_shifted_periods_with_the_classifiers_error():
