@@ -248,6 +248,10 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
         if method == "em":
             draws.append(_em(probs, weights, np.asarray(stats["prior"], float), start))
             continue
+        if method in ("count", "pcc"):  # linear in the weights: every resample in one product
+            counted = probs if method == "pcc" else np.eye(k)[probs.argmax(1)]
+            draws.append(weights @ counted / weights.sum(1, keepdims=True))
+            continue
         for b in range(size):
             redrawn = stats if not redraw else {**stats, "confusion": confusion[first + b],
                                                 "mean_probs": mean_probs[first + b]}
