@@ -8,9 +8,10 @@ its logits calibrated on validation with each :data:`emocare.calibration.KINDS` 
 fusion stage does). Then:
 
 - test ECE (top label) and its floor (:func:`emocare.calibration.ece_floor`) per calibration;
-- shifted periods drawn from the test posts (with replacement within each class) for each protocol: ``app`` (the
-  artificial-prevalence protocol: the mix uniform on the simplex) and ``drift-S`` (the training mix times
-  exp(N(0, S)) per class, renormalised) for S in ``--drifts``; ``--periods`` periods of each size in ``--sizes``;
+- shifted periods drawn from the test posts (with replacement within each class, or with ``--fresh`` without) for
+  each protocol: ``app`` (the artificial-prevalence protocol: the mix uniform on the simplex) and ``drift-S`` (the
+  training mix times exp(N(0, S)) per class, renormalised) for S in ``--drifts``; ``--periods`` periods of each size
+  in ``--sizes``;
 - for each calibration and EmoCare quantifier (:data:`emocare.quantify.METHODS`), and QuaPy's KDEy-ML and
   EMQ with BCTS recalibration (on the uncalibrated probabilities, as QuaPy fits its own) with ``--quapy``: the
   mean absolute share error over classes and periods;
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 DATA = Path("/work/data")
+REDRAWS = 1000  # fresh mixes drawn per period before a size is given up as too large for the test split
 
 
 def load_set(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -57,20 +59,32 @@ def split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return tuple(np.array(sorted(p)) for p in parts)
 
 
-def periods(y: np.ndarray, prior: np.ndarray, protocol: str, size: int, count: int, rng: np.random.Generator
-            ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``count`` periods of ``size`` test rows (drawn with replacement within each class) and their true mixes."""
-    out = []
+def periods(y: np.ndarray, prior: np.ndarray, protocol: str, size: int, count: int, rng: np.random.Generator,
+            fresh: bool = False) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """``count`` periods of ``size`` test rows and their true mixes, and how many mixes were drawn again.
+
+    Each class's rows are drawn with replacement, or with ``fresh`` without (each post at most once, as a period
+    of new posts would have them: a period re-using a small test split's posts carries that split's own classifier
+    error, which the next period shares). A fresh mix asking a class for more posts than the split has is drawn
+    again, up to :data:`REDRAWS` times a period; none is returned where that fails (a size too large for the split)."""
+    out, redrawn, have = [], 0, np.bincount(y, minlength=len(prior))
     for _ in range(count):
-        if protocol == "app":
-            mix = rng.dirichlet(np.ones(len(prior)))
+        for _ in range(REDRAWS):
+            if protocol == "app":
+                mix = rng.dirichlet(np.ones(len(prior)))
+            else:
+                mix = prior * np.exp(rng.normal(0, float(protocol.split("-")[1]), len(prior)))
+                mix /= mix.sum()
+            counts = rng.multinomial(size, mix)
+            if not fresh or (counts <= have).all():
+                break
+            redrawn += 1
         else:
-            mix = prior * np.exp(rng.normal(0, float(protocol.split("-")[1]), len(prior)))
-            mix /= mix.sum()
-        counts = rng.multinomial(size, mix)
-        rows = np.concatenate([rng.choice(np.flatnonzero(y == k), c) for k, c in enumerate(counts) if c])
+            return [], redrawn
+        rows = np.concatenate([rng.choice(np.flatnonzero(y == k), c, replace=not fresh)
+                               for k, c in enumerate(counts) if c])
         out.append((rows, counts / size))
-    return out
+    return out, redrawn
 
 
 def quapy_methods(clf, p_val: np.ndarray, y_val: np.ndarray) -> dict:
@@ -100,7 +114,7 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
     y_val, y_test, k = y[val], y[test], len(classes)
     prior = np.bincount(y[train], minlength=k) / len(train)
     out = {"classes": classes, "posts": {"train": len(train), "val": len(val), "test": len(test)},
-           "test_macro_f1": None, "calibrations": {}, "shares": {}, "coverage": {}}
+           "test_macro_f1": None, "calibrations": {}, "shares": {}, "coverage": {}, "redrawn": {}}
     from sklearn.metrics import f1_score
     out["test_macro_f1"] = round(float(f1_score(y_test, raw["test"].argmax(1), average="macro")), 4)
     probs = {}
@@ -115,7 +129,11 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
     for protocol in ["app"] + [f"drift-{s}" for s in a.drifts.split(",")]:
         for size in (int(s) for s in a.sizes.split(",")):
             key = f"{protocol}/{size}"
-            drawn = periods(y_test, prior, protocol, size, a.periods, rng)
+            drawn, redrawn = periods(y_test, prior, protocol, size, a.periods, rng, a.fresh)
+            if a.fresh:
+                out["redrawn"][key] = redrawn
+            if not drawn:
+                continue
             errors: dict = {}
             cover: dict = {}
             for kind, (_, p_test, stats) in probs.items():
@@ -177,6 +195,8 @@ def main() -> None:
     ap.add_argument("--interval-sizes", default="400,1000")
     ap.add_argument("--resamples", type=int, default=200)
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument("--fresh", action="store_true",
+                    help="periods of distinct test posts (each drawn once); mixes the split cannot fill are redrawn")
     a = ap.parse_args()
     results, started = {}, time.perf_counter()
     for name in a.sets.split(","):
