@@ -102,7 +102,7 @@ def _newton(a: np.ndarray, weights: np.ndarray, shares: np.ndarray) -> tuple[np.
         if not len(todo):
             break
         p, w, hold, mass = shares[todo], weights[todo], held[todo], total[todo]
-        fit = np.maximum(p @ a.T, 1e-300)  # [B, N]: a_i . p
+        fit = np.maximum(p @ a.T, 1e-100)  # [B, N]: a_i . p (a floor whose square stays above 0: no 0 / 0)
         gradient = (w / fit) @ a
         free = ~hold
         # the Newton step on the free shares keeping their sum: [curvature 1; 1' 0] [step; multiplier] = [gradient; 0]
