@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emocare.calibration import softmax
-from emocare.quantify import _em, estimate, interval, validation_stats
+from emocare.quantify import _em, _newton, estimate, interval, validation_stats
 
 
 def biased_classifier(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -91,6 +91,21 @@ def test_em_reaches_the_plain_fixed_point(mix):
         assert (shares[:, 2:] < 0.01).all()  # the maximum is on the simplex's edge, or nearly
     assert np.abs(estimate(probs, "em", {"prior": prior.tolist()}) - shares[0]).max() < 1e-4
     assert np.abs(_em(probs, weights, prior) - shares).max() < 1e-4
+
+
+def test_newton_settles_every_bootstrap_row_of_a_small_period():
+    """A 100-post period of 7 classes, two of them absent: the bootstrap rows' maxima hold some shares at 0, and
+    Newton's active set brings every row there (none is left to the slower EM), to the point EM reaches."""
+    prior = np.array([0.3, 0.2, 0.15, 0.15, 0.1, 0.05, 0.05])
+    (probs, _), = calibrated_periods(prior, [np.array([0.4, 0.3, 0.1, 0.1, 0.1, 0.0, 0.0])], 100, 9)
+    weights = np.random.default_rng(1).multinomial(100, np.full(100, 0.01), size=200).astype(float)
+    shares, done = _newton(probs / prior, weights, np.tile(prior, (len(weights), 1)))
+    assert done.all() and (shares == 0).any()
+    plain = np.tile(prior, (len(weights), 1))
+    for _ in range(20000):  # plain EM, as in test_em_reaches_the_plain_fixed_point
+        ratio = plain / prior
+        plain = ratio * ((weights / (ratio @ probs.T)) @ probs) / weights.sum(1, keepdims=True)
+    assert np.abs(shares - plain).max() < 1e-3
 
 
 def test_em_interval_covers_shifted_periods_with_the_classifiers_error():
