@@ -31,6 +31,7 @@ DEFAULT = "em"  # chosen on shifted periods of four real text sets: README, Tren
 EM_STEPS = 200
 NEWTON_STEPS = 20  # 3 to 6 from near the maximum, a few more with shares held at 0 (rows still moving: EM)
 EM_TOL = 1e-6
+OUTER_NUMBERS = 8_000_000  # Newton's per-post outer products kept up to this many numbers (64 MB)
 BOOTSTRAP = 100  # resamples per interval: the coverage in README was measured with 100
 KEPT_POSTS = 5000  # validation posts kept in the bundle's statistics (about 7 bytes a class each, as JSON)
 LEVEL = 0.95
@@ -94,7 +95,9 @@ def _newton(a: np.ndarray, weights: np.ndarray, shares: np.ndarray) -> tuple[np.
     weight (the gradient of every share inside at the maximum) is let go. Returns the shares and which rows converged
     (the others are left to EM)."""
     n_rows, k = shares.shape
-    outer = (a[:, :, None] * a[:, None, :]).reshape(len(a), -1)
+    # the curvature sum_i w_i a_i a_i' / fit_i^2 in one product with the posts' outer products [N, C * C] where
+    # they fit in OUTER_NUMBERS, else a class at a time (5x slower; memory that of the weights)
+    outer = (a[:, :, None] * a[:, None, :]).reshape(len(a), -1) if a.size * k <= OUTER_NUMBERS else None
     shares, held, done = shares.copy(), np.zeros((n_rows, k), bool), np.zeros(n_rows, bool)
     total = weights.sum(1, keepdims=True)
     for _ in range(NEWTON_STEPS):
@@ -107,7 +110,10 @@ def _newton(a: np.ndarray, weights: np.ndarray, shares: np.ndarray) -> tuple[np.
         free = ~hold
         # the Newton step on the free shares keeping their sum: [curvature 1; 1' 0] [step; multiplier] = [gradient; 0]
         system = np.zeros((len(todo), k + 1, k + 1))
-        system[:, :k, :k] = ((w / fit ** 2) @ outer).reshape(-1, k, k) * free[:, :, None] * free[:, None, :]
+        bend = w / fit ** 2
+        curvature = ((bend @ outer).reshape(-1, k, k) if outer is not None else
+                     np.stack([(bend * a[:, c]) @ a for c in range(k)], 1))
+        system[:, :k, :k] = curvature * free[:, :, None] * free[:, None, :]
         # a held share's row says its step is 0; a tiny ridge on the others keeps a flat direction (one post) solvable
         scale = np.trace(system[:, :k, :k], axis1=1, axis2=2)[:, None] / k + 1e-300
         system[:, :k, :k] += np.eye(k) * np.where(hold, 1.0, 1e-10 * scale)[:, None, :]

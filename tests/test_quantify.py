@@ -108,6 +108,19 @@ def test_newton_settles_every_bootstrap_row_of_a_small_period():
     assert np.abs(shares - plain).max() < 1e-3
 
 
+def test_a_large_period_gets_the_same_shares_without_the_outer_products(monkeypatch):
+    """Past OUTER_NUMBERS Newton's curvature is summed a class at a time (memory bounded for a period of millions of
+    posts): the same shares."""
+    import emocare.quantify as quantify
+
+    prior = np.array([0.4, 0.3, 0.2, 0.1])
+    (probs, _), = calibrated_periods(prior, [np.array([0.1, 0.2, 0.3, 0.4])], 2000, 6)
+    weights = np.random.default_rng(2).poisson(1.0, (20, len(probs))).astype(float)
+    kept = _em(probs, weights, prior)
+    monkeypatch.setattr(quantify, "OUTER_NUMBERS", 0)
+    assert np.abs(_em(probs, weights, prior) - kept).max() < 1e-9
+
+
 def test_em_interval_covers_shifted_periods_with_the_classifiers_error():
     """Forty 400-post periods with mixes drawn far from the validation mix (uniform on the simplex). Scored by a
     classifier that is under-confident (its evidence moves the true posterior 1.5 times as far as it says), em
