@@ -48,7 +48,9 @@ def main() -> None:
     k = len(classes)
     val_labels = rng.choice(k, 2000)
     stats = validation_stats(noisy_probs(val_labels, k, rng), val_labels)
-    out: dict = {"posts": a.posts, "weeks": a.weeks, "cpus": os.cpu_count(), "trends_s": {}, "period": {}}
+    # the machine is shared: its load average (1, 5, 15 minutes) before and after says what the timings were up against
+    out: dict = {"posts": a.posts, "weeks": a.weeks, "cpus": os.cpu_count(), "load_before": os.getloadavg(),
+                 "trends_s": {}, "period": {}}
     period = noisy_probs(rng.choice(k, a.period_posts, p=[0.4, 0.3, 0.1, 0.1, 0.1]), k, rng)
     for method in ("pcc", "pacc", "em"):
         started = time.perf_counter()
@@ -72,6 +74,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "emocare.cli", "trends", str(preds), "-o", str(Path(tmp) / method),
                             "--by", "week", "--quantifier", method], check=True, cwd=REPO, capture_output=True)
             out["trends_s"][method] = round(time.perf_counter() - started, 1)
+    out["load_after"] = os.getloadavg()
     print(json.dumps(out, indent=2))
 
 

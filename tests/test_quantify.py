@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emocare.calibration import softmax
-from emocare.quantify import estimate, interval, validation_stats
+from emocare.quantify import _em, _newton, estimate, interval, validation_stats
 
 
 def biased_classifier(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -76,15 +76,49 @@ def calibrated_periods(prior: np.ndarray, mixes: list[np.ndarray], posts: int, s
         yield softmax(evidence + np.log(prior)), truth if labels else np.bincount(truth, minlength=len(prior)) / posts
 
 
-def test_em_reaches_the_plain_fixed_point():
-    """The accelerated steps change how fast EM gets there, not where: plain EM run to convergence agrees."""
+@pytest.mark.parametrize("mix", [[0.1, 0.2, 0.3, 0.4], [0.6, 0.4, 0.0, 0.0]])
+def test_em_reaches_the_plain_fixed_point(mix):
+    """Newton's steps (and SQUAREM's) change how fast EM gets there, not where: plain EM run to convergence agrees,
+    also where the maximum puts a share at 0 (a period without two of the classes), on every bootstrap row."""
     prior = np.array([0.5, 0.2, 0.2, 0.1])
-    (probs, _), = calibrated_periods(prior, [np.array([0.1, 0.2, 0.3, 0.4])], 3000, 5)
-    shares = prior.copy()
-    for _ in range(20000):
-        post = probs * shares / prior
-        shares = (post / post.sum(1, keepdims=True)).mean(0)
-    assert np.abs(estimate(probs, "em", {"prior": prior.tolist()}) - shares).max() < 1e-4
+    (probs, _), = calibrated_periods(prior, [np.array(mix)], 3000, 5)
+    weights = np.vstack([np.ones(len(probs)), np.random.default_rng(0).poisson(1.0, (3, len(probs)))])
+    shares = np.tile(prior, (len(weights), 1))
+    for _ in range(20000):  # each post's posterior re-weighted by shares / prior, averaged
+        ratio = shares / prior
+        shares = ratio * ((weights / (ratio @ probs.T)) @ probs) / weights.sum(1, keepdims=True)
+    if not mix[-1]:
+        assert (shares[:, 2:] < 0.01).all()  # the maximum is on the simplex's edge, or nearly
+    assert np.abs(estimate(probs, "em", {"prior": prior.tolist()}) - shares[0]).max() < 1e-4
+    assert np.abs(_em(probs, weights, prior) - shares).max() < 1e-4
+
+
+def test_newton_settles_every_bootstrap_row_of_a_small_period():
+    """A 100-post period of 7 classes, two of them absent: the bootstrap rows' maxima hold some shares at 0, and
+    Newton's active set brings every row there (none is left to the slower EM), to the point EM reaches."""
+    prior = np.array([0.3, 0.2, 0.15, 0.15, 0.1, 0.05, 0.05])
+    (probs, _), = calibrated_periods(prior, [np.array([0.4, 0.3, 0.1, 0.1, 0.1, 0.0, 0.0])], 100, 9)
+    weights = np.random.default_rng(1).multinomial(100, np.full(100, 0.01), size=200).astype(float)
+    shares, done = _newton(probs / prior, weights, np.tile(prior, (len(weights), 1)))
+    assert done.all() and (shares == 0).any()
+    plain = np.tile(prior, (len(weights), 1))
+    for _ in range(20000):  # plain EM, as in test_em_reaches_the_plain_fixed_point
+        ratio = plain / prior
+        plain = ratio * ((weights / (ratio @ probs.T)) @ probs) / weights.sum(1, keepdims=True)
+    assert np.abs(shares - plain).max() < 1e-3
+
+
+def test_a_large_period_gets_the_same_shares_without_the_outer_products(monkeypatch):
+    """Past OUTER_NUMBERS Newton's curvature is summed a class at a time (memory bounded for a period of millions of
+    posts): the same shares."""
+    import emocare.quantify as quantify
+
+    prior = np.array([0.4, 0.3, 0.2, 0.1])
+    (probs, _), = calibrated_periods(prior, [np.array([0.1, 0.2, 0.3, 0.4])], 2000, 6)
+    weights = np.random.default_rng(2).poisson(1.0, (20, len(probs))).astype(float)
+    kept = _em(probs, weights, prior)
+    monkeypatch.setattr(quantify, "OUTER_NUMBERS", 0)
+    assert np.abs(_em(probs, weights, prior) - kept).max() < 1e-9
 
 
 def test_em_interval_covers_shifted_periods_with_the_classifiers_error():
