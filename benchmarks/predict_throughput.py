@@ -64,7 +64,7 @@ def tower_frames_per_s(model: EmoCare, manifest: Path, batch: int, passes: int =
     spec = model.specialists["image"]
     recs = [json.loads(line) for line in manifest.read_text().splitlines()]
     images = [str(manifest.parent / r["image"]) for r in recs if r.get("image")][:batch]
-    x = torch.stack([spec.decode(p) for p in images])
+    x = spec.normalize(torch.stack([spec.decode(p) for p in images]))  # decode gives uint8 pixels
     rates = []
     with torch.inference_mode():
         spec.run_tower(x[:2])  # warm-up

@@ -95,6 +95,20 @@ def test_each_kept_path_gives_the_real_towers_features_of_fp32(lite0, demo_dir: 
         torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-4)
 
 
+def test_the_exported_tower_pads_by_constants(lite0, tmp_path: Path, monkeypatch):
+    """EfficientNet-Lite0's TF "SAME" convolutions work out their padding from the input's shape; exported at the
+    tower's size the graph has no shape computation left (what lets ONNX Runtime fuse each padding into its
+    convolution), and the copy that was exported computes what the tower does."""
+    import onnx
+
+    monkeypatch.setenv("EMOCARE_ONNX_CACHE", str(tmp_path))
+    graph = onnx.load(cpu_paths.vision_runner(lite0.tower, "onnx", 224).path).graph
+    assert "Shape" not in {n.op_type for n in graph.node} and sum(n.op_type == "Pad" for n in graph.node) == 5
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(cpu_paths.constant_padding(lite0.tower, 224)(x), lite0.tower(x))
+
+
 def test_a_runner_is_used_only_where_no_gradient_is_taken(lite0):
     def refuse(_):
         raise AssertionError("the runner ran while training")

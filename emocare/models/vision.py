@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from emocare.data.datasets import decode_media, media_dataset
 from emocare.labels import label_index
 from emocare.media.feature_store import FeatureStore, tower_digest
-from emocare.media.frame_store import FrameStore
+from emocare.media.frame_store import FrameStore, decode_uint8, geometric_part
 from emocare.models.cpu_paths import FLOAT32_PATHS
 from emocare.models.towers import load_vision_tower, rebuild_tower, tower_spec, weights_source
 from emocare.progress import progress_bar
@@ -40,6 +40,7 @@ class VisionSpecialist(nn.Module):
         self.tower.requires_grad_(not frozen)
         self.fast = None  # the tower's CPU runner for inference (emocare.models.cpu_paths.use_cpu_path)
         self._eval_transform = eval_transform(preprocess)
+        self._geometric = geometric_part(self._eval_transform)  # None: a transform the model cannot finish itself
         self.dropout = nn.Dropout(dropout)
         self.labels = list(labels)
         self.head = nn.Linear(dim, len(self.labels))
@@ -112,8 +113,14 @@ class VisionSpecialist(nn.Module):
                             tower_digest(self.tower, self.preprocess, "fp32" if path in FLOAT32_PATHS else path))
 
     def decode(self, source) -> torch.Tensor:
-        """One post's media (a path, bytes or a PIL image) as this tower's evaluation input."""
-        return decode_media(self.modality, source, self._eval_transform, self.frames)
+        """One post's media (a path, bytes or a PIL image) as this tower's evaluation input: uint8 pixels
+        (``[3, H, W]``, a video ``[frames, 3, H, W]``) that :meth:`encode` scales and normalises, the same
+        operations as the transform's (bit-identical), a batch at a time and a quarter of float32's bytes
+        through DataLoader workers; float pixels where the transform does more than resize, crop and normalise."""
+        if self._geometric is None:
+            return decode_media(self.modality, source, self._eval_transform, self.frames)
+        x = torch.from_numpy(decode_uint8(self.modality, source, self._geometric, self.frames)).permute(0, 3, 1, 2)
+        return x[0] if self.modality == "image" else x
 
     @staticmethod
     def collate(items: list[tuple[torch.Tensor, int]]) -> dict:
