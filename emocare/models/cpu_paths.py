@@ -4,7 +4,8 @@ The paths (``benchmarks/tower_speed.py`` times each and checks it against fp32):
 
 - ``fp32``: PyTorch eager in float32, as trained;
 - ``onnx``: the same float32 network exported once to ONNX and run by ONNX Runtime (features within
-  float rounding of fp32: cosine 1.0000 measured);
+  float rounding of fp32: cosine 1.0000 measured); a vision tower is exported for its input size with constant
+  padding (:func:`constant_padding`);
 - ``bf16``: PyTorch eager under bfloat16 autocast (oneDNN), the vision tower in channels_last; only
   where the CPU computes bfloat16 natively (``avx512_bf16`` or AMX), elsewhere it is emulated and slow.
   It keeps MiniLM's features (cosine >= 0.9999 to fp32) but not EfficientNet-Lite0's (0.979 at worst on 64
@@ -12,8 +13,9 @@ The paths (``benchmarks/tower_speed.py`` times each and checks it against fp32):
   text only.
 
 ``auto`` (the default) takes, per encoder, the fastest path the measurements kept that this machine
-supports: :data:`AUTO_ORDER`. int8 (ONNX Runtime's quantization) is measured by the benchmark but not
-offered: see the README. On a GPU every encoder runs as :func:`emocare.runtime.autocast` says and
+supports: :data:`AUTO_ORDER`. int8 (ONNX Runtime's static quantization) is twice ``onnx``'s speed on a VNNI CPU
+but moves EfficientNet-Lite0's features (cosine 0.91) and macro-F1 by more than the 0.005 allowed: measured by the
+benchmark, not offered (docs: Speed on a CPU). On a GPU every encoder runs as :func:`emocare.runtime.autocast` says and
 the setting does not apply. A runner is used only where no gradient is taken (prediction, embedding, a
 frozen tower's features); training runs the modules themselves.
 """
