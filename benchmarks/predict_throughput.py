@@ -12,6 +12,9 @@ In one run it measures:
   filled (``warm``: read back); with ``--compare-main-process``, each cold run is paired with one whose main
   process scores the batches while the workers only decode (bulk before its workers scored on a CPU), in
   alternating order, and the rows of the two are compared;
+- with ``--costs``: each part of a post's scoring alone on one thread (as a bulk worker runs it), in ms per post of
+  the mix: the tower, the text encoder, decoding images and videos; what is not the tower bounds the share of the
+  tower's bound that bulk can reach;
 - `emocare predict` as a command, start-up included: warm (``--command-cold``: also with an empty store;
   ``--nproc2``: also ``--nproc 2``, warm).
 Prints JSON.
@@ -103,6 +106,43 @@ def tower_bound(model: EmoCare, manifest: Path, batch: int, processes: int) -> d
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def part_costs(model: EmoCare, manifest: Path, batch: int, rounds: int = 3) -> dict:
+    """ms per post of the manifest's mix for each part of scoring, one thread, median over ``rounds``."""
+    from emocare.scoring import features
+
+    recs = [json.loads(line) for line in manifest.read_text().splitlines()]
+    images = [str(manifest.parent / r["image"]) for r in recs if r.get("image")][:batch]
+    videos = [str(manifest.parent / r["video"]) for r in recs if r.get("video")][: max(1, batch // 4)]
+    texts = [r.get("text") or "" for r in recs][:batch]
+    share = {m: sum(bool(r.get(m)) for r in recs) / len(recs) for m in ("image", "video")}
+    spec, text = model.specialists["image"], model.specialists["text"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x = torch.stack([spec.decode(p) for p in images])
+    parts = {"tower": lambda: spec.encode({"pixels": x}),
+             "text": lambda: features(text, text.collate([(t, -1) for t in texts]), model.device),
+             "image_decode": lambda: [spec.decode(p) for p in images],
+             "video_decode": lambda: [model.specialists["video"].decode(p) for p in videos]}
+    per_item = {"tower": frames_per_post(manifest, model.specialists["video"].frames) / len(x),
+                "text": 1 / len(texts), "image_decode": share["image"] / len(images),
+                "video_decode": share["video"] / len(videos)}
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    try:
+        with torch.inference_mode():
+            for f in parts.values():
+                f()  # warm-up
+            for _ in range(rounds):
+                for k, f in parts.items():
+                    started = time.perf_counter()
+                    f()
+                    times[k].append(1000 * (time.perf_counter() - started) * per_item[k])
+    finally:
+        torch.set_num_threads(threads)
+    out = {k: round(statistics.median(v), 2) for k, v in times.items()}
+    out["not_tower_over_tower"] = round(sum(v for k, v in out.items() if k != "tower") / out["tower"], 3)
+    return out
+
+
 def project(folder: Path, store: Path, cpu_path: str) -> Path:
     """A scratch project folder whose params.yaml names ``store`` as the frame store (features beside it)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,6 +162,7 @@ def main() -> None:
     ap.add_argument("--nproc2", action="store_true", help="also `--nproc 2` as a command, warm")
     ap.add_argument("--command-cold", action="store_true", help="also the command with an empty store")
     ap.add_argument("--repeats", type=int, default=1, help="cold runs in process")
+    ap.add_argument("--costs", action="store_true", help="also each part's cost per post, one thread")
     ap.add_argument("--compare-main-process", action="store_true",
                     help="pair each cold run with one whose main process scores (the workers only decode)")
     a = ap.parse_args()
@@ -142,6 +183,8 @@ def main() -> None:
         bound = fps / per_post
         result.update(posts=n, cpu_paths=model.cpu_paths, frames_per_post=round(per_post, 3),
                       tower_frames_per_s=tower, tower_bound_posts_per_s=round(bound, 1))
+        if a.costs and model.device.type == "cpu":
+            result["ms_per_post_one_thread"] = part_costs(model, manifest, a.batch_size)
         del model
         here = Path.cwd()
         runs: dict = {}

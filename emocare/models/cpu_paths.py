@@ -183,7 +183,7 @@ def constant_padding(tower: nn.Module, size: int) -> nn.Module:
     """A copy of ``tower`` for ``size`` x ``size`` inputs whose TF "SAME" convolutions (timm's ``Conv2dSame``, which
     work out their padding from each input's shape) pad by constants: the same arithmetic, but the exported graph
     has no shape computations, so ONNX Runtime fuses each padding into its convolution and keeps the whole network
-    in its blocked memory layout (1.36 times the images/s on the 2-core EPYC, docs: Speed on a CPU)."""
+    in its blocked memory layout (1.42 times the images/s on the 2-core EPYC, docs: Speed on a CPU)."""
     from timm.layers import get_same_padding
     from timm.layers.conv2d_same import Conv2dSame
 
