@@ -5,18 +5,22 @@ Text: the text encoder (all-MiniLM-L6-v2, max_length 64) on the demo's post text
 Paths (:mod:`emocare.models.cpu_paths` holds the ones kept):
 
 - ``fp32`` eager; ``channels_last`` (vision); ``bf16`` autocast (oneDNN); ``compile`` (torch.compile, inductor);
-- ``onnx``: ONNX Runtime, float32; ``int8``: ONNX Runtime with the graph quantized (vision: static, QDQ,
-  calibrated on other images than those timed; text: dynamic).
+- ``onnx``: ONNX Runtime, float32 (vision: the graph as exported now, padding by constants; ``onnx_shape_pad``:
+  as exported before, the padding worked out from the input's shape in the graph); ``int8``: ONNX Runtime with
+  the graph quantized (vision: static, QDQ, per-channel weights, calibrated on ``--calibration`` demo images
+  other than those timed or scored; text: dynamic).
 
 Every path runs in the same processes, interleaved: each round times one pass of every path in turn (the order
 rotated), so a machine shared with other jobs slows them alike; the ratio to fp32 is taken within each round
 and its median reported with the round-to-round range. Processes run 1 thread each. Accuracy: the cosine of each
-item's features to fp32's (the minimum over items); for int8, also macro-F1 of a logistic regression trained on
-fp32 features (5-fold cross-validation) when fed each path's features (``--f1``, on the demo's images and on
-real memes when ``--memes`` names a labels.csv). Prints JSON.
+item's features to fp32's (the minimum over items); also macro-F1 (``--f1``, on the demo's images and on real
+memes when ``--memes`` names a labels.csv) of a logistic regression, 5-fold cross-validation over 5 seeds: fitted
+on fp32 features and fed each path's (``cross``: a bundle trained on fp32 features, predicting on that path), and
+fitted on each path's own features (``matched``: trained and predicting on the path); the change from fp32,
+mean and range over the seeds. Prints JSON.
 
     python benchmarks/tower_speed.py [--items 64] [--batch 32] [--rounds 5] [--processes 1 2] [--compile]
-        [--f1 400 --memes /work/data/cm_off_meme/labels.csv]
+        [--f1 400 --memes /work/data/cm_off_meme/labels.csv] [--calibration 256]
 """
 
 from __future__ import annotations
@@ -127,7 +131,7 @@ def build_paths(encoder: str, paths: list[str], files: dict[str, str]) -> dict:
             out[p] = Bf16Runner(fresh, channels_last=encoder == "vision")
         elif p == "compile":
             out[p] = torch.compile(vision_net() if encoder == "vision" else text_net()[0])
-        elif p in ("onnx", "int8"):
+        elif p in ("onnx", "onnx_shape_pad", "int8"):
             out[p] = Ort(Path(files[p]), names)
     return out
 
@@ -202,21 +206,40 @@ def timed(encoder: str, paths: list[str], files: dict, inputs: tuple, batch: int
     return out
 
 
-def macro_f1_kept(feats: dict[str, np.ndarray], labels: np.ndarray, seed: int = 0) -> dict:
-    """Macro-F1 of a logistic regression fitted on fp32 features (5-fold CV), fed each path's features."""
+def macro_f1_kept(feats: dict[str, np.ndarray], labels: np.ndarray, seeds: int = 5) -> dict:
+    """Macro-F1 with fp32 features, and its change on each path: a logistic regression (5-fold cross-validation,
+    ``seeds`` fold draws) fitted on fp32 features and fed the path's (``cross``), or fitted on the path's own
+    (``matched``); the change's mean and range over the seeds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    preds = {p: np.empty(len(labels), object) for p in feats}
-    for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(feats["fp32"], labels):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
-        clf.fit(feats["fp32"][train], labels[train])
-        for p, f in feats.items():
-            preds[p][test] = clf.predict(f[test])
-    return {p: round(f1_score(labels, preds[p], average="macro"), 4) for p in feats}
+    def fitted(x, train):
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1)).fit(x[train], labels[train])
+
+    scores: dict[str, list[float]] = {"fp32": [], **{f"{p} {k}": [] for p in feats if p != "fp32"
+                                                      for k in ("cross", "matched")}}
+    for seed in range(seeds):
+        preds = {k: np.empty(len(labels), object) for k in scores}
+        for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(feats["fp32"], labels):
+            ref = fitted(feats["fp32"], train)
+            preds["fp32"][test] = ref.predict(feats["fp32"][test])
+            for p, f in feats.items():
+                if p != "fp32":
+                    preds[f"{p} cross"][test] = ref.predict(f[test])
+                    preds[f"{p} matched"][test] = fitted(f, train).predict(f[test])
+        for k in scores:
+            scores[k].append(f1_score(labels, preds[k], average="macro"))
+    base = np.array(scores["fp32"])
+    out: dict = {"fp32": round(float(base.mean()), 4), "seeds": seeds}
+    for k in scores:
+        if k != "fp32":
+            d = np.array(scores[k]) - base
+            out[f"{k} change"] = {"mean": round(float(d.mean()), 4), "range": [round(float(d.min()), 4),
+                                                                              round(float(d.max()), 4)]}
+    return out
 
 
 def main() -> None:
@@ -232,6 +255,8 @@ def main() -> None:
     ap.add_argument("--f1", type=int, default=0, metavar="N",
                     help="also macro-F1 for int8 on N demo images (and N memes with --memes)")
     ap.add_argument("--memes", help="labels.csv of real memes (id,image,text,label) for the F1 check")
+    ap.add_argument("--calibration", type=int, default=256,
+                    help="demo images int8 is calibrated on (the last ones: not timed, not scored)")
     a = ap.parse_args()
     posts = demo_posts(Path(a.manifest))
     images = [p for p in posts if p.get("image")]
@@ -244,12 +269,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for encoder in a.encoders:
             paths = ["fp32", *(["channels_last"] if encoder == "vision" else []), "bf16",
-                     *(["compile"] if a.compile else []), "onnx", "int8"]
+                     *(["compile"] if a.compile else []), *(["onnx_shape_pad"] if encoder == "vision" else []),
+                     "onnx", "int8"]
             if encoder == "vision":
-                pixels = image_pixels([p["image"] for p in images[: 2 * a.items]])
-                inputs, calibration = (pixels[: a.items],), pixels[a.items:]
+                inputs = (image_pixels([p["image"] for p in images[: a.items]]),)
+                calibration = image_pixels([p["image"] for p in images[-a.calibration:]])
                 onnx_file = vision_runner(vision_net(), "onnx", 224).path
-                files = {"onnx": str(onnx_file),
+                shape_pad = Path(tmp) / "vision-shape-pad.onnx"  # the export as it was: no constant padding
+                torch.onnx.export(vision_net(), (inputs[0][:1],), str(shape_pad), input_names=["pixels"],
+                                  output_names=["out"], dynamic_axes={"pixels": {0: "batch"}, "out": {0: "batch"}},
+                                  dynamo=False)
+                files = {"onnx": str(onnx_file), "onnx_shape_pad": str(shape_pad),
                          "int8": str(quantized_vision(onnx_file, calibration, Path(tmp) / "vision-int8.onnx"))}
             else:
                 net, tokenizer = text_net()
@@ -282,6 +312,9 @@ def main() -> None:
                     f = features("vision", ["fp32", "onnx", "bf16", "int8"], files, (x,), a.batch)
                     row["macro_f1"][name] = {"images": len(labels),
                                              **macro_f1_kept({p: v.numpy() for p, v in f.items()}, np.array(labels))}
+                    row.setdefault("mean_cosine_to_fp32", {})[name] = {
+                        p: round(float(torch.nn.functional.cosine_similarity(v, f["fp32"]).mean()), 4)
+                        for p, v in f.items()}
             result[encoder] = row
             print(json.dumps({encoder: row}), flush=True)
     result["load_average_at_end"] = os.getloadavg()

@@ -2,8 +2,8 @@
 
 - The manifest is indexed by the byte offset of each line (one pass, 8 bytes a post), so memory
   stays flat and any post can be read directly.
-- DataLoader workers read and decode posts in manifest order; the main process scores whole
-  batches (on the GPU when there is one).
+- DataLoader workers read and decode posts in manifest order, a whole batch each. On a GPU the main
+  process scores the batches; on a CPU each worker also scores its own batch (:func:`scores_in_workers`).
 - Under torchrun (``--nproc N``, or ``--torchrun-args`` for several machines) rank r takes the
   r-th contiguous block of posts. Rank 0 merges the blocks in rank order, which is manifest order.
 - Resumable: each rank appends complete batches to ``OUT.parts/rank<r>-of-<w>.jsonl`` and, after
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,17 @@ def _resume_state(progress: Path, part: Path, fingerprint: dict) -> dict:
     return fresh
 
 
+def scores_in_workers(model: EmoCare, workers: int) -> bool:
+    """Whether DataLoader workers score their batches themselves (encoders, fusion, rows), not only decode them.
+
+    On a CPU: each worker runs its batch start to end on one thread (DataLoader workers run torch with one; the
+    ONNX Runtime sessions take torch's count), so the cores stay busy with no hand-over between decoding and the
+    towers and no threads waiting on each other; the main process only writes rows. On a GPU the main process
+    scores, the model being on the device.
+    """
+    return workers > 0 and model.device.type == "cpu"
+
+
 def predict_shard(model: EmoCare, manifest: Path, rows: range, part: Path, progress: Path, fingerprint: dict,
                   batch_size: int, workers: int, media_errors: str, out_dir: Path, index: tuple,
                   min_confidence: float = 0.0, media_root: Path | None = None) -> dict:
@@ -200,12 +212,15 @@ def predict_shard(model: EmoCare, manifest: Path, rows: range, part: Path, progr
     state = _resume_state(progress, part, fingerprint)
     todo = range(rows.start + state["rows_done"], rows.stop)
     ds = ManifestPosts(manifest, *index, model, media_root)
-    loader = DataLoader(ds, batch_size=batch_size, sampler=todo, collate_fn=list, num_workers=workers,
-                        prefetch_factor=4 if workers else None, pin_memory=False, worker_init_fn=die_with_parent)
+    score = partial(score_batch, model, media_errors=media_errors, out_dir=out_dir, min_confidence=min_confidence)
+    in_workers = scores_in_workers(model, workers)
+    loader = DataLoader(ds, batch_size=batch_size, sampler=todo, collate_fn=score if in_workers else list,
+                        num_workers=workers, prefetch_factor=4 if workers else None, pin_memory=False,
+                        worker_init_fn=die_with_parent)
     with open(part, "ab") as w, progress_bar(total=len(rows), initial=state["rows_done"], desc="predict", unit="post",
                                              smoothing=0.05, disable=rank_world()[0] != 0) as bar:
-        for items in loader:
-            out = score_batch(model, items, media_errors, out_dir, min_confidence)
+        for batch in loader:
+            out = batch if in_workers else score(batch)
             w.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out).encode())
             w.flush()
             os.fsync(w.fileno())

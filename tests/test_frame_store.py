@@ -59,6 +59,21 @@ def test_stored_pixels_equal_decoding_every_time(modality: str, posts, models, t
     assert entry.dtype == np.uint8 and entry.shape == (model.frames if modality == "video" else 1, 64, 64, 3)
 
 
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_decoded_posts_travel_as_uint8_and_encode_to_the_transforms_features(modality: str, posts, models):
+    """What prediction and bulk decode (in DataLoader workers): uint8 pixels, normalised by ``encode`` in a batch
+    to exactly the transform's floats, so the features are those of decoding to floats."""
+    model = models[modality].eval()
+    tf = eval_transform(model.preprocess)
+    files = media(posts, modality, 2)
+    pixels = [model.decode(f) for f in files]
+    floats = torch.stack([decode_media(modality, f, tf, model.frames) for f in files])
+    assert all(p.dtype == torch.uint8 for p in pixels)
+    assert torch.equal(model.normalize(torch.stack(pixels)), floats)
+    with torch.no_grad():
+        assert torch.equal(model.encode({"pixels": torch.stack(pixels)}), model.encode({"pixels": floats}))
+
+
 def test_a_changed_file_or_frame_count_is_never_read_stale(posts, models, tmp_path: Path):
     model = models["video"]
     tf = eval_transform(model.preprocess)

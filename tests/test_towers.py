@@ -132,5 +132,5 @@ def test_frozen_video_features_are_the_mean_of_frame_features(demo_dir: Path, tm
     got = tower_features(model, video, str(tmp_path / "frames"))
     with torch.no_grad():
         for row, post in zip(got, video, strict=True):
-            frames = model.decode(post.video)  # [4, 3, 224, 224], normalised
+            frames = model.normalize(model.decode(post.video))  # uint8 [4, 3, 224, 224], then normalised
             np.testing.assert_allclose(row, model.tower(frames).mean(0).numpy(), atol=1e-4)

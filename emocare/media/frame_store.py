@@ -47,6 +47,17 @@ def geometric_part(transform: T.Compose) -> T.Compose | None:
     return T.Compose(steps[:at])
 
 
+def decode_uint8(modality: str, source, geometric: T.Compose, frames: int = 8,
+                 decoder: str | None = None) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` pixels of an image (``T = 1``; path, bytes or PIL image) or a video's ``frames``
+    sampled frames (path), after ``geometric`` (:func:`geometric_part`): the transform's output before scaling."""
+    if modality == "image":
+        images = [load_image(source)]
+    else:
+        images = [Image.fromarray(f) for f in read_frames(source, frames, decoder)]
+    return np.stack([np.asarray(geometric(img), dtype=np.uint8) for img in images])
+
+
 def file_key(media: str | Path, tag: str) -> str:
     """A name for what is derived from a media file: the file's identity (resolved path, size, modification
     time) and ``tag``, what was derived and how."""
@@ -81,11 +92,7 @@ class FrameStore:
             return np.load(entry)
         except (FileNotFoundError, ValueError, EOFError):  # not there yet, or unreadable: decode again
             pass
-        if self.modality == "image":
-            images = [load_image(media)]
-        else:
-            images = [Image.fromarray(f) for f in read_frames(media, self.frames, self.decoder)]
-        pixels = np.stack([np.asarray(self.geometric(img), dtype=np.uint8) for img in images])
+        pixels = decode_uint8(self.modality, media, self.geometric, self.frames, self.decoder)
         entry.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(entry, suffix=".npy") as tmp, open(tmp, "wb") as f:
             np.save(f, pixels)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from emocare.media.decoding import decode_media
+from emocare.media.frame_store import decode_uint8, geometric_part
 from emocare.models.cpu_paths import FLOAT32_PATHS
 from emocare.models.towers import load_vision_tower, rebuild_tower, tower_spec, weights_source
 from emocare.transforms import eval_transform
@@ -31,6 +32,7 @@ class VisionSpecialist(nn.Module):
         self.tower.requires_grad_(not frozen)
         self.fast = None  # the tower's CPU runner for inference (emocare.models.cpu_paths.use_cpu_path)
         self.transform = eval_transform(preprocess)  # one post's evaluation input (decode)
+        self._geometric = geometric_part(self.transform)  # None: a transform the model cannot finish itself
         self.dropout = nn.Dropout(dropout)
         self.labels = list(labels)
         self.head = nn.Linear(dim, len(self.labels))
@@ -57,8 +59,14 @@ class VisionSpecialist(nn.Module):
         return "fp32" if path in FLOAT32_PATHS else path
 
     def decode(self, source) -> torch.Tensor:
-        """One post's media (a path, bytes or a PIL image) as this tower's evaluation input."""
-        return decode_media(self.modality, source, self.transform, self.frames)
+        """One post's media (a path, bytes or a PIL image) as this tower's evaluation input: uint8 pixels
+        (``[3, H, W]``, a video ``[frames, 3, H, W]``) that :meth:`encode` scales and normalises, the same
+        operations as the transform's (bit-identical), a batch at a time and a quarter of float32's bytes
+        through DataLoader workers; float pixels where the transform does more than resize, crop and normalise."""
+        if self._geometric is None:
+            return decode_media(self.modality, source, self.transform, self.frames)
+        x = torch.from_numpy(decode_uint8(self.modality, source, self._geometric, self.frames)).permute(0, 3, 1, 2)
+        return x[0] if self.modality == "image" else x
 
     @staticmethod
     def collate(items: list[tuple[torch.Tensor, int]]) -> dict:
