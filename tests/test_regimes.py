@@ -140,6 +140,7 @@ def test_setfit_is_cross_fitted_when_the_run_is_cross_validated(demo_dir: Path, 
     info = read_json(tmp_path / "reports" / "info.json")
     labelled = [p for p in posts if p.label is not None and "text" in p.modalities]
     assert info["regime"] == "setfit" and info["setfit_labels"] == len(labelled)
+    assert "optimistic" in info["validation_note"]
     assert info["cross_fitted"] == {"folds": 3, "posts": len(labelled), "path": str(folds_path)}
     assert sorted(tuned_on[0]) == sorted(p.text for p in labelled)  # the final encoder: every label
     labels = np.array([DEFAULT.names.index(p.label) if p.label is not None else -1 for p in posts])

@@ -54,6 +54,10 @@ def learning_regime(model, requested: str, train_posts: list, val_posts: list, t
     if regime == "setfit" and train_posts and val_posts:
         tuned_on = every_label if every_label is not None else train_posts
         out.update(_setfit(model, tuned_on, tcfg, frame_store), setfit_labels=len(tuned_on))
+        if every_label is not None:  # the validation posts' labels shaped the encoder too
+            out["validation_note"] = ("setfit tuned the encoder on every label (cross-validated run): this "
+                                      "specialist's own validation figures are optimistic; the fusion stage's "
+                                      "out-of-fold figures are the evaluation")
     if regime in ("frozen", "setfit"):
         model.freeze()
     return out
