@@ -7,7 +7,7 @@ from emocare.cache import load_cache
 from emocare.data.manifest import load_posts
 from emocare.data.split import read_split
 from emocare.io import read_json, write_json
-from emocare.labels import MODALITIES, LabelSet
+from emocare.labels import MODALITIES, LabelSet, label_index
 from emocare.params import load_params
 from emocare.pipeline.baselines import frozen_features, score_baselines
 from emocare.pipeline.crossval import evaluation_plan, fold_splits, label_free, post_folds
@@ -16,7 +16,7 @@ if __name__ == "__main__":
     params = load_params()
     classes = LabelSet.from_params(params)
     posts, split = load_posts("data/posts.jsonl"), read_split("data/split.json")
-    labels = np.array([classes.names.index(p.label) if p.label is not None else -1 for p in posts])
+    labels = np.array([label_index(p.label, classes.names) for p in posts])
     infos = {m: read_json(f"reports/{m}/info.json") for m in MODALITIES}
     plan = evaluation_plan(int((labels >= 0).sum()), params["split"], infos)
     if plan["kind"] == "cv":

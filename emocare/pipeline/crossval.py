@@ -19,6 +19,7 @@ import numpy as np
 
 from emocare.data.manifest import Post
 from emocare.data.split import content_key
+from emocare.io import atomic_path
 
 CV_BELOW = 3000  # params.yaml split.cv_below's default (README: measured)
 FOLDS = 5
@@ -61,6 +62,12 @@ def fold_features_path(modality: str) -> str:
     """Where the train stage writes a label-tuned specialist's cross-fitted features (emocare.pipeline.specialists
     .cross_fitted_features); the fusion stage reads them."""
     return f"cache/folds/{modality}.npz"
+
+
+def save_fold_features(path: str | Path, ids: list[str], features: np.ndarray) -> None:
+    """Write ``features`` ([folds, len(ids), dim]; no ids: an empty file, nothing cross-fitted) atomically."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, ids=np.array(ids, dtype=str), features=np.asarray(features, np.float32))
 
 
 def load_fold_features(path: str | Path, ids: list[str], emb: np.ndarray) -> np.ndarray | None:

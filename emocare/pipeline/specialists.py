@@ -12,13 +12,13 @@ from emocare.data import specialist_dataset
 from emocare.data.manifest import load_posts
 from emocare.data.split import class_weights, read_split
 from emocare.distributed import init_distributed, is_main, rank_world
-from emocare.io import atomic_path, write_json
-from emocare.labels import LabelSet
+from emocare.io import write_json
+from emocare.labels import LabelSet, label_index
 from emocare.models import build_specialist, pretrained_source
 from emocare.models.checkpoint import save_checkpoint
 from emocare.models.cpu_paths import use_cpu_path
 from emocare.params import TrainConfig
-from emocare.pipeline.crossval import evaluation_plan, fold_splits, post_folds
+from emocare.pipeline.crossval import evaluation_plan, fold_splits, post_folds, save_fold_features
 from emocare.pipeline.regimes import choose_regime, finetune_schedule, setfit_tune
 from emocare.pipeline.training import fit, write_reports
 from emocare.progress import progress_bar
@@ -63,21 +63,20 @@ def learning_regime(model, requested: str, train_posts: list, val_posts: list, t
     return out
 
 
-def cross_fit_folds(params: dict, posts_path: str | Path) -> tuple[np.ndarray, list] | None:
-    """The folds the fusion stage will cross-validate over (:mod:`emocare.pipeline.crossval`) and all posts, or
-    None when it will not: fewer than ``split.cv_below`` labels and the image and video towers frozen (their
-    embeddings then label-free). A setfit text specialist then tunes on every label, and each fold's posts get
-    features from an encoder tuned without them (:func:`cross_fitted_features`), so that cross-validation
-    stays honest."""
+def cross_fit_folds(params: dict, posts: list) -> np.ndarray | None:
+    """The folds of ``posts`` (every post, data/posts.jsonl's order) the fusion stage will cross-validate over
+    (:mod:`emocare.pipeline.crossval`), or None when it will not: it will with fewer than ``split.cv_below``
+    labels and the image and video towers frozen (their embeddings then label-free). A setfit text specialist
+    then tunes on every label, and each fold's posts get features from an encoder tuned without them
+    (:func:`cross_fitted_features`), so that cross-validation stays honest."""
     vision_frozen = all(params.get(m, {}).get("freeze", False) for m in ("image", "video"))
     if "split" not in params or not vision_frozen:
         return None
-    posts = load_posts(posts_path)
     names = LabelSet.from_params(params).names
-    labels = np.array([names.index(p.label) if p.label is not None else -1 for p in posts])
+    labels = np.array([label_index(p.label, names) for p in posts])
     if evaluation_plan(int((labels >= 0).sum()), params["split"])["kind"] != "cv":
         return None
-    return post_folds(posts, labels, params["split"]), posts
+    return post_folds(posts, labels, params["split"])
 
 
 def cross_fitted_features(params: dict, classes: LabelSet, posts: list, fold: np.ndarray, tcfg: TrainConfig,
@@ -94,8 +93,7 @@ def cross_fitted_features(params: dict, classes: LabelSet, posts: list, fold: np
         _setfit(model, [posts[i] for i in rows if splits[i] == "train"], tcfg, params.get("frame_store"))
         features.append(specialist_dataset(model, [posts[i] for i in rows],
                                            frame_store=params.get("frame_store")).tensors[0])
-    with atomic_path(out, suffix=".npz") as tmp:
-        np.savez(tmp, ids=np.array([posts[i].id for i in rows]), features=torch.stack(features).numpy())
+    save_fold_features(out, [posts[i].id for i in rows], torch.stack(features).numpy())
     return {"cross_fitted": {"folds": folds, "posts": len(rows), "path": str(out)}}
 
 
@@ -112,7 +110,8 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     cfg, report_dir = params[modality], Path(report_dir)
     init_distributed(params["train"]["device"])
     split = read_split(split_path)
-    posts = [p for p in load_posts(posts_path) if modality in p.modalities]
+    every_post = load_posts(posts_path)
+    posts = [p for p in every_post if modality in p.modalities]
     train_posts = [p for p in posts if split.get(p.id) == "train"]
     val_posts = [p for p in posts if split.get(p.id) == "val"]
     unlabelled = sum(p.label is None for p in posts)  # never in the split: set aside
@@ -124,18 +123,17 @@ def train_specialist(modality: str, params: dict, posts_path: str | Path, split_
     if modality == "text":  # image and video towers learn as their section's freeze says
         requested = params["train"].get("regime", "auto")
         setfit = choose_regime(requested, len(train_posts))[0] == "setfit"
-        cv = cross_fit_folds(params, posts_path) if setfit else None
-        every_label = [p for p in posts if p.label is not None] if cv else None
+        fold = cross_fit_folds(params, every_post) if setfit else None
+        every_label = [p for p in posts if p.label is not None] if fold is not None else None
         regime = learning_regime(model, requested, train_posts, val_posts, tcfg, params.get("frame_store"),
                                  every_label)
         if regime["regime"] == "finetune":
             tcfg = finetune_schedule(tcfg, len(train_posts), rank_world()[1])
         if folds_path is not None and is_main():
-            if cv and train_posts and val_posts:
-                regime.update(cross_fitted_features(params, classes, cv[1], cv[0], tcfg, folds_path))
+            if fold is not None and train_posts and val_posts:
+                regime.update(cross_fitted_features(params, classes, every_post, fold, tcfg, folds_path))
             else:  # the stage's output exists either way; empty: the fusion stage uses the cached embeddings
-                with atomic_path(folds_path, suffix=".npz") as tmp:
-                    np.savez(tmp, ids=np.array([], dtype=str), features=np.zeros((0, 0, 0), np.float32))
+                save_fold_features(folds_path, [], np.zeros((0, 0, 0)))
     model.to(resolve_device(tcfg.device))  # a frozen tower computes its features where it will train
     if getattr(model, "frozen", False):  # fixed weights: their features come through the CPU's fast path
         use_cpu_path(model, params.get("cpu_path", "auto"), resolve_device(tcfg.device))
