@@ -15,18 +15,12 @@ import torch
 
 from emocare.data.manifest import Post
 from emocare.labels import LabelSet
-from emocare.metrics import macro_f1_interval
+from emocare.metrics import macro_f1, macro_f1_interval
 from emocare.models.text import build as build_text_model
 from emocare.runtime import resolve_device
 from emocare.scoring import features
 
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
-
-
-def _macro_f1(labels: np.ndarray, pred: np.ndarray, k: int) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(labels, pred, average="macro", labels=list(range(k)), zero_division=0))
 
 
 def logistic_regression(x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, x_test, k: int) -> tuple:
@@ -37,7 +31,7 @@ def logistic_regression(x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, 
     best = None
     for c in C_GRID:
         clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x_train, y_train)
-        score = _macro_f1(y_val, clf.predict(x_val), k) if len(y_val) else 0.0
+        score = macro_f1(y_val, clf.predict(x_val), k) if len(y_val) else 0.0
         if best is None or score > best[0]:
             best = (score, c, clf)
     return best[2].predict(x_test), best[1]
@@ -94,7 +88,7 @@ def score_baselines(texts: list[str], embeddings: np.ndarray, labels: np.ndarray
     out = {}
     for name, parts in preds.items():
         pred = np.concatenate(parts)
-        out[name] = {"n": int(len(y)), "macro_f1": round(_macro_f1(y, pred, k), 4),
+        out[name] = {"n": int(len(y)), "macro_f1": round(macro_f1(y, pred, k), 4),
                      "macro_f1_interval": macro_f1_interval(y, pred, k),
                      **({"C": chosen[name]} if name in chosen else {})}
     return out
