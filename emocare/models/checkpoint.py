@@ -87,5 +87,5 @@ def load_model(path: str | Path, rebuild: Callable[[str, dict, list[str]], nn.Mo
     returns (model, payload)."""
     payload = read_checkpoint(path)
     model = rebuild(payload["kind"], payload["spec"], list(payload["labels"]))
-    model.load_state_dict(payload["state_dict"])
+    model.load_state_dict(payload["state_dict"], assign=True)  # the loaded tensors themselves: no second copy
     return model.to(device).eval(), payload

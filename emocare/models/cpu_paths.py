@@ -9,8 +9,11 @@ The paths (``benchmarks/tower_speed.py`` times each and checks it against fp32):
 - ``bf16``: PyTorch eager under bfloat16 autocast (oneDNN), the vision tower in channels_last; only
   where the CPU computes bfloat16 natively (``avx512_bf16`` or AMX), elsewhere it is emulated and slow.
   It keeps MiniLM's features (cosine >= 0.9999 to fp32) but not EfficientNet-Lite0's (0.979 at worst on 64
-  demo images, below the 0.999 asked; macro-F1 down 0.016 on the demo's images), so ``auto`` uses it for
-  text only.
+  demo images, below the 0.999 asked; macro-F1 down 0.016 on the demo's images);
+- ``openvino_bf16``: the ONNX export compiled by OpenVINO's CPU plugin with bfloat16 inference precision, on the
+  same CPUs as ``bf16``: MiniLM's features kept as well (cosine 0.99995) at 1.37 times ``bf16``'s texts/s;
+  EfficientNet-Lite0's not (0.991 at worst on the demo's images). So ``auto`` takes the bfloat16 paths for text
+  only.
 
 ``auto`` (the default) takes, per encoder, the fastest path the measurements kept that this machine
 supports: :data:`AUTO_ORDER`. int8 (ONNX Runtime's static quantization) is twice ``onnx``'s speed on a VNNI CPU
@@ -36,12 +39,12 @@ from torch import nn
 
 from emocare.io import atomic_path
 
-CPU_PATHS = ("fp32", "onnx", "bf16")
+CPU_PATHS = ("fp32", "onnx", "bf16", "openvino_bf16")
 FLOAT32_PATHS = {"fp32", "onnx"}  # the same float32 arithmetic in another order: features agree within 1e-4
 SETTINGS = ("auto", *CPU_PATHS)
 # Fastest first among the paths that hold fp32's features, by benchmarks/tower_speed.py on the 2-core AMD EPYC
 # (README: Speed on a CPU)
-AUTO_ORDER = {"vision": ("onnx", "fp32"), "text": ("bf16", "onnx", "fp32")}
+AUTO_ORDER = {"vision": ("onnx", "fp32"), "text": ("openvino_bf16", "bf16", "onnx", "fp32")}
 BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo flags of native bfloat16 arithmetic
 EXPORT_VERSION = 2  # in an exported graph's name: bump when the export changes (2: a vision tower's padding constant)
 
@@ -64,12 +67,21 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
+def openvino_available() -> bool:
+    """Whether the exporter's package (onnx) and OpenVINO are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "openvino"))
+
+
 def supported(path: str, flags: frozenset[str] | None = None) -> bool:
-    """Whether ``path`` can run here (and, for bf16, runs natively on ``flags``, this CPU's by default)."""
+    """Whether ``path`` can run here (and, for the bfloat16 paths, runs natively on ``flags``, this CPU's by
+    default)."""
+    native_bf16 = bool(BF16_FLAGS & (cpu_flags() if flags is None else flags))
     if path == "onnx":
         return onnx_available()
     if path == "bf16":
-        return torch.backends.mkldnn.is_available() and bool(BF16_FLAGS & (cpu_flags() if flags is None else flags))
+        return torch.backends.mkldnn.is_available() and native_bf16
+    if path == "openvino_bf16":
+        return openvino_available() and native_bf16
     return path == "fp32"
 
 
@@ -83,8 +95,10 @@ def choose_cpu_path(setting: str, encoder: str, device: torch.device,
     if setting == "auto":
         return next(p for p in AUTO_ORDER[encoder] if supported(p, flags))
     if not supported(setting, flags):
-        why = ("needs the packages onnx and onnxruntime" if setting == "onnx"
-               else "needs a CPU with native bfloat16 (avx512_bf16 or AMX)")
+        why = {"onnx": "needs the packages onnx and onnxruntime",
+               "bf16": "needs a CPU with native bfloat16 (avx512_bf16 or AMX)",
+               "openvino_bf16": "needs the packages onnx and openvino, and a CPU with native bfloat16 "
+                                "(avx512_bf16 or AMX)"}[setting]
         raise RuntimeError(f"cpu_path: {setting} {why}; use auto or fp32")
     return setting
 
@@ -115,6 +129,16 @@ def ort_session(path: str, threads: int, pid: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+@cache
+def openvino_model(path: str, threads: int, pid: int, precision: str = "bf16"):
+    """A graph file compiled by OpenVINO for the CPU with inference ``precision`` (bf16 or f32), on ``threads``,
+    one per process (``pid``) and graph, as :func:`ort_session`."""
+    import openvino as ov
+
+    return ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                 "INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1"})
 
 
 class OnnxRunner:
@@ -149,6 +173,19 @@ class OnnxRunner:
     def __call__(self, *xs: torch.Tensor) -> torch.Tensor:
         feed = {n: x.detach().cpu().numpy() for n, x in zip(self.inputs, xs, strict=True)}
         return torch.from_numpy(self.session().run(None, feed)[0])
+
+
+class OpenVinoBf16Runner(OnnxRunner):
+    """``net``'s forward compiled by OpenVINO in bfloat16 from the same ONNX export as :class:`OnnxRunner`."""
+
+    name = "openvino_bf16"
+
+    def session(self):
+        return openvino_model(str(self.path), torch.get_num_threads(), os.getpid())
+
+    def __call__(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = self.session()([x.detach().cpu().numpy() for x in xs])[0]
+        return torch.from_numpy(out.copy())  # the compiled model reuses its output buffer on the next call
 
 
 class Bf16Runner:
@@ -208,9 +245,10 @@ def constant_padding(tower: nn.Module, size: int) -> nn.Module:
 
 def vision_runner(tower: nn.Module, path: str, size: int) -> Callable | None:
     """A runner for a vision tower taking ``[B, 3, size, size]`` float pixels; None for fp32 (the tower itself)."""
-    if path == "onnx":
-        return OnnxRunner(tower, (torch.zeros(1, 3, size, size),), ["pixels"], {"pixels": {0: "batch"}},
-                          export=lambda: constant_padding(tower, size))
+    if path in ("onnx", "openvino_bf16"):
+        runner = OnnxRunner if path == "onnx" else OpenVinoBf16Runner
+        return runner(tower, (torch.zeros(1, 3, size, size),), ["pixels"], {"pixels": {0: "batch"}},
+                      export=lambda: constant_padding(tower, size))
     if path == "bf16":
         return Bf16Runner(tower, channels_last=True)
     return None
@@ -219,10 +257,11 @@ def vision_runner(tower: nn.Module, path: str, size: int) -> Callable | None:
 def text_runner(backbone: nn.Module, path: str) -> Callable | None:
     """A runner ``(input_ids, attention_mask) -> last_hidden_state``; None for fp32 (the backbone itself)."""
     net = TextHidden(backbone).eval()
-    if path == "onnx":
+    if path in ("onnx", "openvino_bf16"):
         ids = torch.ones(2, 8, dtype=torch.long)
-        return OnnxRunner(net, (ids, torch.ones_like(ids)), ["input_ids", "attention_mask"],
-                          {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}})
+        runner = OnnxRunner if path == "onnx" else OpenVinoBf16Runner
+        return runner(net, (ids, torch.ones_like(ids)), ["input_ids", "attention_mask"],
+                      {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}})
     if path == "bf16":
         return Bf16Runner(net, channels_last=False)
     return None
