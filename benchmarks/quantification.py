@@ -18,8 +18,9 @@ fusion stage does). Then:
 - with ``--smoothed-em N,..``: em with N posts' worth of each class added (``em+N``: :func:`smoothed_em`);
 - for each calibration in ``--interval-calibrations`` and method in ``--interval-methods``: the coverage of
   :func:`emocare.quantify.interval` (share of class-periods whose true share lies inside the 95% interval), also
-  by the true share's size (:data:`SHARE_LEVELS`); with ``--out-of-fold-errors`` the interval draws the classifier's
-  error from validation posts calibrated out of fold (:func:`out_of_fold`) instead of those the calibration fitted;
+  by the true share's size (:data:`SHARE_LEVELS`), and the intervals' mean width (``interval_width``); with
+  ``--out-of-fold-errors`` the interval draws the classifier's error from validation posts calibrated out of
+  fold (:func:`out_of_fold`) instead of those the calibration fitted;
 - with ``--oracle``, where the error of the calibrations in ``--oracle-calibrations`` comes from (:func:`oracle_fits`,
   ``decomposition`` in the JSON, a 95% t-interval over seeds): the same calibration fitted on a stratified
   subsample of ``--val-sizes`` validation posts (the validation split's size), on the test posts the periods are
@@ -226,6 +227,7 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
     y_val, y_test = y[val], y[test]
     out = {"classes": classes, "posts": {"train": len(train), "val": len(val), "test": len(test)},
            "test_macro_f1": None, "calibrations": {}, "shares": {}, "coverage": {}, "coverage_by_share": {},
+           "interval_width": {},
            "redrawn": {}}
     from sklearn.metrics import f1_score
     out["test_macro_f1"] = round(float(f1_score(y_test, raw["test"].argmax(1), average="macro")), 4)
@@ -260,6 +262,7 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
             errors: dict = {}
             cover: dict = {}
             by_share: dict = {}
+            widths: dict = {}
             for kind, (_, p_test, stats, drawn_from) in probs.items():
                 for method in METHODS:
                     errors[f"{kind}/{method}"] = [float(np.abs(estimate(p_test[r], method, stats) - mix).mean())
@@ -269,12 +272,14 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
                                                        for r, mix in drawn]
                 if kind in a.interval_calibrations.split(",") and str(size) in a.interval_sizes.split(","):
                     for method in a.interval_methods.split(","):
-                        inside, truth = [], []
+                        inside, truth, width = [], [], []
                         for i, (r, mix) in enumerate(drawn):
                             low, high = interval(p_test[r], method, drawn_from, a.resamples, seed=i)
                             inside += ((low - 1e-9 <= mix) & (mix <= high + 1e-9)).tolist()
                             truth += mix.tolist()
+                            width.append(float((high - low).mean()))
                         cover[f"{kind}/{method}"] = float(np.mean(inside))
+                        widths[f"{kind}/{method}"] = round(float(np.mean(width)), 4)
                         level = np.digitize(truth, SHARE_LEVELS)
                         by_share[f"{kind}/{method}"] = {
                             name: [round(float(np.mean(np.array(inside)[level == j])), 4), int((level == j).sum())]
@@ -284,6 +289,7 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
             out["shares"][key] = {m: round(float(np.mean(v)), 4) for m, v in errors.items()}
             out["coverage"][key] = {m: round(v, 4) for m, v in cover.items()}
             out["coverage_by_share"][key] = by_share
+            out["interval_width"][key] = widths
             out["shares"][key]["_shift"] = round(float(np.mean([np.abs(mix - prior).mean() for _, mix in drawn])), 4)
     return out
 
