@@ -17,8 +17,9 @@ fusion checkpoint and in a predictions file's ``.models.json``). ``em`` is the d
 real text sets it had the lowest error (``benchmarks/quantification.py``). Intervals (:func:`interval`) come from
 the bootstrap of a period's posts, for ``em`` from draws of the period's own shares from their posterior
 (:func:`_posterior_shares`); with the validation posts in the statistics, each draw less a draw of the classifier's
-error (for ``em``: how far a calibration fitted on another validation split would move the estimate, and the
-estimator's mean error at the period's mix), so that they hold the classifier's error as well as the period's.
+error (the estimator's error on a copy of them re-mixed to the period's estimate; for ``em`` also how far a
+calibration fitted on another validation split would move it), so that they hold the classifier's error as well as
+the period's.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def interval_covers(method: str, stats: dict | None = None) -> str:
         if from_validation:
             return (f"{period} and the classifier's error (each draw less how far the estimate moves with the "
                     "calibration fitted on a bootstrap copy of the bundle's validation posts, and less the "
-                    "estimator's mean error on copies of them re-mixed to the period's estimate)")
+                    "estimator's error on a bootstrap copy of them re-mixed to the period's estimate)")
         return f"{period}; not the classifier's error"
     period = f"the period's sampling error ({BOOTSTRAP} bootstrap resamples of its posts)"
     if from_validation:
@@ -275,12 +276,12 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
     ``resamples`` draws of the period's shares (its sampling error): for ``em`` from their posterior
     (:func:`_posterior_shares`), else estimates on bootstrap resamples of its posts (:func:`_bootstrap`). For the
     methods that adjust with the validation statistics (:data:`NEEDS_STATS`) and ``classifier_error``, each draw
-    also has a draw of the classifier's error taken off where the statistics keep the validation posts: for ``em``
-    how far the estimate moves with the calibration fitted on a bootstrap copy of them (:func:`_refit_errors`),
-    and the estimator's mean error on copies of them re-mixed to the period's estimate (:func:`_classifier_errors`;
-    its spread is that of a validation-sized period, which the posterior already holds for this one); for ``acc``
-    and ``pacc`` a draw of that error. ``acc`` and ``pacc`` from older bundles (no validation posts) are estimated
-    with redrawn validation statistics instead, as another validation split of that size would give them."""
+    also has a draw of the classifier's error taken off where the statistics keep the validation posts: the
+    estimator's error on a bootstrap copy of them re-mixed to the period's estimate (:func:`_classifier_errors`:
+    how far the calibration is off at that mix), and for ``em`` also how far the estimate moves with the
+    calibration fitted on a bootstrap copy of them (:func:`_refit_errors`: another validation split's). ``acc``
+    and ``pacc`` from older bundles (no validation posts) are estimated with redrawn validation statistics
+    instead, as another validation split of that size would give them."""
     rng = np.random.default_rng(seed)
     estimate(probs[:1], method, stats)  # a bad method or missing statistics fail here, before any work
     # the classifier's error from the validation posts, where the statistics keep them (else as far as redrawing
@@ -292,12 +293,11 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
         # em's only validation statistic is the mix its calibration was fitted on; the calibration's bias moves with
         # that mix, so without the validation posts there is no error of the classifier's to draw
         if from_validation:
-            draws = (draws - _refit_errors(share, probs, stats, resamples, rng)
-                     - _classifier_errors(share, method, stats, resamples, rng).mean(0))
+            draws = draws - _refit_errors(share, probs, stats, resamples, rng)
     else:
         draws = _bootstrap(probs, method, stats, resamples, rng, classifier_error and not from_validation)
-        if from_validation:
-            draws = draws - _classifier_errors(estimate(probs, method, stats), method, stats, resamples, rng)
+    if from_validation:
+        draws = draws - _classifier_errors(estimate(probs, method, stats), method, stats, resamples, rng)
     tail = 100 * (1 - LEVEL) / 2
     return np.percentile(draws, tail, axis=0).clip(0, 1), np.percentile(draws, 100 - tail, axis=0).clip(0, 1)
 
@@ -332,21 +332,25 @@ def _refit_errors(share: np.ndarray, probs: np.ndarray, stats: dict, draws: int,
                   ) -> np.ndarray:
     """How far em's estimate ``share`` of the period ``probs`` would move [draws, C] had the calibration been fitted
     on another validation split of the same size. Each draw takes a bootstrap copy of the validation posts kept in
-    ``stats`` and the change of the calibration's per-class biases that makes their mean probability match the
+    ``stats`` and the change ``d`` of the calibration's per-class biases that makes their mean probability match the
     copy's class mix again, as fitting on the copy would (the fitted biases match the split's own mix: the bias
-    terms' condition at the minimum of the log-loss), to first order: one Newton step from the fitted biases. A bias
-    change ``d`` multiplies each post's odds by ``exp(d)``, which is em run with the prior ``prior * exp(-d)``."""
+    terms' condition at the minimum of the log-loss), to first order: one Newton step from the fitted biases. em then
+    runs on the probabilities that calibration gives (each post's odds times ``exp(d)``) for the mix it was fitted
+    on (the copy's): em with the prior ``mix * exp(-d)``. The mix must move with the biases: the part of ``d`` that
+    only follows the copy's mix cancels in em, and a fixed prior would count it as error."""
     val, labels = np.asarray(stats["probs"], float), np.asarray(stats["labels"], int)
+    val = val / val.sum(1, keepdims=True)  # rows rounded in the statistics: sums of 1 keep the biases' level free
     n, k = val.shape
-    residual = np.eye(k)[labels] - val  # each post's label less its calibrated probability
+    onehot = np.eye(k)[labels]
     picks = rng.integers(0, n, (draws, n)) + n * np.arange(draws)[:, None]
     copies = np.bincount(picks.ravel(), minlength=draws * n).reshape(draws, n)
-    gap = copies @ residual / n  # [draws, C]: each copy's class mix less its mean probability
+    mix = copies @ onehot / n  # [draws, C]: each copy's class mix
+    gap = mix - copies @ val / n  # and its mean probability short of it
     slope = np.diag(val.mean(0)) - val.T @ val / n  # how the mean probability moves with the biases
-    change = gap @ np.linalg.pinv(slope, hermitian=True)
-    prior = np.asarray(stats["prior"], float)
+    change = gap @ np.linalg.pinv(slope, rcond=1e-10, hermitian=True)  # a common level of the biases is no change
+    prior = mix.clip(1e-6, None) * np.exp(-(change - change.mean(1, keepdims=True)))
     one = np.ones((1, len(probs)))
-    return np.concatenate([_em(probs, one, prior * np.exp(-d), share) for d in change]) - share
+    return np.concatenate([_em(probs, one, p, share) for p in prior]) - share
 
 
 def _classifier_errors(share: np.ndarray, method: str, stats: dict, draws: int, rng: np.random.Generator
