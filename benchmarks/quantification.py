@@ -15,10 +15,18 @@ fusion stage does). Then:
 - for each calibration and EmoCare quantifier (:data:`emocare.quantify.METHODS`), and QuaPy's KDEy-ML and
   EMQ with BCTS recalibration (on the uncalibrated probabilities, as QuaPy fits its own) with ``--quapy``: the
   mean absolute share error over classes and periods;
+- with ``--smoothed-em N,..``: em with N posts' worth of each class added (``em+N``: :func:`smoothed_em`);
 - for each calibration in ``--interval-calibrations`` and method in ``--interval-methods``: the coverage of
   :func:`emocare.quantify.interval` (share of class-periods whose true share lies inside the 95% interval), also
-  by the true share's size (:data:`SHARE_LEVELS`); with ``--out-of-fold-errors`` the interval draws the classifier's
-  error from validation posts calibrated out of fold (:func:`out_of_fold`) instead of those the calibration fitted.
+  by the true share's size (:data:`SHARE_LEVELS`), and the intervals' mean width (``interval_width``); with
+  ``--out-of-fold-errors`` the interval draws the classifier's error from validation posts calibrated out of
+  fold (:func:`out_of_fold`) instead of those the calibration fitted;
+- with ``--oracle``, where the error of the calibrations in ``--oracle-calibrations`` comes from (:func:`oracle_fits`,
+  ``decomposition`` in the JSON, a 95% t-interval over seeds): the same calibration fitted on a stratified
+  subsample of ``--val-sizes`` validation posts (the validation split's size), on the test posts the periods are
+  drawn from (``@test``: an oracle that knows the classifier's error rates on them, leaving the period's own
+  sampling), and both for classifiers trained on ``--train-fractions`` of the training split (the classifier's
+  quality: how the oracle's error falls as macro-F1 rises).
 
     python benchmarks/quantification.py [--sets meld,goemotions,tweeteval_emotion,cm_off_meme] [--seeds 0,1,2]
 """
@@ -107,19 +115,97 @@ def quapy_methods(clf, p_val: np.ndarray, y_val: np.ndarray) -> dict:
     return out
 
 
+def fold_of(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold (0 .. ``folds`` - 1), stratified by label and seeded."""
+    rng, fold = np.random.default_rng(seed), np.empty(len(labels), int)
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        fold[rows] = np.arange(len(rows)) % folds
+    return fold
+
+
+def cross_fitted(x: np.ndarray, y: np.ndarray, clf, seed: int, folds: int = 5) -> np.ndarray:
+    """Every row's logits from a copy of ``clf`` trained on the other (stratified) folds: each post scored by a
+    classifier that never saw it, as EmoCare's cross-validated small-data runs score them."""
+    from sklearn.base import clone
+
+    fold, out = fold_of(y, folds, seed), np.zeros((len(y), len(np.unique(y))))
+    for f in range(folds):
+        out[fold == f] = clone(clf).fit(x[fold != f], y[fold != f]).decision_function(x[fold == f])
+    return out
+
+
 def out_of_fold(raw: np.ndarray, labels: np.ndarray, kind: str, seed: int, folds: int = 5) -> np.ndarray:
     """The validation posts' probabilities, each post's from the ``kind`` calibration fitted on the other (stratified)
     folds: what the calibration says of posts it was not fitted on."""
     from emocare.calibration import apply, fit_calibration, softmax
 
-    rng, fold = np.random.default_rng(seed), np.empty(len(labels), int)
-    for c in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        fold[rows] = np.arange(len(rows)) % folds
+    fold = fold_of(labels, folds, seed)
     out = np.zeros_like(raw)
     for f in range(folds):
         out[fold == f] = softmax(apply(raw[fold == f], fit_calibration(raw[fold != f], labels[fold != f], kind)))
     return out
+
+
+def smoothed_em(probs: np.ndarray, stats: dict, pseudo: float) -> np.ndarray:
+    """em's shares with ``pseudo`` posts' worth of each class added (one-hot probabilities): the maximum of its
+    likelihood times a Dirichlet(1 + ``pseudo``) prior on the shares, which keeps a class off 0."""
+    from emocare.quantify import estimate
+
+    k = probs.shape[1]
+    return estimate(np.vstack([probs, np.eye(k)]), "em", stats, np.r_[np.ones(len(probs)), np.full(k, pseudo)])
+
+
+def stratified(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` row indices of ``y`` (sorted) keeping each class's share (at least one row of every class)."""
+    counts = np.maximum(np.round(np.bincount(y) / len(y) * size).astype(int), 1)
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == k), min(c, (y == k).sum()), replace=False)
+                                   for k, c in enumerate(counts) if c]))
+
+
+def oracle_fits(x: np.ndarray, y: np.ndarray, rows: dict, raw: dict, clf, a: argparse.Namespace, seed: int
+                ) -> tuple[dict, dict]:
+    """The calibrated test probabilities and statistics behind ``--oracle``'s decomposition of the share error:
+    ``{name: (p_fit, p_test, stats, stats)}`` as :func:`run_set`'s ``probs``, and each classifier's test macro-F1.
+
+    For each calibration ``kind`` in ``--oracle-calibrations``: ``kind@valN``, fitted on a stratified subsample of
+    ``N`` validation posts (each of ``--val-sizes`` below the split's size); ``kind@test``, fitted on the test posts
+    themselves (the oracle: the periods are drawn from those posts, so it knows the classifier's error rates on
+    them); and for each of ``--train-fractions`` a classifier trained on that stratified fraction of the training
+    split, calibrated on validation (``kind@val/trainF``) and on test (``kind@test/trainF``)."""
+    from sklearn.base import clone
+    from sklearn.metrics import f1_score
+
+    from emocare.calibration import apply, fit_calibration, softmax
+    from emocare.quantify import validation_stats
+
+    rng = np.random.default_rng(2000 + seed)
+    y_val, y_test = y[rows["val"]], y[rows["test"]]
+
+    def fitted(on: np.ndarray, labels: np.ndarray, test: np.ndarray, kind: str) -> tuple:
+        calibration = fit_calibration(on, labels, kind)
+        p_fit, p_test = softmax(apply(on, calibration)), softmax(apply(test, calibration))
+        stats = validation_stats(p_fit, labels)
+        return p_fit, p_test, stats, stats
+
+    classifiers = {"": raw}
+    for fraction in (float(f) for f in a.train_fractions.split(",") if f):
+        part = rows["train"][stratified(y[rows["train"]], int(fraction * len(rows["train"])), rng)]
+        weaker = clone(clf).fit(x[part], y[part])
+        classifiers[f"/train{fraction:g}"] = {k: weaker.decision_function(x[rows[k]]) for k in ("val", "test")}
+    out, f1 = {}, {}
+    for tail, scores in classifiers.items():
+        f1[tail or "/train1"] = round(float(f1_score(y_test, scores["test"].argmax(1), average="macro")), 4)
+        for kind in a.oracle_calibrations.split(","):
+            out[f"{kind}@test{tail}"] = fitted(scores["test"], y_test, scores["test"], kind)
+            if tail:
+                out[f"{kind}@val{tail}"] = fitted(scores["val"], y_val, scores["test"], kind)
+                continue
+            for size in (int(s) for s in a.val_sizes.split(",") if s):
+                if size < len(y_val):
+                    sub = stratified(y_val, size, rng)
+                    out[f"{kind}@val{size}"] = fitted(scores["val"][sub], y_val[sub], scores["test"], kind)
+    return out, f1
 
 
 def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
@@ -130,12 +216,18 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
 
     x, y, classes = load_set(a.data / name)
     train, val, test = split(y, seed)
-    clf = LogisticRegression(C=a.c, class_weight="balanced", max_iter=2000).fit(x[train], y[train])
-    raw = {"val": clf.decision_function(x[val]), "test": clf.decision_function(x[test])}
-    y_val, y_test, k = y[val], y[test], len(classes)
-    prior = np.bincount(y[train], minlength=k) / len(train)
+    clf = LogisticRegression(C=a.c, class_weight="balanced", max_iter=2000)
+    if a.cross_fit:  # every post scored out of fold; the test posts are the 80% outside validation
+        logits, test = cross_fitted(x, y, clf, seed), np.sort(np.concatenate([train, test]))
+        raw, prior = {"val": logits[val], "test": logits[test]}, np.bincount(y, minlength=len(classes)) / len(y)
+    else:
+        clf.fit(x[train], y[train])
+        raw = {"val": clf.decision_function(x[val]), "test": clf.decision_function(x[test])}
+        prior = np.bincount(y[train], minlength=len(classes)) / len(train)
+    y_val, y_test = y[val], y[test]
     out = {"classes": classes, "posts": {"train": len(train), "val": len(val), "test": len(test)},
            "test_macro_f1": None, "calibrations": {}, "shares": {}, "coverage": {}, "coverage_by_share": {},
+           "interval_width": {},
            "redrawn": {}}
     from sklearn.metrics import f1_score
     out["test_macro_f1"] = round(float(f1_score(y_test, raw["test"].argmax(1), average="macro")), 4)
@@ -153,6 +245,10 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
         probs[kind] = (p_val, p_test, stats, drawn_from)
         out["calibrations"][kind] = {"test_ece": round(ece(p_test, y_test), 4),
                                      "test_ece_floor": round(ece_floor(p_test), 4)}
+    if a.oracle:
+        fits, out["oracle_test_macro_f1"] = oracle_fits(x, y, {"train": train, "val": val, "test": test}, raw, clf,
+                                                         a, seed)
+        probs.update(fits)
     others = quapy_methods(clf, probs["none"][0], y_val) if a.quapy else {}
     rng = np.random.default_rng(1000 + seed)
     for protocol in ["app"] + [f"drift-{s}" for s in a.drifts.split(",")]:
@@ -166,18 +262,24 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
             errors: dict = {}
             cover: dict = {}
             by_share: dict = {}
+            widths: dict = {}
             for kind, (_, p_test, stats, drawn_from) in probs.items():
                 for method in METHODS:
                     errors[f"{kind}/{method}"] = [float(np.abs(estimate(p_test[r], method, stats) - mix).mean())
                                                   for r, mix in drawn]
+                for pseudo in (float(v) for v in a.smoothed_em.split(",") if v):
+                    errors[f"{kind}/em+{pseudo:g}"] = [float(np.abs(smoothed_em(p_test[r], stats, pseudo) - mix).mean())
+                                                       for r, mix in drawn]
                 if kind in a.interval_calibrations.split(",") and str(size) in a.interval_sizes.split(","):
                     for method in a.interval_methods.split(","):
-                        inside, truth = [], []
+                        inside, truth, width = [], [], []
                         for i, (r, mix) in enumerate(drawn):
                             low, high = interval(p_test[r], method, drawn_from, a.resamples, seed=i)
                             inside += ((low - 1e-9 <= mix) & (mix <= high + 1e-9)).tolist()
                             truth += mix.tolist()
+                            width.append(float((high - low).mean()))
                         cover[f"{kind}/{method}"] = float(np.mean(inside))
+                        widths[f"{kind}/{method}"] = round(float(np.mean(width)), 4)
                         level = np.digitize(truth, SHARE_LEVELS)
                         by_share[f"{kind}/{method}"] = {
                             name: [round(float(np.mean(np.array(inside)[level == j])), 4), int((level == j).sum())]
@@ -187,6 +289,7 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
             out["shares"][key] = {m: round(float(np.mean(v)), 4) for m, v in errors.items()}
             out["coverage"][key] = {m: round(v, 4) for m, v in cover.items()}
             out["coverage_by_share"][key] = by_share
+            out["interval_width"][key] = widths
             out["shares"][key]["_shift"] = round(float(np.mean([np.abs(mix - prior).mean() for _, mix in drawn])), 4)
     return out
 
@@ -216,6 +319,48 @@ def summary(results: dict) -> dict:
     return dict(sorted(out.items(), key=lambda kv: np.mean([v["mean_error"] for v in kv[1].values()])))
 
 
+def mean_interval(values: list[float]) -> list[float]:
+    """The mean of ``values`` (one per seed) and its 95% t-interval: [mean, low, high]."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
+    return [round(float(v.mean()), 4), round(float(v.mean() - half), 4), round(float(v.mean() + half), 4)]
+
+
+def decomposition(results: dict, kinds: list[str]) -> dict:
+    """``--oracle``'s answer per set and period size: the default quantifier's share error for each fit of each
+    calibration in ``kinds`` (mean over seeds of each seed's mean over protocols and periods, with its 95%
+    t-interval over seeds: [mean, low, high]), the part the oracle leaves (``sampling``: the test-posts fit) and the
+    part a validation split fitted it (``validation``: the default less the oracle, paired by seed); and each
+    classifier's test macro-F1."""
+    from emocare.quantify import DEFAULT
+
+    out = {}
+    for name, seeds in results.items():
+        errors: dict = {}
+        for r in seeds.values():
+            for size in sorted({int(key.split("/")[1]) for key in r["shares"]}):
+                rows = [errs for key, errs in r["shares"].items() if key.endswith(f"/{size}")]
+                for m in rows[0]:
+                    variant = m.removesuffix(f"/{DEFAULT}")
+                    if m.endswith(f"/{DEFAULT}") and variant.split("@")[0] in kinds:
+                        errors.setdefault(size, {}).setdefault(variant, []).append(np.mean([e[m] for e in rows]))
+        f1: dict = {}
+        for r in seeds.values():
+            for tail, value in r.get("oracle_test_macro_f1", {}).items():
+                f1.setdefault(tail, []).append(value)
+        out[name] = {"test_macro_f1": {t: mean_interval(v) for t, v in f1.items()}, "seeds": len(seeds)}
+        for size, variants in errors.items():
+            row = {v: mean_interval(e) for v, e in variants.items()}
+            for kind in kinds:
+                if f"{kind}@test" in variants:
+                    row[f"{kind}: sampling"] = row[f"{kind}@test"]
+                    row[f"{kind}: validation"] = mean_interval(np.subtract(variants[kind], variants[f"{kind}@test"]))
+            out[name][size] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -233,9 +378,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--out-of-fold-errors", action="store_true",
                     help="intervals draw the classifier's error from validation posts calibrated out of fold (5 folds)")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also fit the calibrations on validation subsamples, on the test posts (an oracle) and for "
+                         "weaker classifiers: where the default's share error comes from (decomposition)")
+    ap.add_argument("--oracle-calibrations", default="bcts")
+    ap.add_argument("--val-sizes", default="250,500,1000,2000", help="validation subsamples (below the split's size)")
+    ap.add_argument("--train-fractions", default="0.25,0.5", help="weaker classifiers' share of the training split")
+    ap.add_argument("--cross-fit", action="store_true",
+                    help="score every post by a classifier trained on the other 4 of 5 folds; the test posts are then "
+                         "the 80%% outside validation (fresh periods of 400 posts from a small set)")
+    ap.add_argument("--smoothed-em", default="", help="also score em with this many posts of each class added "
+                    "(comma-separated: em+N, a Dirichlet prior that keeps shares off 0)")
     ap.add_argument("--fresh", action="store_true",
                     help="periods of distinct test posts (each drawn once); mixes the split cannot fill are redrawn")
     a = ap.parse_args()
+    if a.cross_fit and a.oracle and a.train_fractions:
+        ap.error("--train-fractions needs a training split apart from the test posts: not with --cross-fit")
     results, started = {}, time.perf_counter()
     for name in a.sets.split(","):
         if not (a.data / name / "minilm.npy").is_file():
@@ -245,7 +403,8 @@ def main() -> None:
             results.setdefault(name, {})[seed] = run_set(name, seed, a)
             print(f"{name} seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
             wall = round(time.perf_counter() - started)
-            text = json.dumps({"summary": summary(results), "sets": results, "wall_s": wall,
+            extra = {"decomposition": decomposition(results, a.oracle_calibrations.split(","))} if a.oracle else {}
+            text = json.dumps({"summary": summary(results), **extra, "sets": results, "wall_s": wall,
                                "args": {k: str(v) for k, v in vars(a).items()}}, indent=1)
             if a.out:  # after every seed: a long run's finished seeds are kept
                 a.out.write_text(text)

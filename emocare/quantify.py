@@ -15,9 +15,11 @@ moves with the mix the classifier was trained on. The estimators (Forman 2008; B
 The adjusted estimators and ``em`` need the bundle's validation statistics (:func:`validation_stats`, stored in the
 fusion checkpoint and in a predictions file's ``.models.json``). ``em`` is the default: on shifted periods of four
 real text sets it had the lowest error (``benchmarks/quantification.py``). Intervals (:func:`interval`) come from
-the bootstrap of a period's posts; with the validation posts in the statistics, each resample less the estimator's
-error on a copy of them re-mixed to the period's estimate, so that they hold the classifier's error as well as the
-period's sampling error.
+the bootstrap of a period's posts, for ``em`` from draws of the period's own shares from their posterior
+(:func:`_posterior_shares`); with the validation posts in the statistics, each draw less a draw of the classifier's
+error (the estimator's error on a copy of them re-mixed to the period's estimate; for ``em`` also how far a
+calibration fitted on another validation split would move it), so that they hold the classifier's error as well as
+the period's.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ EM_STEPS = 200
 NEWTON_STEPS = 20  # 3 to 6 from near the maximum, a few more with shares held at 0 (rows still moving: EM)
 EM_TOL = 1e-6
 OUTER_NUMBERS = 8_000_000  # Newton's per-post outer products kept up to this many numbers (64 MB)
-BOOTSTRAP = 100  # resamples per interval: the coverage in README was measured with 100
+BOOTSTRAP = 100  # resamples (em: posterior draws) per interval: the coverage in docs/trends.md was measured with 100
+# em's posterior draws (_posterior_shares): sweeps from em's maximum before draws are kept, and between kept draws
+# (one sweep's shares lean on the last one's; with a weak classifier most of a post's label is the shares' doing)
+BURN_SWEEPS = 50
+THIN_SWEEPS = 10
 KEPT_POSTS = 5000  # validation posts kept in the bundle's statistics (about 7 bytes a class each, as JSON)
 LEVEL = 0.95
 DESCRIPTIONS = {
@@ -46,11 +52,19 @@ DESCRIPTIONS = {
 def interval_covers(method: str, stats: dict | None = None) -> str:
     """What :func:`interval` of ``method`` with the validation statistics ``stats`` accounts for, in words (the
     trends page and ``trends.csv`` say it)."""
-    if method in NEEDS_STATS and stats and stats.get("labels"):
+    from_validation = method in NEEDS_STATS and bool(stats and stats.get("labels"))
+    if method == "em":
+        period = f"the period's sampling error ({BOOTSTRAP} draws of its posts' labels from their posterior)"
+        if from_validation:
+            return (f"{period} and the classifier's error (each draw less how far the estimate moves with the "
+                    "calibration fitted on a bootstrap copy of the bundle's validation posts, and less the "
+                    "estimator's error on a bootstrap copy of them re-mixed to the period's estimate)")
+        return f"{period}; not the classifier's error"
+    period = f"the period's sampling error ({BOOTSTRAP} bootstrap resamples of its posts)"
+    if from_validation:
         return (f"the period's sampling error and the classifier's error ({BOOTSTRAP} bootstrap resamples of its "
                 "posts, each less the estimator's error on a bootstrap copy of the bundle's validation posts "
                 "re-mixed to the period's estimate)")
-    period = f"the period's sampling error ({BOOTSTRAP} bootstrap resamples of its posts)"
     if method in ("acc", "pacc"):
         return (f"{period} and the classifier's error as the adjustment knows it (each resample also redraws the "
                 "validation statistics, as another validation split of that size would give them)")
@@ -204,6 +218,32 @@ def estimate(probs: np.ndarray, method: str, stats: dict | None = None, weights:
     return _adjust(observed, np.asarray(stats["confusion" if method == "acc" else "mean_probs"]))
 
 
+def _posterior_shares(probs: np.ndarray, prior: np.ndarray, start: np.ndarray, draws: int, rng: np.random.Generator
+                      ) -> np.ndarray:
+    """``draws`` draws [draws, C] of the period's own class shares (the share of its posts ``probs`` [N, C] whose
+    label is each class) from their posterior under prior shift, by data augmentation (Tanner & Wong 1987): each
+    sweep draws every post's label from its posterior under the current shares (``probs`` re-weighted as in
+    :func:`_em`), then the shares from a Dirichlet with the label counts plus one. Starts at em's maximum
+    ``start``; keeps every :data:`THIN_SWEEPS`-th sweep after :data:`BURN_SWEEPS`.
+
+    Unlike a bootstrap of em's maximum, whose resamples pile at 0 with it where a class has a handful of posts, the
+    posterior keeps the shares the posts cannot rule out, and it is of the period's own shares rather than of the
+    mix it was drawn from (measured: ``benchmarks/quantification.py``, coverage by share size)."""
+    # classes first ([C, N]): a sweep's sums run along rows (1.6x faster than across them)
+    a = np.ascontiguousarray((probs / prior.clip(1e-6, None)).T)
+    k, n = a.shape
+    shares, out = (start + 1e-3) / (start + 1e-3).sum(), np.empty((draws, k))
+    for sweep in range(BURN_SWEEPS + draws * THIN_SWEEPS):
+        odds = np.cumsum(a * shares[:, None], axis=0)
+        labels = (odds < rng.random(n) * odds[-1]).sum(0)  # each post's label, by inversion
+        counts = np.bincount(labels, minlength=k)
+        shares = rng.dirichlet(counts + 1.0)
+        kept, rest = divmod(sweep - BURN_SWEEPS, THIN_SWEEPS)
+        if sweep >= BURN_SWEEPS and not rest:
+            out[kept] = counts / n
+    return out
+
+
 def _redrawn(stats: dict, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``draws`` copies of the validation statistics as other validation splits of the same size would give them:
     the class mix redrawn (multinomial), then each class's confusion column (multinomial) and mean probabilities
@@ -233,32 +273,50 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
              seed: int = 0, classifier_error: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The central ``LEVEL`` interval (low [C], high [C]) of the share :func:`estimate` estimates.
 
-    A bootstrap of the period's posts (its sampling error). For the methods that adjust with the validation
-    statistics (:data:`NEEDS_STATS`) and ``classifier_error``, each resample's estimate also has a draw of the
-    classifier's error taken off (:func:`_classifier_errors`) where the statistics keep the validation posts, or
-    (``acc`` and ``pacc`` from older bundles) is made with redrawn validation statistics, as another validation
-    split of that size would give them. Draws go in blocks of about two million post weights, so memory stays
-    bounded for any period size."""
+    ``resamples`` draws of the period's shares (its sampling error): for ``em`` from their posterior
+    (:func:`_posterior_shares`), else estimates on bootstrap resamples of its posts (:func:`_bootstrap`). For the
+    methods that adjust with the validation statistics (:data:`NEEDS_STATS`) and ``classifier_error``, each draw
+    also has a draw of the classifier's error taken off where the statistics keep the validation posts: the
+    estimator's error on a bootstrap copy of them re-mixed to the period's estimate (:func:`_classifier_errors`:
+    how far the calibration is off at that mix), and for ``em`` also how far the estimate moves with the
+    calibration fitted on a bootstrap copy of them (:func:`_refit_errors`: another validation split's). ``acc``
+    and ``pacc`` from older bundles (no validation posts) are estimated with redrawn validation statistics
+    instead, as another validation split of that size would give them."""
     rng = np.random.default_rng(seed)
-    n, k = probs.shape
     estimate(probs[:1], method, stats)  # a bad method or missing statistics fail here, before any work
     # the classifier's error from the validation posts, where the statistics keep them (else as far as redrawing
-    # the statistics shows it, below): subtracted from each resample of the period, draw by draw
+    # the statistics shows it, _bootstrap): subtracted from each draw of the period, draw by draw
     from_validation = classifier_error and method in NEEDS_STATS and bool(stats.get("labels"))
-    # em's only validation statistic is the mix its calibration was fitted on; the calibration's bias moves with that
-    # mix, so redrawing the mix alone (the calibration fixed) would invent an error the bundle does not have. For acc
-    # and pacc from a bundle without validation posts, redrawing their statistics is the classifier's error we have
-    redraw = classifier_error and method in ("acc", "pacc") and not from_validation
+    if method == "em":
+        share = estimate(probs, method, stats)
+        draws = _posterior_shares(probs, np.asarray(stats["prior"], float), share, resamples, rng)
+        # em's only validation statistic is the mix its calibration was fitted on; the calibration's bias moves with
+        # that mix, so without the validation posts there is no error of the classifier's to draw
+        if from_validation:
+            draws = draws - _refit_errors(share, probs, stats, resamples, rng)
+    else:
+        draws = _bootstrap(probs, method, stats, resamples, rng, classifier_error and not from_validation)
+    if from_validation:
+        draws = draws - _classifier_errors(estimate(probs, method, stats), method, stats, resamples, rng)
+    tail = 100 * (1 - LEVEL) / 2
+    return np.percentile(draws, tail, axis=0).clip(0, 1), np.percentile(draws, 100 - tail, axis=0).clip(0, 1)
+
+
+def _bootstrap(probs: np.ndarray, method: str, stats: dict | None, resamples: int, rng: np.random.Generator,
+               redraw: bool) -> np.ndarray:
+    """``resamples`` estimates [resamples, C] of ``method`` (not ``em``) on bootstrap resamples of the period's posts
+    ``probs``; with ``redraw``, ``acc`` and ``pacc`` each with redrawn validation statistics (:func:`_redrawn`). Draws
+    go in blocks of about two million post weights, so memory stays bounded for any period size."""
+    # for acc and pacc from a bundle without validation posts, redrawing their statistics is the classifier's error
+    # we have
+    redraw = redraw and method in ("acc", "pacc")
     confusion, mean_probs = _redrawn(stats, resamples, rng) if redraw else (None, None)
-    start = estimate(probs, method, stats) if method == "em" else None
+    n, k = probs.shape
     draws, block = [], max(1, 2_000_000 // max(n, 1))
     for first in range(0, resamples, block):
         size = min(block, resamples - first)
         picks = rng.integers(0, n, (size, n)) + n * np.arange(size)[:, None]  # draw b's posts, offset to row b
         weights = np.bincount(picks.ravel(), minlength=size * n).reshape(size, n).astype(float)
-        if method == "em":
-            draws.append(_em(probs, weights, np.asarray(stats["prior"], float), start))
-            continue
         if method in ("count", "pcc"):  # linear in the weights: every resample in one product
             counted = probs if method == "pcc" else np.eye(k)[probs.argmax(1)]
             draws.append(weights @ counted / weights.sum(1, keepdims=True))
@@ -267,11 +325,32 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
             redrawn = stats if not redraw else {**stats, "confusion": confusion[first + b],
                                                 "mean_probs": mean_probs[first + b]}
             draws.append(estimate(probs, method, redrawn, weights[b])[None])
-    draws = np.concatenate(draws)
-    if from_validation:
-        draws = draws - _classifier_errors(estimate(probs, method, stats), method, stats, resamples, rng)
-    tail = 100 * (1 - LEVEL) / 2
-    return np.percentile(draws, tail, axis=0).clip(0, 1), np.percentile(draws, 100 - tail, axis=0).clip(0, 1)
+    return np.concatenate(draws)
+
+
+def _refit_errors(share: np.ndarray, probs: np.ndarray, stats: dict, draws: int, rng: np.random.Generator
+                  ) -> np.ndarray:
+    """How far em's estimate ``share`` of the period ``probs`` would move [draws, C] had the calibration been fitted
+    on another validation split of the same size. Each draw takes a bootstrap copy of the validation posts kept in
+    ``stats`` and the change ``d`` of the calibration's per-class biases that makes their mean probability match the
+    copy's class mix again, as fitting on the copy would (the fitted biases match the split's own mix: the bias
+    terms' condition at the minimum of the log-loss), to first order: one Newton step from the fitted biases. em then
+    runs on the probabilities that calibration gives (each post's odds times ``exp(d)``) for the mix it was fitted
+    on (the copy's): em with the prior ``mix * exp(-d)``. The mix must move with the biases: the part of ``d`` that
+    only follows the copy's mix cancels in em, and a fixed prior would count it as error."""
+    val, labels = np.asarray(stats["probs"], float), np.asarray(stats["labels"], int)
+    val = val / val.sum(1, keepdims=True)  # rows rounded in the statistics: sums of 1 keep the biases' level free
+    n, k = val.shape
+    onehot = np.eye(k)[labels]
+    picks = rng.integers(0, n, (draws, n)) + n * np.arange(draws)[:, None]
+    copies = np.bincount(picks.ravel(), minlength=draws * n).reshape(draws, n)
+    mix = copies @ onehot / n  # [draws, C]: each copy's class mix
+    gap = mix - copies @ val / n  # and its mean probability short of it
+    slope = np.diag(val.mean(0)) - val.T @ val / n  # how the mean probability moves with the biases
+    change = gap @ np.linalg.pinv(slope, rcond=1e-10, hermitian=True)  # a common level of the biases is no change
+    prior = mix.clip(1e-6, None) * np.exp(-(change - change.mean(1, keepdims=True)))
+    one = np.ones((1, len(probs)))
+    return np.concatenate([_em(probs, one, p, share) for p in prior]) - share
 
 
 def _classifier_errors(share: np.ndarray, method: str, stats: dict, draws: int, rng: np.random.Generator
