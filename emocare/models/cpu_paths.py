@@ -11,7 +11,7 @@ The paths (``benchmarks/tower_speed.py`` times each and checks it against fp32):
   It keeps MiniLM's features (cosine >= 0.9999 to fp32) but not EfficientNet-Lite0's (0.979 at worst on 64
   demo images, below the 0.999 asked; macro-F1 down 0.016 on the demo's images);
 - ``openvino_bf16``: the ONNX export compiled by OpenVINO's CPU plugin with bfloat16 inference precision, on the
-  same CPUs as ``bf16``: MiniLM's features kept as well (cosine 0.99995) at 1.37 times ``bf16``'s texts/s;
+  same CPUs as ``bf16``: MiniLM's features kept as well (cosine 0.99995) at 1.3 to 1.6 times ``bf16``'s texts/s;
   EfficientNet-Lite0's not (0.991 at worst on the demo's images). So ``auto`` takes the bfloat16 paths for text
   only.
 
