@@ -137,8 +137,9 @@ def _pipeline_split(data: dict, draw: np.ndarray, params: dict) -> dict[str, str
 
 
 def _fusion_predictions(data: dict, draw: np.ndarray, split: dict[str, str], emb: np.ndarray, params: dict,
-                        kind: str, workdir: Path, val_split: str = "val") -> np.ndarray:
-    """Train the fusion model on ``emb`` (rows: the draw, then the test rows) as the fusion stage does; predict."""
+                        kind: str, workdir: Path, val_split: str = "val", logits: bool = False) -> np.ndarray:
+    """Train the fusion model on ``emb`` (rows: the draw, then the test rows) as the fusion stage does; predict
+    (or, with ``logits``, its logits of the test rows)."""
     import torch
 
     from emocare.cache import Cache
@@ -161,7 +162,8 @@ def _fusion_predictions(data: dict, draw: np.ndarray, split: dict[str, str], emb
     train_fusion(cache, {**params["fusion"], "kind": kind}, {**params["train"], "device": "cpu"}, path, classes,
                  modalities=["text"], val_split=val_split)
     model, _ = load_fusion(path)
-    return cached_fusion_logits(model, cache, np.arange(len(draw), n)).argmax(1)
+    out = cached_fusion_logits(model, cache, np.arange(len(draw), n))
+    return out if logits else out.argmax(1)
 
 
 def frozen_fusion(kind: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
@@ -190,11 +192,18 @@ def setfit_features(data: dict, fit_rows: np.ndarray, rows: np.ndarray, params: 
 def final_model(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
     """The bundle a cross-validated run ships (below ``split.cv_below``): the text features of ``regime``
     (``frozen``: the precomputed embeddings; ``setfit``: tuned on every label of the draw), then the fusion
-    model of ``fusion.kind: auto`` trained on every label (no post set aside)."""
+    model of ``fusion.kind: auto`` trained on every label (no post set aside). ``<regime>_chartfidf``: its
+    probabilities averaged with the balanced character TF-IDF regression's (the lexical member, a candidate)."""
+    regime, _, member = regime.partition("_")
     rows = np.concatenate([draw, data["test"]])
     emb = data["emb"][rows] if regime == "frozen" else setfit_features(data, draw, rows, params)
     split = {data["ids"][i]: "train" for i in draw}
-    return _fusion_predictions(data, draw, split, emb, params, "auto", workdir, val_split="train")
+    out = _fusion_predictions(data, draw, split, emb, params, "auto", workdir, val_split="train", logits=True)
+    probs = np.exp(out - out.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    if member == "chartfidf":
+        probs = probs + _probabilities("chartfidf_lr", data, draw, "balanced")
+    return probs.argmax(1)
 
 
 def pipeline_regime(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
