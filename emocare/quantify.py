@@ -287,8 +287,9 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
     # the classifier's error from the validation posts, where the statistics keep them (else as far as redrawing
     # the statistics shows it, _bootstrap): subtracted from each draw of the period, draw by draw
     from_validation = classifier_error and method in NEEDS_STATS and bool(stats.get("labels"))
+    # the period's estimate, where a draw is centred on it or the classifier's error is taken at its mix: once
+    share = estimate(probs, method, stats) if method == "em" or from_validation else None
     if method == "em":
-        share = estimate(probs, method, stats)
         draws = _posterior_shares(probs, np.asarray(stats["prior"], float), share, resamples, rng)
         # em's only validation statistic is the mix its calibration was fitted on; the calibration's bias moves with
         # that mix, so without the validation posts there is no error of the classifier's to draw
@@ -297,7 +298,7 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
     else:
         draws = _bootstrap(probs, method, stats, resamples, rng, classifier_error and not from_validation)
     if from_validation:
-        draws = draws - _classifier_errors(estimate(probs, method, stats), method, stats, resamples, rng)
+        draws = draws - _classifier_errors(share, method, stats, resamples, rng)
     tail = 100 * (1 - LEVEL) / 2
     return np.percentile(draws, tail, axis=0).clip(0, 1), np.percentile(draws, 100 - tail, axis=0).clip(0, 1)
 
