@@ -15,15 +15,20 @@ labelled posts a team has, the same for every learner:
 - ``fusion_<kind>[:<calibration>]``: EmoCare with a frozen text specialist (``train.regime: frozen``): the draw
   split as the split stage splits it (params.yaml's fractions and seed), the fusion model of ``fusion.kind:
   <kind>`` trained on the cached embeddings by :func:`~emocare.pipeline.fusion_training.train_fusion` and
-  calibrated as the pipeline does (``fusion.calibration``, or ``<calibration>``);
+  calibrated as the pipeline does (``fusion.calibration``), or by ``<calibration>`` at every size; ``+image``
+  appended: with the image features too (see ``final_<regime>+image``);
 - ``final_<regime>`` (``frozen`` or ``setfit``): the bundle a cross-validated run (below ``split.cv_below``)
   ships: the text specialist's features in that regime (setfit: tuned on every label of the draw by the train
   stage's :func:`~emocare.pipeline.regimes.setfit_tune`), the fusion model (``fusion.kind: auto``) trained on
-  every label. What cross-validation reports about it is measured in ``benchmarks/cv_threshold.py``;
+  every label. What cross-validation reports about it is measured in ``benchmarks/cv_threshold.py``.
+  ``final_<regime>+image``: the same with the image specialist too (a set whose labels.csv names an ``image``
+  per post: params.yaml's frozen image tower, its features kept beside the set as ``image_<backbone>.npz``);
 - ``pipeline_<regime>``: the text specialist trained by :func:`~emocare.pipeline.specialists.train_specialist`
   with ``train.regime: <regime>`` (setfit or finetune: they change the backbone, so the cached features are
   recomputed by :func:`~emocare.pipeline.embed.embed_modality`), then the fusion model (``fusion.kind: auto``).
   Costly on a CPU (minutes per draw): run it on a few cells.
+- ``final_...`` and ``pipeline_...`` with ``/<kind>[:<calibration>]`` appended: the same with that fusion kind
+  (and calibration) in place of ``auto``'s; the learners of one draw tune the text specialist once.
 
 Macro-F1 over the set's classes on the fixed test set. Every cell's scores go to ``--out`` (JSON lines, appended,
 so a long run can be resumed and several runs combined); the summary (mean, sd, 95 % t-interval of the mean over
@@ -38,6 +43,7 @@ the draws, and each learner's paired difference to the best of the four baseline
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -77,8 +83,50 @@ def load_set(folder: Path, test_size: int) -> dict:
                               replace=False))
     pool = np.setdiff1d(np.flatnonzero(~in_test) if in_test.any() else np.arange(len(ids)), test)
     y = np.array([classes.index(label) for label in labels])
-    return {"name": folder.name, "ids": ids, "texts": texts, "emb": emb, "y": y, "classes": classes,
-            "test": test, "pool": pool}
+    return {"name": folder.name, "folder": folder, "ids": ids, "texts": texts, "emb": emb, "y": y,
+            "classes": classes, "test": test, "pool": pool}
+
+
+def image_features(data: dict, params: dict) -> dict:
+    """Each post's image through the frozen image tower of params.yaml (pooled features, what the embed stage
+    caches for a frozen tower), computed once and kept beside the set (``image_<backbone>.npz``). A post whose
+    labels.csv row names no image, or whose image can't be read, has zeros and ``image_present`` False (counted
+    on stderr)."""
+    import torch
+
+    from emocare.io import atomic_path
+    from emocare.models.vision import build
+
+    cfg = params["image"]
+    path = data["folder"] / f"image_{cfg['backbone']}.npz"
+    if not path.exists():
+        with open(data["folder"] / "labels.csv", newline="", encoding="utf-8") as f:
+            images = {r["id"]: r.get("image") or "" for r in csv.DictReader(f)}
+        spec = build("image", {**cfg, "freeze": True}, offline=True, labels=["_", "_"]).eval()
+        emb, present, errors = np.zeros((len(data["ids"]), spec.dim), np.float32), np.zeros(len(data["ids"]), bool), 0
+        for start in range(0, len(data["ids"]), 32):
+            rows, pixels = [], []
+            for i in range(start, min(start + 32, len(data["ids"]))):
+                if not images[data["ids"][i]]:
+                    continue
+                try:
+                    pixels.append(spec.decode(data["folder"] / images[data["ids"][i]]))
+                    rows.append(i)
+                except Exception as e:  # noqa: BLE001 - an unreadable image: the post keeps its text
+                    errors += 1
+                    print(f"{data['name']}/{data['ids'][i]}: image unreadable: {e}", file=sys.stderr)
+            if rows:
+                with torch.inference_mode():
+                    emb[rows] = spec.encode({"pixels": torch.stack(pixels)}).float().numpy()
+                present[rows] = True
+        print(json.dumps({"set": data["name"], "images": int(present.sum()), "unreadable": errors,
+                          "without": int(len(present) - present.sum() - errors)}), file=sys.stderr)
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, ids=np.array(data["ids"]), emb=emb, present=present)
+    with np.load(path) as z:
+        if list(z["ids"]) != data["ids"]:
+            raise ValueError(f"{path}: its posts are not the set's; delete it to compute it again")
+        return {"image": z["emb"], "image_present": z["present"]}
 
 
 def macro_f1(truth: np.ndarray, pred: np.ndarray, k: int) -> float:
@@ -137,9 +185,10 @@ def _pipeline_split(data: dict, draw: np.ndarray, params: dict) -> dict[str, str
 
 
 def _fusion_predictions(data: dict, draw: np.ndarray, split: dict[str, str], emb: np.ndarray, params: dict,
-                        kind: str, workdir: Path, val_split: str = "val", logits: bool = False) -> np.ndarray:
-    """Train the fusion model on ``emb`` (rows: the draw, then the test rows) as the fusion stage does; predict
-    (or, with ``logits``, its logits of the test rows)."""
+                        kind: str, workdir: Path, val_split: str = "val", logits: bool = False,
+                        image: bool = False) -> np.ndarray:
+    """Train the fusion model on ``emb`` (rows: the draw, then the test rows) as the fusion stage does, with
+    ``image`` the set's image features too; predict (or, with ``logits``, its logits of the test rows)."""
     import torch
 
     from emocare.cache import Cache
@@ -151,25 +200,33 @@ def _fusion_predictions(data: dict, draw: np.ndarray, split: dict[str, str], emb
     rows = np.concatenate([draw, data["test"]])
     n = len(rows)
     splits = np.array([split.get(data["ids"][i], "") for i in draw] + ["bench_test"] * len(data["test"]))
-    absent = {m: torch.zeros((n, 1)) for m in ("image", "video")}
+    tensors = {m: torch.zeros((n, 1)) for m in ("image", "video")}
+    present = {"text": np.ones(n, bool), "image": np.zeros(n, bool), "video": np.zeros(n, bool)}
+    if image:
+        tensors["image"] = torch.from_numpy(data["image"][rows])
+        present["image"] = data["image_present"][rows]
     cache = Cache(ids=[data["ids"][i] for i in rows], labels=data["y"][rows], splits=splits,
-                  emb={"text": torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)), **absent},
-                  present={"text": np.ones(n, bool), "image": np.zeros(n, bool), "video": np.zeros(n, bool)},
-                  attrs={m: {"backbone": "all-MiniLM-L6-v2" if m == "text" else ""} for m in absent | {"text": 0}},
-                  label_names=list(data["classes"]))
+                  emb={"text": torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)), **tensors},
+                  present=present, label_names=list(data["classes"]),
+                  attrs={"text": {"backbone": "all-MiniLM-L6-v2"}, "video": {"backbone": ""},
+                         "image": {"backbone": params["image"]["backbone"] if image else ""}})
     classes = LabelSet.of(list(data["classes"]))
     path = workdir / "fusion.pt"
     train_fusion(cache, {**params["fusion"], "kind": kind}, {**params["train"], "device": "cpu"}, path, classes,
-                 modalities=["text"], val_split=val_split)
+                 modalities=["text", "image"] if image else ["text"], val_split=val_split)
     model, _ = load_fusion(path)
     out = cached_fusion_logits(model, cache, np.arange(len(draw), n))
     return out if logits else out.argmax(1)
 
 
-def frozen_fusion(kind: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
+def frozen_fusion(kind: str, data: dict, draw: np.ndarray, params: dict, workdir: Path,
+                  image: bool = False) -> np.ndarray:
+    """The fusion model's calibrated logits of the test rows (see ``fusion_<kind>`` above)."""
     split = _pipeline_split(data, draw, params)
+    if image and "image" not in data:
+        data.update(image_features(data, params))
     return _fusion_predictions(data, draw, split, data["emb"][np.concatenate([draw, data["test"]])], params, kind,
-                               workdir)
+                               workdir, image=image, logits=True)
 
 
 def setfit_features(data: dict, fit_rows: np.ndarray, rows: np.ndarray, params: dict) -> np.ndarray:
@@ -189,16 +246,33 @@ def setfit_features(data: dict, fit_rows: np.ndarray, rows: np.ndarray, params: 
     return specialist_dataset(model.freeze(), _posts(data, rows)).tensors[0].numpy()
 
 
-def final_model(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
+_FEATURES: dict = {}  # tuned text features by (set, draw, regime): the learners of one draw tune once
+
+
+def _memo(key: tuple, compute):
+    if key not in _FEATURES:
+        _FEATURES.clear()  # one draw's features at a time
+        _FEATURES[key] = compute()
+    return _FEATURES[key]
+
+
+def final_model(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path,
+                kind: str = "auto") -> np.ndarray:
     """The bundle a cross-validated run ships (below ``split.cv_below``): the text features of ``regime``
     (``frozen``: the precomputed embeddings; ``setfit``: tuned on every label of the draw), then the fusion
-    model of ``fusion.kind: auto`` trained on every label (no post set aside). ``<regime>_chartfidf``: its
-    probabilities averaged with the balanced character TF-IDF regression's (the lexical member, a candidate)."""
+    model of ``fusion.kind: auto`` trained on every label (no post set aside). ``<regime>+image``: text and
+    the frozen image tower's features (a multimodal set). ``<regime>_chartfidf``: its probabilities averaged with
+    the balanced character TF-IDF regression's (the lexical member, a candidate)."""
+    regime, _, media = regime.partition("+")
     regime, _, member = regime.partition("_")
+    if media == "image" and "image" not in data:
+        data.update(image_features(data, params))
     rows = np.concatenate([draw, data["test"]])
-    emb = data["emb"][rows] if regime == "frozen" else setfit_features(data, draw, rows, params)
+    emb = data["emb"][rows] if regime == "frozen" else _memo(
+        (data["name"], draw.tobytes(), "setfit"), lambda: setfit_features(data, draw, rows, params))
     split = {data["ids"][i]: "train" for i in draw}
-    out = _fusion_predictions(data, draw, split, emb, params, "auto", workdir, val_split="train", logits=True)
+    out = _fusion_predictions(data, draw, split, emb, params, kind, workdir, val_split="train", logits=True,
+                              image=media == "image")
     probs = np.exp(out - out.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     if member == "chartfidf":
@@ -206,8 +280,17 @@ def final_model(regime: str, data: dict, draw: np.ndarray, params: dict, workdir
     return probs.argmax(1)
 
 
-def pipeline_regime(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path) -> np.ndarray:
+def pipeline_regime(regime: str, data: dict, draw: np.ndarray, params: dict, workdir: Path,
+                    kind: str = "auto") -> np.ndarray:
     """The text specialist trained in ``regime`` by the train stage's function, its embeddings, then fusion."""
+    split = _pipeline_split(data, draw, params)
+    emb = _memo((data["name"], draw.tobytes(), regime),
+                lambda: _specialist_embeddings(regime, data, draw, split, params, workdir))
+    return _fusion_predictions(data, draw, split, emb, params, kind, workdir)
+
+
+def _specialist_embeddings(regime: str, data: dict, draw: np.ndarray, split: dict[str, str], params: dict,
+                           workdir: Path) -> np.ndarray:
     import h5py
 
     from emocare.data.split import SPLITS
@@ -215,7 +298,6 @@ def pipeline_regime(regime: str, data: dict, draw: np.ndarray, params: dict, wor
     from emocare.pipeline.embed import embed_modality
     from emocare.pipeline.specialists import train_specialist
 
-    split = _pipeline_split(data, draw, params)
     posts = _posts(data, np.concatenate([draw, data["test"]]))
     write_jsonl(workdir / "posts.jsonl", [p.to_record() for p in posts])
     write_json(workdir / "split.json", {s: [p.id for p in posts if split.get(p.id) == s] for s in SPLITS})
@@ -225,28 +307,50 @@ def pipeline_regime(regime: str, data: dict, draw: np.ndarray, params: dict, wor
     train_specialist("text", run, workdir / "posts.jsonl", workdir / "split.json", ckpt, workdir / "reports")
     embed_modality("text", ckpt, posts, split, workdir / "text.h5", device="cpu")
     with h5py.File(workdir / "text.h5", "r") as f:  # emocare.cache's layout: rows in post order
-        emb = f["emb"][:]
-    return _fusion_predictions(data, draw, split, emb, params, "auto", workdir)
+        return f["emb"][:]
+
+
+@contextlib.contextmanager
+def _calibrated_as_asked(learner: str):
+    """A learner that names its calibration gets it at every size (the fusion stage replaces one that moves
+    decisions by temperature scaling below ``BIASES_FROM`` training posts)."""
+    from emocare.pipeline import fusion_training
+
+    asked, kept = ":" in learner, fusion_training.BIASES_FROM
+    fusion_training.BIASES_FROM = 0 if asked else kept
+    try:
+        yield
+    finally:
+        fusion_training.BIASES_FROM = kept
 
 
 def run_cell(learner: str, data: dict, size: int, draw_no: int, params: dict) -> dict:
     rng = np.random.default_rng([size, draw_no])
     draw = np.sort(rng.choice(data["pool"], size, replace=False))
     started = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _calibrated_as_asked(learner):
         if learner.startswith("fusion_"):
-            kind, _, calibration = learner.removeprefix("fusion_").partition(":")
+            fusion, _, media = learner.removeprefix("fusion_").partition("+")
+            kind, _, calibration = fusion.partition(":")
             run = {**params, "fusion": {**params["fusion"], "calibration": calibration or
                                         params["fusion"]["calibration"]}}
-            pred = frozen_fusion(kind, data, draw, run, Path(tmp))
-        elif learner.startswith("final_"):
-            pred = final_model(learner.removeprefix("final_"), data, draw, params, Path(tmp))
-        elif learner.startswith("pipeline_"):
-            pred = pipeline_regime(learner.removeprefix("pipeline_"), data, draw, params, Path(tmp))
+            logits = frozen_fusion(kind, data, draw, run, Path(tmp), image=media == "image")
+        elif learner.startswith(("final_", "pipeline_")):
+            name, _, fusion = learner.partition("/")
+            kind, _, calibration = (fusion or "auto").partition(":")
+            run = {**params, "fusion": {**params["fusion"], "calibration": calibration or
+                                        params["fusion"]["calibration"]}}
+            learn = final_model if name.startswith("final_") else pipeline_regime
+            pred = learn(name.partition("_")[2], data, draw, run, Path(tmp), kind)
         else:
             pred = baseline(learner, data, draw)
+    truth, more = data["y"][data["test"]], {}
+    if learner.startswith("fusion_"):  # calibrated probabilities: their expected calibration error too
+        from emocare.calibration import ece, softmax
+
+        pred, more = logits.argmax(1), {"ece": round(ece(softmax(logits), truth), 4)}
     return {"set": data["name"], "size": size, "draw": draw_no, "learner": learner, "test_posts": len(data["test"]),
-            "macro_f1": round(macro_f1(data["y"][data["test"]], pred, len(data["classes"])), 4),
+            "macro_f1": round(macro_f1(truth, pred, len(data["classes"])), 4), **more,
             "seconds": round(time.time() - started, 1)}
 
 
