@@ -2,10 +2,11 @@
 
 For each data set under ``--data`` (``<set>/labels.csv`` with ``id,text,label``, and ``minilm.npy`` /
 ``minilm_ids.txt``: frozen all-MiniLM-L6-v2 sentence embeddings of the texts) and each seed, the rows are split
-(stratified, seeded) 60 / 20 / 20 into train, validation and test. The classifier is a class-weighted logistic
-regression on the embeddings (class weights make it favour rare classes, as EmoCare's fusion training does),
-its logits calibrated on validation with each :data:`emocare.calibration.KINDS` (``fit_calibration``, as the
-fusion stage does). Then:
+(stratified, seeded) 60 / 20 / 20 into train, validation and test (with ``--labels N``, a team's bundle: train
+and validation cut to 80 % and 10 % of N, as the split stage would split N labels). The classifier is a
+class-weighted logistic regression on the embeddings (class weights make it favour rare classes, as EmoCare's
+fusion training does), its logits calibrated on validation with each :data:`emocare.calibration.KINDS`
+(``fit_calibration``, as the fusion stage does). Then:
 
 - test ECE (top label) and its floor (:func:`emocare.calibration.ece_floor`) per calibration;
 - shifted periods drawn from the test posts (with replacement within each class, or with ``--fresh`` without) for
@@ -176,7 +177,7 @@ def oracle_fits(x: np.ndarray, y: np.ndarray, rows: dict, raw: dict, clf, a: arg
     from sklearn.base import clone
     from sklearn.metrics import f1_score
 
-    from emocare.calibration import apply, fit_calibration, softmax
+    from emocare.calibration import KEEPS_DECISIONS, apply, fit_calibration, softmax
     from emocare.quantify import validation_stats
 
     rng = np.random.default_rng(2000 + seed)
@@ -185,7 +186,7 @@ def oracle_fits(x: np.ndarray, y: np.ndarray, rows: dict, raw: dict, clf, a: arg
     def fitted(on: np.ndarray, labels: np.ndarray, test: np.ndarray, kind: str) -> tuple:
         calibration = fit_calibration(on, labels, kind)
         p_fit, p_test = softmax(apply(on, calibration)), softmax(apply(test, calibration))
-        stats = validation_stats(p_fit, labels)
+        stats = validation_stats(p_fit, labels, keeps_prior_shift=kind in KEEPS_DECISIONS)
         return p_fit, p_test, stats, stats
 
     classifiers = {"": raw}
@@ -211,11 +212,15 @@ def oracle_fits(x: np.ndarray, y: np.ndarray, rows: dict, raw: dict, clf, a: arg
 def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
     from sklearn.linear_model import LogisticRegression
 
-    from emocare.calibration import KINDS, apply, ece, ece_floor, fit_calibration, softmax
+    from emocare.calibration import KEEPS_DECISIONS, KINDS, apply, ece, ece_floor, fit_calibration, softmax
     from emocare.quantify import METHODS, estimate, interval, validation_stats
 
     x, y, classes = load_set(a.data / name)
     train, val, test = split(y, seed)
+    if a.labels:  # a team's bundle: that many labels, split 80 / 10 as the split stage splits them
+        rng = np.random.default_rng(3000 + seed)
+        train = np.sort(train[stratified(y[train], int(0.8 * a.labels), rng)])
+        val = np.sort(val[stratified(y[val], int(0.1 * a.labels), rng)])
     clf = LogisticRegression(C=a.c, class_weight="balanced", max_iter=2000)
     if a.cross_fit:  # every post scored out of fold; the test posts are the 80% outside validation
         logits, test = cross_fitted(x, y, clf, seed), np.sort(np.concatenate([train, test]))
@@ -235,12 +240,12 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
     for kind in KINDS:
         fitted = fit_calibration(raw["val"], y_val, kind)
         p_val, p_test = softmax(apply(raw["val"], fitted)), softmax(apply(raw["test"], fitted))
-        stats = validation_stats(p_val, y_val)
+        stats = validation_stats(p_val, y_val, keeps_prior_shift=kind in KEEPS_DECISIONS)
         # the stats the interval draws the classifier's error from: with --out-of-fold-errors, its validation posts
         # as calibrations fitted without them score them
         drawn_from = stats
         if a.out_of_fold_errors and kind in a.interval_calibrations.split(","):
-            kept = validation_stats(out_of_fold(raw["val"], y_val, kind, seed), y_val)
+            kept = validation_stats(out_of_fold(raw["val"], y_val, kind, seed), y_val, kind in KEEPS_DECISIONS)
             drawn_from = {**stats, "probs": kept["probs"], "labels": kept["labels"]}
         probs[kind] = (p_val, p_test, stats, drawn_from)
         out["calibrations"][kind] = {"test_ece": round(ece(p_test, y_test), 4),
@@ -366,6 +371,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--sets", default="meld,goemotions,tweeteval_emotion,cm_off_meme")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--labels", type=int, help="train on 80 % and calibrate on 10 % of this many labels (a team's "
+                                                  "bundle) instead of the 60 / 20 split")
     ap.add_argument("--periods", type=int, default=20)
     ap.add_argument("--sizes", default="100,400,1000")
     ap.add_argument("--drifts", default="0.25,0.5,1.0")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 KINDS = ("temperature", "bcts", "vector", "matrix", "none")
+# the kinds without per-class biases: they keep every decision, and the class weights' shift of the probabilities
+KEEPS_DECISIONS = ("temperature", "none")
 ECE_BINS = 15
 LBFGS_STEPS = 200
 OFF_DIAGONAL_L2 = 0.1  # matrix: the penalty on the mean squared off-diagonal entry (README: how much it matters)

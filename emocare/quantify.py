@@ -71,11 +71,16 @@ def interval_covers(method: str, stats: dict | None = None) -> str:
     return f"{period}; not the classifier's error"
 
 
-def validation_stats(probs: np.ndarray, labels: np.ndarray) -> dict:
+def validation_stats(probs: np.ndarray, labels: np.ndarray, keeps_prior_shift: bool = False) -> dict:
     """What the adjusted estimators need from the validation split: per true class (columns), the rate of each
     top label (``confusion``), the mean probability of each class (``mean_probs``), the class mix (``prior``), and
     the posts themselves (``probs``, ``labels``; up to :data:`KEPT_POSTS`), from which :func:`interval` draws
-    periods whose truth it knows."""
+    periods whose truth it knows.
+
+    ``keeps_prior_shift``: the calibration keeps the class weights' shift of the probabilities (temperature
+    scaling, none): they are calibrated for another mix than the validation labels', which em must re-weight from
+    (``em_prior``, :func:`calibrated_mix`); with the labels' mix its shares were as far off as not adjusting at all
+    (docs/trends.md, small bundles)."""
     k = probs.shape[1]
     confusion, mean_probs = np.zeros((k, k)), np.zeros((k, k))
     for j in range(k):
@@ -89,7 +94,29 @@ def validation_stats(probs: np.ndarray, labels: np.ndarray) -> dict:
     kept = np.sort(np.random.default_rng(0).permutation(len(labels))[:KEPT_POSTS])
     return {"posts": int(len(labels)), "confusion": confusion.round(6).tolist(),
             "mean_probs": mean_probs.round(6).tolist(), "prior": prior.round(6).tolist(),
-            "probs": probs[kept].round(4).tolist(), "labels": labels[kept].tolist()}
+            "probs": probs[kept].round(4).tolist(), "labels": labels[kept].tolist(),
+            **({"em_prior": calibrated_mix(probs, prior).round(6).tolist()} if keeps_prior_shift else {})}
+
+
+def calibrated_mix(probs: np.ndarray, prior: np.ndarray, steps: int = EM_STEPS) -> np.ndarray:
+    """The class mix ``probs`` [N, C] are calibrated for, given that their posts' mix is ``prior``: the ``m`` for
+    which re-weighting them by ``prior / m`` makes them average to ``prior`` (what bcts's per-class biases meet
+    when fitted), by iterative scaling."""
+    ratio = np.ones(probs.shape[1])
+    for _ in range(steps):
+        moved = probs * ratio
+        mean = (moved / moved.sum(1, keepdims=True)).mean(0)
+        if np.abs(mean - prior).max() < EM_TOL:
+            break
+        ratio = ratio * np.where(prior > 0, prior / mean.clip(1e-12), 1.0)
+    mix = np.where(prior > 0, prior / ratio, 0.0)
+    return mix / mix.sum()
+
+
+def _em_prior(stats: dict) -> np.ndarray:
+    """The mix em re-weights from: the one the probabilities are calibrated for (the validation labels' unless the
+    calibration kept the class weights' shift)."""
+    return np.asarray(stats.get("em_prior", stats["prior"]), float)
 
 
 def _adjust(observed: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -208,7 +235,7 @@ def estimate(probs: np.ndarray, method: str, stats: dict | None = None, weights:
                          "`emocare predict` with this version writes them to its .models.json); use pcc or count")
     w = np.ones(len(probs)) if weights is None else weights
     if method == "em":
-        return _em(probs, w[None], np.asarray(stats["prior"], float))[0]
+        return _em(probs, w[None], _em_prior(stats))[0]
     if method in ("count", "acc"):
         observed = np.bincount(probs.argmax(1), weights=w, minlength=probs.shape[1]) / w.sum()
     else:
@@ -290,7 +317,7 @@ def interval(probs: np.ndarray, method: str, stats: dict | None = None, resample
     # the period's estimate, where a draw is centred on it or the classifier's error is taken at its mix: once
     share = estimate(probs, method, stats) if method == "em" or from_validation else None
     if method == "em":
-        draws = _posterior_shares(probs, np.asarray(stats["prior"], float), share, resamples, rng)
+        draws = _posterior_shares(probs, _em_prior(stats), share, resamples, rng)
         # em's only validation statistic is the mix its calibration was fitted on; the calibration's bias moves with
         # that mix, so without the validation posts there is no error of the classifier's to draw
         if from_validation:
@@ -338,9 +365,12 @@ def _refit_errors(share: np.ndarray, probs: np.ndarray, stats: dict, draws: int,
     terms' condition at the minimum of the log-loss), to first order: one Newton step from the fitted biases. em then
     runs on the probabilities that calibration gives (each post's odds times ``exp(d)``) for the mix it was fitted
     on (the copy's): em with the prior ``mix * exp(-d)``. The mix must move with the biases: the part of ``d`` that
-    only follows the copy's mix cancels in em, and a fixed prior would count it as error."""
+    only follows the copy's mix cancels in em, and a fixed prior would count it as error. Probabilities calibrated
+    for another mix (``em_prior``) are first re-weighted to the validation labels' mix, as the biases would."""
     val, labels = np.asarray(stats["probs"], float), np.asarray(stats["labels"], int)
-    val = val / val.sum(1, keepdims=True)  # rows rounded in the statistics: sums of 1 keep the biases' level free
+    shift = np.asarray(stats["prior"], float).clip(1e-6, None) / _em_prior(stats).clip(1e-6, None)
+    val = val * shift  # rows rounded in the statistics: sums of 1 (below) keep the biases' level free
+    val = val / val.sum(1, keepdims=True)
     n, k = val.shape
     onehot = np.eye(k)[labels]
     picks = rng.integers(0, n, (draws, n)) + n * np.arange(draws)[:, None]
@@ -349,7 +379,7 @@ def _refit_errors(share: np.ndarray, probs: np.ndarray, stats: dict, draws: int,
     gap = mix - copies @ val / n  # and its mean probability short of it
     slope = np.diag(val.mean(0)) - val.T @ val / n  # how the mean probability moves with the biases
     change = gap @ np.linalg.pinv(slope, rcond=1e-10, hermitian=True)  # a common level of the biases is no change
-    prior = mix.clip(1e-6, None) * np.exp(-(change - change.mean(1, keepdims=True)))
+    prior = mix.clip(1e-6, None) * np.exp(-(change - change.mean(1, keepdims=True))) / shift
     one = np.ones((1, len(probs)))
     return np.concatenate([_em(probs, one, p, share) for p in prior]) - share
 
@@ -375,7 +405,7 @@ def _classifier_errors(share: np.ndarray, method: str, stats: dict, draws: int, 
             picks.append(rows[rng.integers(0, len(rows), len(draw))] + n * draw)
         weights = np.bincount(np.concatenate(picks), minlength=len(part) * n).reshape(len(part), n).astype(float)
         if method == "em":
-            found = _em(probs, weights, np.asarray(stats["prior"], float), mix)
+            found = _em(probs, weights, _em_prior(stats), mix)
         else:
             found = np.stack([estimate(probs, method, stats, w) for w in weights])
         out.append(found - part / n)

@@ -121,6 +121,31 @@ def test_a_large_period_gets_the_same_shares_without_the_outer_products(monkeypa
     assert np.abs(_em(probs, weights, prior) - kept).max() < 1e-9
 
 
+def test_em_reweights_from_the_mix_a_prior_keeping_calibration_averages_to():
+    """A class-weighted model calibrated by temperature scaling keeps its probabilities' shift toward the rare
+    classes (here: the posteriors under a uniform mix). em from the validation labels' mix then over-corrects; from
+    the mix the probabilities are calibrated for (``em_prior``, solved on validation: uniform here; what the fusion
+    stage stores for temperature scaling) it recovers the period's shares, point and interval."""
+    rng = np.random.default_rng(5)
+
+    def posts(mix: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.choice(3, n, p=mix)
+        evidence = rng.normal(size=(n, 3))
+        evidence[np.arange(n), labels] += 1.5
+        return softmax(1.5 * evidence), labels  # the posteriors under a uniform mix: what class weights train for
+
+    val_probs, val_labels = posts(np.array([0.6, 0.3, 0.1]), 3000)
+    probs, labels = posts(np.array([0.2, 0.3, 0.5]), 4000)
+    truth = np.bincount(labels, minlength=3) / len(labels)
+    by_labels = validation_stats(val_probs, val_labels)
+    kept = validation_stats(val_probs, val_labels, keeps_prior_shift=True)
+    assert kept["em_prior"] == pytest.approx([1 / 3] * 3, abs=0.03) and "em_prior" not in by_labels
+    assert np.abs(estimate(probs, "em", by_labels) - truth).mean() > 0.05
+    assert np.abs(estimate(probs, "em", kept) - truth).mean() < 0.03
+    low, high = interval(probs, "em", kept, resamples=100, seed=0)
+    assert ((low <= truth) & (truth <= high)).all()
+
+
 def test_em_interval_covers_shifted_periods_with_the_classifiers_error():
     """Forty 400-post periods with mixes drawn far from the validation mix (uniform on the simplex). Scored by a
     classifier that is under-confident (its evidence moves the true posterior 1.5 times as far as it says), em
