@@ -114,7 +114,9 @@ def test_cross_validation_scores_every_label_once_and_calibrates_the_bundle_out_
     assert info["cross_validation"]["folds"] == 3 and info["calibration"]["fitted_on"] == "out-of-fold predictions"
     assert info["train_size"] == 145  # the bundle's model learnt from every label
     payload = read_checkpoint(fusion_path(tmp_path / "models"))
-    assert payload["validation"]["posts"] == 145 and payload["spec"]["calibration"]["kind"] == "bcts"
+    # fewer than BIASES_FROM posts: temperature scaling, as each fold's model had (its decisions are the folds')
+    assert payload["validation"]["posts"] == 145 and payload["spec"]["calibration"]["kind"] == "temperature"
+    assert "em_prior" in payload["validation"]  # the trends' em re-weights from the mix it is calibrated for
     rows = {(r["subset"], r["mode"]): r for r in run_ablation(cache, preds=preds)}
     everything = rows[("text+image+video", "retrained")]
     assert everything["fusion_gain"]["interval"] == [0.0, 0.0]  # the fusion model against itself

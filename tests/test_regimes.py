@@ -23,7 +23,7 @@ from emocare.models.fusion import load_fusion
 from emocare.params import load_params
 from emocare.pipeline import specialists
 from emocare.pipeline.crossval import evaluation_plan, fold_splits, load_fold_features, post_folds
-from emocare.pipeline.fusion_training import LINEAR_BELOW, calibration_kind, fusion_kind, train_fusion
+from emocare.pipeline.fusion_training import BIASES_FROM, LINEAR_BELOW, calibration_kind, fusion_kind, train_fusion
 from emocare.pipeline.regimes import FINETUNE_FROM, MIN_STEPS, choose_regime, finetune_schedule, setfit_tune
 from emocare.pipeline.specialists import train_specialist
 from emocare.scoring import cached_fusion_logits
@@ -192,12 +192,13 @@ def _blob_cache(n: int, seed: int = 0) -> Cache:
 
 
 def test_linear_fusion_learns_and_auto_picks_it_for_few_labels(tmp_path: Path):
-    """Below LINEAR_BELOW training posts: the linear kind, and temperature scaling instead of a calibration that
-    moves decisions."""
-    assert fusion_kind("auto", LINEAR_BELOW - 1) == "linear" and fusion_kind("auto", LINEAR_BELOW) == "attention"
-    assert fusion_kind("gated", 10) == "gated"
-    assert calibration_kind("bcts", LINEAR_BELOW - 1) == "temperature" == calibration_kind("matrix", 10)
-    assert calibration_kind("bcts", LINEAR_BELOW) == "bcts" and calibration_kind("none", 10) == "none"
+    """The linear kind below LINEAR_BELOW training posts or with one modality; below BIASES_FROM temperature
+    scaling instead of a calibration that moves decisions."""
+    assert fusion_kind("auto", LINEAR_BELOW - 1, 3) == "linear" and fusion_kind("auto", LINEAR_BELOW, 3) == "attention"
+    assert fusion_kind("auto", 100_000, 1) == "linear" and fusion_kind("auto", LINEAR_BELOW, 2) == "attention"
+    assert fusion_kind("gated", 10, 1) == "gated"
+    assert calibration_kind("bcts", BIASES_FROM - 1) == "temperature" == calibration_kind("matrix", 10)
+    assert calibration_kind("bcts", BIASES_FROM) == "bcts" and calibration_kind("none", 10) == "none"
     cache = _blob_cache(300)
     cfg = {"kind": "auto", "modality_dropout": 0.3, "dropout": 0.1, "d_model": 16, "heads": 2, "hidden": 16,
            **TINY_TRAIN, "calibration": "bcts"}
