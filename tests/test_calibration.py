@@ -97,9 +97,12 @@ def test_unknown_kind_is_refused():
         fit_calibration(np.zeros((2, 2)), np.zeros(2, int), "platt")
 
 
-def test_train_fusion_stores_the_calibration_and_scoring_applies_it(tmp_path: Path):
+def test_train_fusion_stores_the_calibration_and_scoring_applies_it(tmp_path: Path, monkeypatch):
+    from emocare.pipeline import fusion_training
+
     torch.manual_seed(0)
-    cache = synthetic_cache(1200)  # 840 training posts: enough for the requested calibrations (fusion_training)
+    monkeypatch.setattr(fusion_training, "BIASES_FROM", 800)  # so that 840 training posts get what they ask for
+    cache = synthetic_cache(1200)  # 840 training posts
     path = tmp_path / "fusion.pt"
     metrics = train_fusion(cache, {**FUSION, "kind": "attention", "epochs": 6}, TRAIN, path, DEFAULT)
     fitted = metrics["calibration"]
