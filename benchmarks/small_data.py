@@ -43,7 +43,6 @@ the draws, and each learner's paired difference to the best of the four baseline
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import math
@@ -59,6 +58,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from emocare.metrics import macro_f1  # noqa: E402
 from emocare.params import load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,51 +88,43 @@ def load_set(folder: Path, test_size: int) -> dict:
 
 
 def image_features(data: dict, params: dict) -> dict:
-    """Each post's image through the frozen image tower of params.yaml (pooled features, what the embed stage
-    caches for a frozen tower), computed once and kept beside the set (``image_<backbone>.npz``). A post whose
-    labels.csv row names no image, or whose image can't be read, has zeros and ``image_present`` False (counted
-    on stderr)."""
-    import torch
-
+    """Each post's image through the frozen image tower of params.yaml, by the embed stage's
+    :func:`~emocare.pipeline.embed.encode_posts` (the pooled features it caches for a frozen tower), computed once
+    and kept beside the set (``image_<backbone>.npz``). A post whose labels.csv row names no image, or whose image
+    fails the validate stage's check (:func:`~emocare.media.image.check_image`: the stage would quarantine it),
+    has zeros and ``image_present`` False; the counts and each failure go to stderr."""
+    from emocare.data.manifest import Post
     from emocare.io import atomic_path
-    from emocare.models.vision import build
+    from emocare.labels import LabelSet
+    from emocare.media.image import check_image
+    from emocare.models import build_specialist
+    from emocare.pipeline.embed import encode_posts
 
     cfg = params["image"]
     path = data["folder"] / f"image_{cfg['backbone']}.npz"
     if not path.exists():
         with open(data["folder"] / "labels.csv", newline="", encoding="utf-8") as f:
             images = {r["id"]: r.get("image") or "" for r in csv.DictReader(f)}
-        spec = build("image", {**cfg, "freeze": True}, offline=True, labels=["_", "_"]).eval()
-        emb, present, errors = np.zeros((len(data["ids"]), spec.dim), np.float32), np.zeros(len(data["ids"]), bool), 0
-        for start in range(0, len(data["ids"]), 32):
-            rows, pixels = [], []
-            for i in range(start, min(start + 32, len(data["ids"]))):
-                if not images[data["ids"][i]]:
-                    continue
-                try:
-                    pixels.append(spec.decode(data["folder"] / images[data["ids"][i]]))
-                    rows.append(i)
-                except Exception as e:  # noqa: BLE001 - an unreadable image: the post keeps its text
-                    errors += 1
-                    print(f"{data['name']}/{data['ids'][i]}: image unreadable: {e}", file=sys.stderr)
-            if rows:
-                with torch.inference_mode():
-                    emb[rows] = spec.encode({"pixels": torch.stack(pixels)}).float().numpy()
-                present[rows] = True
-        print(json.dumps({"set": data["name"], "images": int(present.sum()), "unreadable": errors,
-                          "without": int(len(present) - present.sum() - errors)}), file=sys.stderr)
+        present, failed = np.zeros(len(data["ids"]), bool), 0
+        for i, pid in enumerate(data["ids"]):
+            problem = images[pid] and check_image(data["folder"] / images[pid], params["data"]["max_image_pixels"])
+            if problem:
+                failed += 1
+                print(f"{data['name']}/{pid}: image left out: {problem}", file=sys.stderr)
+            present[i] = bool(images[pid]) and not problem
+        tower = build_specialist("image", {**cfg, "freeze": True}, LabelSet.of(["a", "b"]), offline=True)
+        rows = np.flatnonzero(present)
+        emb = np.zeros((len(data["ids"]), tower.dim), np.float32)
+        emb[rows] = encode_posts(tower, [Post(id=data["ids"][i], image=str(data["folder"] / images[data["ids"][i]]))
+                                         for i in rows], num_workers=0, desc=f"{data['name']} images")
+        print(json.dumps({"set": data["name"], "images": len(rows), "left_out": failed,
+                          "without": int(len(present) - len(rows) - failed)}), file=sys.stderr)
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, ids=np.array(data["ids"]), emb=emb, present=present)
     with np.load(path) as z:
         if list(z["ids"]) != data["ids"]:
             raise ValueError(f"{path}: its posts are not the set's; delete it to compute it again")
         return {"image": z["emb"], "image_present": z["present"]}
-
-
-def macro_f1(truth: np.ndarray, pred: np.ndarray, k: int) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(truth, pred, labels=list(range(k)), average="macro", zero_division=0))
 
 
 def _probabilities(name: str, data: dict, draw: np.ndarray, weights: str | None) -> np.ndarray:
@@ -310,25 +302,11 @@ def _specialist_embeddings(regime: str, data: dict, draw: np.ndarray, split: dic
         return f["emb"][:]
 
 
-@contextlib.contextmanager
-def _calibrated_as_asked(learner: str):
-    """A learner that names its calibration gets it at every size (the fusion stage replaces one that moves
-    decisions by temperature scaling below ``BIASES_FROM`` training posts)."""
-    from emocare.pipeline import fusion_training
-
-    asked, kept = ":" in learner, fusion_training.BIASES_FROM
-    fusion_training.BIASES_FROM = 0 if asked else kept
-    try:
-        yield
-    finally:
-        fusion_training.BIASES_FROM = kept
-
-
 def run_cell(learner: str, data: dict, size: int, draw_no: int, params: dict) -> dict:
     rng = np.random.default_rng([size, draw_no])
     draw = np.sort(rng.choice(data["pool"], size, replace=False))
     started = time.time()
-    with tempfile.TemporaryDirectory() as tmp, _calibrated_as_asked(learner):
+    with tempfile.TemporaryDirectory() as tmp:
         if learner.startswith("fusion_"):
             fusion, _, media = learner.removeprefix("fusion_").partition("+")
             kind, _, calibration = fusion.partition(":")

@@ -14,7 +14,7 @@ from emocare.calibration import apply, describe, ece, ece_floor, fit_calibration
 from emocare.labels import DEFAULT
 from emocare.models.checkpoint import read_checkpoint
 from emocare.models.fusion import load_fusion
-from emocare.pipeline.fusion_training import CALIBRATION, calibration_kind, train_fusion
+from emocare.pipeline.fusion_training import train_fusion
 from emocare.scoring import cached_fusion_logits
 
 
@@ -97,17 +97,14 @@ def test_unknown_kind_is_refused():
         fit_calibration(np.zeros((2, 2)), np.zeros(2, int), "platt")
 
 
-def test_train_fusion_stores_the_calibration_and_scoring_applies_it(tmp_path: Path, monkeypatch):
-    from emocare.pipeline import fusion_training
-
+def test_train_fusion_stores_the_calibration_and_scoring_applies_it(tmp_path: Path):
     torch.manual_seed(0)
-    monkeypatch.setattr(fusion_training, "BIASES_FROM", 800)  # so that 840 training posts get what they ask for
     cache = synthetic_cache(1200)  # 840 training posts
     path = tmp_path / "fusion.pt"
-    metrics = train_fusion(cache, {**FUSION, "kind": "attention", "epochs": 6}, TRAIN, path, DEFAULT)
+    metrics = train_fusion(cache, {**FUSION, "kind": "attention", "epochs": 6, "calibration": "bcts"}, TRAIN, path,
+                           DEFAULT)
     fitted = metrics["calibration"]
-    # below the small-data size the requested kind gives way to temperature scaling (fusion_training's rule)
-    assert fitted["kind"] == calibration_kind(CALIBRATION, len(cache.rows("train")))
+    assert fitted["kind"] == "bcts"  # named in params.yaml: as asked, at any size
     assert fitted["val_nll_after"] <= fitted["val_nll_before"] + 1e-9
     payload = read_checkpoint(path)
     assert payload["spec"]["calibration"]["scale"] == fitted["scale"]

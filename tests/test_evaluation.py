@@ -101,20 +101,24 @@ def test_folds_are_stratified_and_keep_duplicates_together():
     assert (splits[:10] == "").all()
 
 
-def test_cross_validation_scores_every_label_once_and_calibrates_the_bundle_out_of_fold(tmp_path: Path):
+def test_cross_validation_scores_every_label_once_and_calibrates_the_bundle_out_of_fold(tmp_path: Path,
+                                                                                         monkeypatch):
     from emocare.models.checkpoint import read_checkpoint
+    from emocare.pipeline import fusion_training
 
+    # calibration auto: each fold's ~50 training posts below the threshold, the final model's 145 above it
+    monkeypatch.setattr(fusion_training, "BIASES_FROM", 120)
     cache = synthetic_cache(150)
     cache.labels[:5] = -1  # unlabelled posts are never scored
     fold = assign_folds(cache.labels, cache.ids, 3, seed=0)
-    preds = cross_validate(cache, fold, QUICK, {**TRAIN, "seed": 1}, tmp_path / "r", DEFAULT, tmp_path / "w",
-                           tmp_path / "models")
+    preds = cross_validate(cache, fold, {**QUICK, "calibration": "auto"}, {**TRAIN, "seed": 1}, tmp_path / "r",
+                           DEFAULT, tmp_path / "w", tmp_path / "models")
     assert list(preds.rows) == list(np.flatnonzero(cache.labels >= 0))  # each labelled post, out of fold, once
     info = json.loads((tmp_path / "r" / "info.json").read_text())
     assert info["cross_validation"]["folds"] == 3 and info["calibration"]["fitted_on"] == "out-of-fold predictions"
     assert info["train_size"] == 145  # the bundle's model learnt from every label
     payload = read_checkpoint(fusion_path(tmp_path / "models"))
-    # fewer than BIASES_FROM posts: temperature scaling, as each fold's model had (its decisions are the folds')
+    # the folds' temperature scaling, not bcts as auto would pick for 145 posts: the bundle keeps the folds' decisions
     assert payload["validation"]["posts"] == 145 and payload["spec"]["calibration"]["kind"] == "temperature"
     assert "em_prior" in payload["validation"]  # the trends' em re-weights from the mix it is calibrated for
     rows = {(r["subset"], r["mode"]): r for r in run_ablation(cache, preds=preds)}

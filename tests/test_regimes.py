@@ -192,19 +192,22 @@ def _blob_cache(n: int, seed: int = 0) -> Cache:
 
 
 def test_linear_fusion_learns_and_auto_picks_it_for_few_labels(tmp_path: Path):
-    """The linear kind below LINEAR_BELOW training posts or with one modality; below BIASES_FROM temperature
-    scaling instead of a calibration that moves decisions."""
+    """The linear kind below LINEAR_BELOW training posts or with one modality; calibration auto: temperature
+    scaling below BIASES_FROM, bcts from there; a calibration named in params.yaml as asked."""
     assert fusion_kind("auto", LINEAR_BELOW - 1, 3) == "linear" and fusion_kind("auto", LINEAR_BELOW, 3) == "attention"
     assert fusion_kind("auto", 100_000, 1) == "linear" and fusion_kind("auto", LINEAR_BELOW, 2) == "attention"
     assert fusion_kind("gated", 10, 1) == "gated"
-    assert calibration_kind("bcts", BIASES_FROM - 1) == "temperature" == calibration_kind("matrix", 10)
-    assert calibration_kind("bcts", BIASES_FROM) == "bcts" and calibration_kind("none", 10) == "none"
+    assert calibration_kind("auto", BIASES_FROM - 1) == "temperature"
+    assert calibration_kind("auto", BIASES_FROM) == "bcts"
+    assert calibration_kind("matrix", 10) == "matrix" and calibration_kind("none", 10) == "none"
+    with pytest.raises(ValueError, match="fusion.calibration must be auto or one of"):
+        calibration_kind("platt", 10)
     cache = _blob_cache(300)
     cfg = {"kind": "auto", "modality_dropout": 0.3, "dropout": 0.1, "d_model": 16, "heads": 2, "hidden": 16,
-           **TINY_TRAIN, "calibration": "bcts"}
+           **TINY_TRAIN, "calibration": "auto"}
     metrics = train_fusion(cache, cfg, TRAIN, tmp_path / "fusion.pt", DEFAULT, report_dir=tmp_path / "reports")
     assert metrics["kind"] == "linear" and metrics["kind_requested"] == "auto"
-    assert metrics["calibration"]["kind"] == "temperature" and metrics["calibration_requested"] == "bcts"
+    assert metrics["calibration"]["kind"] == "temperature" and metrics["calibration_requested"] == "auto"
     model, payload = load_fusion(tmp_path / "fusion.pt")
     test = cache.rows("test")
     pred = cached_fusion_logits(model, cache, test).argmax(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from emocare.bundle import MODELS_DIR, fusion_path, subset_path, subsets_dir
 from emocare.cache import Cache, CachedDataset
 from emocare.calibration import KEEPS_DECISIONS, apply, ece, fit_calibration, nll, softmax
+from emocare.calibration import KINDS as CALIBRATIONS
 from emocare.data.split import class_weights
 from emocare.io import read_json
 from emocare.labels import MODALITIES, SUBSETS, LabelSet
@@ -31,7 +33,7 @@ from emocare.quantify import validation_stats
 from emocare.runtime import count_parameters, die_with_parent, resolve_device, seed_everything
 from emocare.scoring import cached_fusion_logits
 
-CALIBRATION = "bcts"  # fusion.calibration's default: see emocare.calibration and the README
+CALIBRATION = "auto"  # fusion.calibration's default (calibration_kind); the kinds: emocare.calibration
 # fusion.kind auto: the linear kind for posts of one modality, or below this many training posts; else the attention
 # kind, the study's cross-modal model with modality dropout. On the text of three real sets the linear kind scored
 # as well as or better than the attention kind at every size measured, 240 to 8,000 training posts, on frozen and
@@ -40,19 +42,23 @@ CALIBRATION = "bcts"  # fusion.calibration's default: see emocare.calibration an
 # 800 training posts: linear +0.03; the demo's synthetic posts, some without an image or a video: attention
 # +0.015); benchmarks/small_data.py, docs/small-data.md.
 LINEAR_BELOW = FINETUNE_FROM
-# Below this many training posts a calibration that moves the decisions (bcts, vector and matrix fit a bias per
-# class) is replaced by temperature scaling, which keeps every prediction. Measured on three real text sets
-# (benchmarks/small_data.py, benchmarks/quantification.py --labels; docs/small-data.md): bcts's biases cost
-# macro-F1 at every size up to 3,000 labels (MELD, 1,000 labels, fine-tuned text: 0.298 against 0.327), while the
-# trends' em, re-weighting from the mix temperature-scaled probabilities are calibrated for, estimated shares as
-# well as on bcts (400-post periods: 0.067 against 0.071 at 1,000 labels, 0.047 against 0.047 at 3,000). From
+# fusion.calibration auto: temperature scaling below this many training posts, which keeps every prediction, and
+# bcts from there (bcts, vector and matrix fit a bias per class, which moves decisions). Measured on three real
+# text sets (benchmarks/small_data.py, benchmarks/quantification.py --labels; docs/small-data.md): bcts's biases
+# cost macro-F1 at every size up to 3,000 labels (MELD, 1,000 labels, fine-tuned text: 0.298 against 0.327), while
+# the trends' em, re-weighting from the mix temperature-scaled probabilities are calibrated for, estimated shares
+# as well as on bcts (400-post periods: 0.067 against 0.071 at 1,000 labels, 0.047 against 0.047 at 3,000). From
 # here (3,000 labels under the default split) bcts, as the trends were measured with on large splits.
 BIASES_FROM = 3_000
 
 
 def calibration_kind(kind: str, train_posts: int) -> str:
-    """``fusion.calibration``, temperature scaling in its place below :data:`BIASES_FROM` training posts."""
-    return kind if train_posts >= BIASES_FROM or kind in KEEPS_DECISIONS else "temperature"
+    """``fusion.calibration`` with ``auto`` resolved by the number of training posts; any other kind as asked."""
+    if kind != "auto":
+        if kind not in CALIBRATIONS:
+            raise ValueError(f"fusion.calibration must be auto or one of {', '.join(CALIBRATIONS)}, got {kind!r}")
+        return kind
+    return "bcts" if train_posts >= BIASES_FROM else "temperature"
 
 
 def fusion_kind(kind: str, train_posts: int, modalities: int) -> str:
@@ -124,8 +130,9 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
     tcfg = TrainConfig.from_params(train_cfg, fusion_cfg, {"num_workers": 0})  # cached tensors: no decoding
     seed_everything(tcfg.seed)  # initial weights from the seeded RNG
     train_rows, val_rows = cache.rows_with("train", mods), cache.rows_with(val_split, mods)
-    requested = fusion_cfg["kind"]
+    requested, calibration = fusion_cfg["kind"], fusion_cfg.get("calibration", CALIBRATION)
     kind = fusion_kind(requested, len(train_rows), len(mods))
+    calibration_used = calibration_kind(calibration, len(train_rows))  # a bad setting stops before training
     fusion_cfg = {**fusion_cfg, "kind": kind}
     model = FusionModel.from_params({m: cache.emb[m].shape[1] for m in mods}, fusion_cfg, list(classes))
     weights = class_weights([classes.names[i] for i in cache.labels[train_rows]], classes)
@@ -143,8 +150,7 @@ def train_fusion(cache: Cache, fusion_cfg: dict, train_cfg: dict, model_path: st
                       live_dir=Path(report_dir) / "live" if report_dir else None, desc=desc, checkpoint_extra=extra)
     report = summary.pop("classification_report")
     summary.pop("history")
-    calibration = fusion_cfg.get("calibration", CALIBRATION)
-    summary["calibration"] = calibrate(model_path, cache, val_rows, calibration_kind(calibration, len(train_rows)))
+    summary["calibration"] = calibrate(model_path, cache, val_rows, calibration_used)
     summary["calibration_requested"] = calibration
     metrics = {"modalities": mods, **{k: fusion_cfg[k] for k in ("kind", "d_model", "heads", "hidden")},
                "kind_requested": requested,
@@ -271,11 +277,12 @@ def cross_validate(cache: Cache, fold: np.ndarray, fusion_cfg: dict, train_cfg: 
     features for each fold, from an encoder tuned without that fold's posts, in place of the cached ones.
     """
     folds = int(fold.max()) + 1
-    parts, best, val_f1 = [], [], []
+    parts, best, val_f1, calibrations = [], [], [], []
     for f in range(folds):
         view = fold_view(cache, fold, f, fold_features)
         results = train_fusion_models(view, fusion_cfg, train_cfg, None, classes, Path(work_dir) / f"fold{f}")
         best.append(results["fusion"]["best_epoch"])
+        calibrations.append(results["fusion"]["calibration"]["kind"])
         val_f1.append(results["fusion"]["best_val_macro_f1"])
         parts.append(predict_split(view, Path(work_dir) / f"fold{f}", "test", specialists=False))
     pooled = Predictions.pool(parts)
@@ -284,10 +291,10 @@ def cross_validate(cache: Cache, fold: np.ndarray, fusion_cfg: dict, train_cfg: 
     train_fusion_models(everything, {**fusion_cfg, "epochs": epochs, "patience": epochs}, train_cfg, report_dir,
                         classes, models_dir, training_data=training_data, val_split="train")
     labels = cache.labels[pooled.rows]
-    # the folds' rule (calibration_kind): a calibration that moved the final model's decisions would ship another
-    # classifier than the one the folds measured
+    # the folds' calibration kind, not auto's for every label: one that moved the final model's decisions otherwise
+    # would ship another classifier than the one the folds measured
     calibration = store_calibration(fusion_path(models_dir), pooled.raw, labels,
-                                    calibration_kind(fusion_cfg.get("calibration", CALIBRATION), len(labels)))
+                                    Counter(calibrations).most_common(1)[0][0])
     info = read_json(Path(report_dir) / "info.json")
     # the final model has no validation posts: its decision metrics are the folds' (mean validation macro-F1)
     info.update(calibration={**calibration, "fitted_on": "out-of-fold predictions"},
