@@ -3,7 +3,8 @@
 For each data set under ``--data`` (``<set>/labels.csv`` with ``id,text,label``, and ``minilm.npy`` /
 ``minilm_ids.txt``: frozen all-MiniLM-L6-v2 sentence embeddings of the texts) and each seed, the rows are split
 (stratified, seeded) 60 / 20 / 20 into train, validation and test (with ``--labels N``, a team's bundle: train
-and validation cut to 80 % and 10 % of N, as the split stage would split N labels). The classifier is a
+and validation cut to 80 % and 10 % of N, as the split stage would split N labels; with ``--cv-bundle`` too,
+a cross-validated run's: all N train it, and its calibration is fitted on their out-of-fold logits). The classifier is a
 class-weighted logistic regression on the embeddings (class weights make it favour rare classes, as EmoCare's
 fusion training does), its logits calibrated on validation with each :data:`emocare.calibration.KINDS`
 (``fit_calibration``, as the fusion stage does). Then:
@@ -217,7 +218,11 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
 
     x, y, classes = load_set(a.data / name)
     train, val, test = split(y, seed)
-    if a.labels:  # a team's bundle: that many labels, split 80 / 10 as the split stage splits them
+    if a.labels and a.cv_bundle:  # below split.cv_below: every label trains the model and, out of fold, calibrates
+        rng = np.random.default_rng(3000 + seed)
+        pool = np.concatenate([train, val])
+        train = val = np.sort(pool[stratified(y[pool], a.labels, rng)])
+    elif a.labels:  # a team's bundle: that many labels, split 80 / 10 as the split stage splits them
         rng = np.random.default_rng(3000 + seed)
         train = np.sort(train[stratified(y[train], int(0.8 * a.labels), rng)])
         val = np.sort(val[stratified(y[val], int(0.1 * a.labels), rng)])
@@ -225,6 +230,10 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
     if a.cross_fit:  # every post scored out of fold; the test posts are the 80% outside validation
         logits, test = cross_fitted(x, y, clf, seed), np.sort(np.concatenate([train, test]))
         raw, prior = {"val": logits[val], "test": logits[test]}, np.bincount(y, minlength=len(classes)) / len(y)
+    elif a.cv_bundle:
+        raw = {"val": cross_fitted(x[train], y[train], clf, seed), "test": clf.fit(x[train], y[train])
+               .decision_function(x[test])}
+        prior = np.bincount(y[train], minlength=len(classes)) / len(train)
     else:
         clf.fit(x[train], y[train])
         raw = {"val": clf.decision_function(x[val]), "test": clf.decision_function(x[test])}
@@ -394,11 +403,16 @@ def main() -> None:
     ap.add_argument("--cross-fit", action="store_true",
                     help="score every post by a classifier trained on the other 4 of 5 folds; the test posts are then "
                          "the 80%% outside validation (fresh periods of 400 posts from a small set)")
+    ap.add_argument("--cv-bundle", action="store_true",
+                    help="with --labels N: the bundle a cross-validated run ships (below split.cv_below): the "
+                         "classifier trained on all N labels, its calibration fitted on their out-of-fold logits")
     ap.add_argument("--smoothed-em", default="", help="also score em with this many posts of each class added "
                     "(comma-separated: em+N, a Dirichlet prior that keeps shares off 0)")
     ap.add_argument("--fresh", action="store_true",
                     help="periods of distinct test posts (each drawn once); mixes the split cannot fill are redrawn")
     a = ap.parse_args()
+    if a.cv_bundle and (not a.labels or a.cross_fit or a.oracle):
+        ap.error("--cv-bundle needs --labels and goes with neither --cross-fit nor --oracle")
     if a.cross_fit and a.oracle and a.train_fractions:
         ap.error("--train-fractions needs a training split apart from the test posts: not with --cross-fit")
     results, started = {}, time.perf_counter()
