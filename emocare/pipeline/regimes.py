@@ -27,7 +27,8 @@ REGIMES = ("frozen", "setfit", "finetune")
 # auto: fine-tune from this many training labels (1,000 labelled posts under the default 80/10/10 split), setfit
 # below. On three real sets (benchmarks/small_data.py, docs/small-data.md) fine-tuning trailed setfit at 300 labels
 # (by 0.028 to 0.036 macro-F1) and led the better baseline at 1,000 (with the linear fusion kind; GoEmotions by
-# 0.104, MELD by 0.012, TweetEval by 0.060).
+# 0.104, MELD by 0.012, TweetEval by 0.060). setfit at 1,000 labels scored +0.009 / +0.023 / +0.000 over it on
+# those sets but its cross-fitting tunes six times, about an hour of a CPU core: not worth it by default.
 FINETUNE_FROM = 800
 # finetune: at least this many optimiser steps (more epochs for fewer posts; the demo's 1,000 training posts in
 # batches of 16 give 63 steps an epoch, so its 4 epochs), and this share of them warming up.
