@@ -150,7 +150,9 @@ def _probabilities(name: str, data: dict, draw: np.ndarray, weights: str | None)
 def baseline(name: str, data: dict, draw: np.ndarray) -> np.ndarray:
     """A baseline's predictions on the test rows, trained on all of the draw; ``minilm_chartfidf_lr_balanced``
     averages the probabilities of the balanced MiniLM and character TF-IDF regressions (a lexical member beside
-    the sentence encoder: a candidate, not one of the issue's baselines)."""
+    the sentence encoder: a candidate, not one of the issue's baselines); ``minilm_selftrain_lr_balanced`` is the
+    balanced MiniLM regression self-trained (scikit-learn's SelfTrainingClassifier, threshold 0.7) on the draw and
+    up to 5,000 other posts of the pool as unlabelled ones (a team's unlabelled posts: a candidate too)."""
     y, test = data["y"], data["test"]
     weights = "balanced" if name.endswith("_balanced") else None
     name = name.removesuffix("_balanced")
@@ -158,6 +160,15 @@ def baseline(name: str, data: dict, draw: np.ndarray) -> np.ndarray:
         return np.full(len(test), Counter(y[draw].tolist()).most_common(1)[0][0])
     if name in ("tfidf_lr", "chartfidf_lr", "minilm_lr"):
         return _probabilities(name, data, draw, weights).argmax(1)
+    if name == "minilm_selftrain_lr":  # the draw plus up to 5,000 unlabelled posts of the pool (a candidate)
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.semi_supervised import SelfTrainingClassifier
+
+        rest = np.setdiff1d(data["pool"], draw)
+        unlabelled = np.random.default_rng(len(draw)).choice(rest, min(5000, len(rest)), replace=False)
+        x = np.concatenate([data["emb"][draw], data["emb"][unlabelled]])
+        learner = SelfTrainingClassifier(LogisticRegression(max_iter=2000, class_weight=weights), threshold=0.7)
+        return learner.fit(x, np.concatenate([y[draw], np.full(len(unlabelled), -1)])).predict(data["emb"][test])
     if name == "minilm_chartfidf_lr":
         return (_probabilities("minilm_lr", data, draw, weights)
                 + _probabilities("chartfidf_lr", data, draw, weights)).argmax(1)
