@@ -218,12 +218,11 @@ def run_set(name: str, seed: int, a: argparse.Namespace) -> dict:
 
     x, y, classes = load_set(a.data / name)
     train, val, test = split(y, seed)
+    rng = np.random.default_rng(3000 + seed)
     if a.labels and a.cv_bundle:  # below split.cv_below: every label trains the model and, out of fold, calibrates
-        rng = np.random.default_rng(3000 + seed)
         pool = np.concatenate([train, val])
         train = val = np.sort(pool[stratified(y[pool], a.labels, rng)])
     elif a.labels:  # a team's bundle: that many labels, split 80 / 10 as the split stage splits them
-        rng = np.random.default_rng(3000 + seed)
         train = np.sort(train[stratified(y[train], int(0.8 * a.labels), rng)])
         val = np.sort(val[stratified(y[val], int(0.1 * a.labels), rng)])
     clf = LogisticRegression(C=a.c, class_weight="balanced", max_iter=2000)

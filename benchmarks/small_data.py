@@ -313,6 +313,11 @@ def _specialist_embeddings(regime: str, data: dict, draw: np.ndarray, split: dic
         return f["emb"][:]
 
 
+def _calibrated(params: dict, calibration: str) -> dict:
+    """params.yaml with ``fusion.calibration`` set to the learner's ``calibration`` where it names one."""
+    return {**params, "fusion": {**params["fusion"], "calibration": calibration or params["fusion"]["calibration"]}}
+
+
 def run_cell(learner: str, data: dict, size: int, draw_no: int, params: dict) -> dict:
     rng = np.random.default_rng([size, draw_no])
     draw = np.sort(rng.choice(data["pool"], size, replace=False))
@@ -321,16 +326,13 @@ def run_cell(learner: str, data: dict, size: int, draw_no: int, params: dict) ->
         if learner.startswith("fusion_"):
             fusion, _, media = learner.removeprefix("fusion_").partition("+")
             kind, _, calibration = fusion.partition(":")
-            run = {**params, "fusion": {**params["fusion"], "calibration": calibration or
-                                        params["fusion"]["calibration"]}}
-            logits = frozen_fusion(kind, data, draw, run, Path(tmp), image=media == "image")
+            logits = frozen_fusion(kind, data, draw, _calibrated(params, calibration), Path(tmp),
+                                   image=media == "image")
         elif learner.startswith(("final_", "pipeline_")):
             name, _, fusion = learner.partition("/")
             kind, _, calibration = (fusion or "auto").partition(":")
-            run = {**params, "fusion": {**params["fusion"], "calibration": calibration or
-                                        params["fusion"]["calibration"]}}
             learn = final_model if name.startswith("final_") else pipeline_regime
-            pred = learn(name.partition("_")[2], data, draw, run, Path(tmp), kind)
+            pred = learn(name.partition("_")[2], data, draw, _calibrated(params, calibration), Path(tmp), kind)
         else:
             pred = baseline(learner, data, draw)
     truth, more = data["y"][data["test"]], {}

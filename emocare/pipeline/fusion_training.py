@@ -14,8 +14,7 @@ import torch
 
 from emocare.bundle import MODELS_DIR, fusion_path, subset_path, subsets_dir
 from emocare.cache import Cache, CachedDataset
-from emocare.calibration import KEEPS_DECISIONS, apply, ece, fit_calibration, nll, softmax
-from emocare.calibration import KINDS as CALIBRATIONS
+from emocare.calibration import KEEPS_DECISIONS, KINDS, apply, ece, fit_calibration, nll, softmax
 from emocare.data.split import class_weights
 from emocare.io import read_json
 from emocare.labels import MODALITIES, SUBSETS, LabelSet
@@ -55,8 +54,8 @@ BIASES_FROM = 3_000
 def calibration_kind(kind: str, train_posts: int) -> str:
     """``fusion.calibration`` with ``auto`` resolved by the number of training posts; any other kind as asked."""
     if kind != "auto":
-        if kind not in CALIBRATIONS:
-            raise ValueError(f"fusion.calibration must be auto or one of {', '.join(CALIBRATIONS)}, got {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"fusion.calibration must be auto or one of {', '.join(KINDS)}, got {kind!r}")
         return kind
     return "bcts" if train_posts >= BIASES_FROM else "temperature"
 
